@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine. Idempotent: a second run
+# only checks. Used by .ci/run and by `scripts/test.sh` when something is missing.
+set -euo pipefail
+
+APT_PACKAGES=(
+  # agent: host build, sanitizers, fuzzing, crypto as ESP-IDF ships it
+  cmake clang libclang-rt-14-dev llvm libmbedtls-dev
+  # agent: size checks for ESP32-C3 (rv32imc) and ESP8266 (Xtensa lx106) with picolibc
+  gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
+)
+PIP_PACKAGES=(
+  # independent checks of image and signature formats
+  "esptool==5.*"
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c "import esptool" 2>/dev/null; then
+  echo "setup: installing PyPI packages: ${PIP_PACKAGES[*]}"
+  python3 -m pip install -q "${PIP_PACKAGES[@]}"
+fi
+
+command -v cargo-nextest >/dev/null || command -v cargo >/dev/null || {
+  echo "setup: cargo is missing; install Rust from https://rustup.rs" >&2; exit 2; }
+echo "setup: ok"
