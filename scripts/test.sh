@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of the repository: the Rust workspace (unit, property, integration, end-to-end
+# with the real binaries), the esptool interop checks, and the C agent's suite (sanitizers, fuzz,
+# power-loss, sizes, end-to-end against otterd). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+echo "== Rust: build the binaries the end-to-end tests drive"
+cargo build --locked --bins
+
+echo "== Rust: all tests"
+cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --doc
+
+echo "== Rust: fuzz targets replay their corpus (stable toolchain)"
+if [ -f fuzz/Cargo.toml ]; then
+  (cd fuzz && cargo test --locked)
+fi
+
+if [ -x agent/scripts/test.sh ]; then
+  echo "== Agent (C): unit tests under sanitizers, fuzzing, power loss, sizes, end-to-end"
+  OTTERD_BIN="$PWD/target/debug/otterd" OTTER_BIN="$PWD/target/debug/otter" bash agent/scripts/test.sh
+fi
+
+echo "== all tests passed"
