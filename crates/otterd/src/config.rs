@@ -1,0 +1,319 @@
+//! Settings, layered: defaults < config file < `OTTER_*` environment < command-line flags.
+//!
+//! Every setting can come from any layer; `otterd config show --sources` prints each value
+//! with the layer it came from. `Debug` redacts the database URL's password.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::File => "config file",
+            Source::Env => "environment",
+            Source::Flag => "command line",
+        })
+    }
+}
+
+/// The server's settings.
+#[derive(Clone)]
+pub struct Settings {
+    /// Holds the SQLite database, the blobs and the initial admin token.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// Database URL; default `sqlite://<data_dir>/otter.db`.
+    pub database_url: Option<String>,
+    /// Largest release upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Base device poll interval in seconds (devices get it with ±10 % jitter).
+    pub poll_interval_s: u64,
+    /// Requests handled at once before new ones get 429.
+    pub max_in_flight: usize,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Seconds to let requests finish on shutdown (downloads get this long too).
+    pub shutdown_grace_s: u64,
+    /// Where each value came from.
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut s = Settings {
+            data_dir: PathBuf::from("otter-data"),
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            database_url: None,
+            max_upload_bytes: 32 * 1024 * 1024,
+            poll_interval_s: 3600,
+            max_in_flight: 512,
+            log_format: "text".into(),
+            shutdown_grace_s: 30,
+            sources: BTreeMap::new(),
+        };
+        for k in KEYS {
+            s.sources.insert(k, Source::Default);
+        }
+        s
+    }
+}
+
+const KEYS: [&str; 8] = [
+    "data_dir",
+    "listen",
+    "database_url",
+    "max_upload_bytes",
+    "poll_interval_s",
+    "max_in_flight",
+    "log_format",
+    "shutdown_grace_s",
+];
+
+/// The config file's shape (TOML); unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub max_upload_bytes: Option<u64>,
+    pub poll_interval_s: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub log_format: Option<String>,
+    pub shutdown_grace_s: Option<u64>,
+}
+
+/// A settings error that names the flag, the variable and the key to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn env_name(key: &str) -> String {
+    format!("OTTER_{}", key.to_ascii_uppercase())
+}
+
+impl Layer {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Reads `OTTER_*` variables from `get` (the process environment in production).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+        fn parse<T: std::str::FromStr>(
+            key: &str,
+            v: Option<String>,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.map(|v| {
+                v.parse::<T>().map_err(|e| {
+                    ConfigError(format!(
+                        "{}={v:?} is not valid: {e} (also settable as `{key}` in the config file)",
+                        env_name(key)
+                    ))
+                })
+            })
+            .transpose()
+        }
+        let g = |k: &str| get(&env_name(k)).filter(|v| !v.is_empty());
+        Ok(Layer {
+            data_dir: g("data_dir").map(PathBuf::from),
+            listen: parse("listen", g("listen"))?,
+            database_url: g("database_url"),
+            max_upload_bytes: parse("max_upload_bytes", g("max_upload_bytes"))?,
+            poll_interval_s: parse("poll_interval_s", g("poll_interval_s"))?,
+            max_in_flight: parse("max_in_flight", g("max_in_flight"))?,
+            log_format: g("log_format"),
+            shutdown_grace_s: parse("shutdown_grace_s", g("shutdown_grace_s"))?,
+        })
+    }
+}
+
+impl Settings {
+    /// Applies one layer on top.
+    pub fn apply(&mut self, layer: Layer, source: Source) {
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(v) = layer.$field {
+                    self.$field = v;
+                    self.sources.insert(stringify!($field), source);
+                }
+            };
+        }
+        set!(data_dir);
+        set!(listen);
+        if let Some(v) = layer.database_url {
+            self.database_url = Some(v);
+            self.sources.insert("database_url", source);
+        }
+        set!(max_upload_bytes);
+        set!(poll_interval_s);
+        set!(max_in_flight);
+        set!(log_format);
+        set!(shutdown_grace_s);
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError(format!(
+                "{key} {why}: set it with --{} , {} or `{key}` in the config file",
+                key.replace('_', "-"),
+                env_name(key)
+            )))
+        };
+        if self.log_format != "text" && self.log_format != "json" {
+            return bad("log_format", "must be `text` or `json`");
+        }
+        if self.max_upload_bytes < 1024 {
+            return bad("max_upload_bytes", "must be at least 1024");
+        }
+        if self.poll_interval_s == 0 {
+            return bad("poll_interval_s", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be at least 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "is empty");
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("otter.db").display()))
+    }
+
+    /// `key = value  # source` lines, secrets redacted.
+    pub fn show(&self, with_sources: bool) -> String {
+        let values: [(&str, String); 8] = [
+            (
+                "data_dir",
+                format!("{:?}", self.data_dir.display().to_string()),
+            ),
+            ("listen", format!("{:?}", self.listen.to_string())),
+            (
+                "database_url",
+                format!("{:?}", redact_url(&self.database_url())),
+            ),
+            ("max_upload_bytes", self.max_upload_bytes.to_string()),
+            ("poll_interval_s", self.poll_interval_s.to_string()),
+            ("max_in_flight", self.max_in_flight.to_string()),
+            ("log_format", format!("{:?}", self.log_format)),
+            ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
+        ];
+        let mut out = String::new();
+        for (k, v) in values {
+            if with_sources {
+                out.push_str(&format!("{k} = {v}  # {}\n", self.sources[k]));
+            } else {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url()))
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("poll_interval_s", &self.poll_interval_s)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_remember_their_source() {
+        let mut s = Settings::default();
+        let file: Layer =
+            toml::from_str("listen = \"127.0.0.1:9000\"\npoll_interval_s = 60\n").unwrap();
+        s.apply(file, Source::File);
+        let env =
+            Layer::from_env(|k| (k == "OTTER_POLL_INTERVAL_S").then(|| "30".to_string())).unwrap();
+        s.apply(env, Source::Env);
+        s.apply(
+            Layer {
+                data_dir: Some("/tmp/x".into()),
+                ..Default::default()
+            },
+            Source::Flag,
+        );
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.poll_interval_s, 30);
+        assert_eq!(s.sources["listen"], Source::File);
+        assert_eq!(s.sources["poll_interval_s"], Source::Env);
+        assert_eq!(s.sources["data_dir"], Source::Flag);
+        assert_eq!(s.sources["max_in_flight"], Source::Default);
+        assert!(s.show(true).contains("poll_interval_s = 30  # environment"));
+    }
+
+    #[test]
+    fn bad_values_name_every_way_to_fix_them() {
+        let e = Layer::from_env(|k| (k == "OTTER_LISTEN").then(|| "nope".to_string())).unwrap_err();
+        assert!(
+            e.0.contains("OTTER_LISTEN") && e.0.contains("`listen`"),
+            "{}",
+            e.0
+        );
+        assert!(toml::from_str::<Layer>("bogus = 1").is_err());
+        let mut s = Settings::default();
+        s.log_format = "xml".into();
+        let e = s.validate().unwrap_err().0;
+        assert!(
+            e.contains("--log-format") && e.contains("OTTER_LOG_FORMAT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut s = Settings::default();
+        s.database_url = Some("postgres://otter:hunter2@db/otter".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!s.show(false).contains("hunter2"));
+    }
+}

@@ -1,0 +1,544 @@
+//! [`Database`] on SQLite: the embedded default, one file in the data directory.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+/// The SQLite backend.
+#[derive(Clone)]
+pub struct Sqlite {
+    pool: SqlitePool,
+}
+
+impl Sqlite {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path) and
+    /// runs the migrations.
+    pub async fn open(url: &str) -> DbResult<Self> {
+        let opts = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url).map_err(backend)?
+        } else {
+            SqliteConnectOptions::new().filename(Path::new(url))
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL survives a killed process without losing committed rows; only a power
+        // cut of the host can lose the last transactions, never corrupt the file.
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| DbError::Backend(Box::new(e)))?;
+        Ok(Sqlite { pool })
+    }
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
+    DbError::Backend(Box::new(e))
+}
+
+fn map_err(e: sqlx::Error) -> DbError {
+    match &e {
+        sqlx::Error::RowNotFound => DbError::NotFound,
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            DbError::Conflict(d.message().to_string())
+        }
+        _ => backend(e),
+    }
+}
+
+fn product(r: &SqliteRow) -> Result<ProductRow, sqlx::Error> {
+    Ok(ProductRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        chip: r.try_get("chip")?,
+        description: r.try_get("description")?,
+        enrollment_secret_hash: r.try_get("enrollment_secret_hash")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn key(r: &SqliteRow) -> Result<KeyRow, sqlx::Error> {
+    Ok(KeyRow {
+        product_id: r.try_get("product_id")?,
+        key_id: r.try_get("key_id")?,
+        name: r.try_get("name")?,
+        public_key_pem: r.try_get("public_key_pem")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const RELEASE_COLUMNS: &str = "r.id, r.product_id, p.name AS product, r.channel, r.version, r.chip, \
+    r.security_counter, r.size, r.sha256, r.manifest_created_at, r.expires_at, r.envelope, r.signed_by, \
+    r.project_name, r.idf_version, r.published_at, r.published_by";
+
+fn release(r: &SqliteRow) -> Result<ReleaseRow, sqlx::Error> {
+    Ok(ReleaseRow {
+        id: r.try_get("id")?,
+        product_id: r.try_get("product_id")?,
+        product: r.try_get("product")?,
+        channel: r.try_get("channel")?,
+        version: r.try_get("version")?,
+        chip: r.try_get("chip")?,
+        security_counter: r.try_get("security_counter")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+        manifest_created_at: r.try_get("manifest_created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        envelope: r.try_get("envelope")?,
+        signed_by: r.try_get("signed_by")?,
+        project_name: r.try_get("project_name")?,
+        idf_version: r.try_get("idf_version")?,
+        published_at: r.try_get("published_at")?,
+        published_by: r.try_get("published_by")?,
+    })
+}
+
+fn token(r: &SqliteRow) -> Result<TokenRow, sqlx::Error> {
+    let products: String = r.try_get("products")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        products: serde_json::from_str(&products).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        token_hash: r.try_get("token_hash")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "d.id, d.product_id, p.name AS product, d.hardware_id, d.channel, d.token_hash, \
+    d.chip, d.version, d.security_counter, d.image_sha256, d.partition_size, d.last_state, d.enrolled_at, d.last_seen_at";
+
+fn device(r: &SqliteRow) -> Result<DeviceRow, sqlx::Error> {
+    Ok(DeviceRow {
+        id: r.try_get("id")?,
+        product_id: r.try_get("product_id")?,
+        product: r.try_get("product")?,
+        hardware_id: r.try_get("hardware_id")?,
+        channel: r.try_get("channel")?,
+        token_hash: r.try_get("token_hash")?,
+        chip: r.try_get("chip")?,
+        version: r.try_get("version")?,
+        security_counter: r.try_get("security_counter")?,
+        image_sha256: r.try_get("image_sha256")?,
+        partition_size: r.try_get("partition_size")?,
+        last_state: r.try_get("last_state")?,
+        enrolled_at: r.try_get("enrolled_at")?,
+        last_seen_at: r.try_get("last_seen_at")?,
+    })
+}
+
+fn event(r: &SqliteRow) -> Result<EventRow, sqlx::Error> {
+    Ok(EventRow {
+        device_id: r.try_get("device_id")?,
+        at: r.try_get("at")?,
+        release_id: r.try_get("release_id")?,
+        state: r.try_get("state")?,
+        progress_bytes: r.try_get("progress_bytes")?,
+        reason: r.try_get("reason")?,
+    })
+}
+
+fn one<T>(row: Option<SqliteRow>, f: fn(&SqliteRow) -> Result<T, sqlx::Error>) -> DbResult<T> {
+    match row {
+        Some(r) => f(&r).map_err(map_err),
+        None => Err(DbError::NotFound),
+    }
+}
+
+fn all<T>(rows: Vec<SqliteRow>, f: fn(&SqliteRow) -> Result<T, sqlx::Error>) -> DbResult<Vec<T>> {
+    rows.iter().map(|r| f(r).map_err(map_err)).collect()
+}
+
+fn affected(n: u64) -> DbResult<()> {
+    if n == 0 {
+        Err(DbError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Database for Sqlite {
+    async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn create_product(&self, p: &ProductRow) -> DbResult<ProductRow> {
+        let row = sqlx::query(
+            "INSERT INTO products (name, chip, description, enrollment_secret_hash, created_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(&p.name)
+        .bind(&p.chip)
+        .bind(&p.description)
+        .bind(&p.enrollment_secret_hash)
+        .bind(p.created_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        product(&row).map_err(map_err)
+    }
+
+    async fn list_products(&self) -> DbResult<Vec<ProductRow>> {
+        let rows = sqlx::query("SELECT * FROM products ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        all(rows, product)
+    }
+
+    async fn get_product(&self, name: &str) -> DbResult<ProductRow> {
+        let row = sqlx::query("SELECT * FROM products WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        one(row, product)
+    }
+
+    async fn set_enrollment_secret(&self, product_id: i64, secret_hash: &str) -> DbResult<()> {
+        let r = sqlx::query("UPDATE products SET enrollment_secret_hash = ? WHERE id = ?")
+            .bind(secret_hash)
+            .bind(product_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn add_key(&self, k: &KeyRow) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO product_keys (product_id, key_id, name, public_key_pem, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(k.product_id)
+        .bind(&k.key_id)
+        .bind(&k.name)
+        .bind(&k.public_key_pem)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_keys(&self, product_id: i64) -> DbResult<Vec<KeyRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM product_keys WHERE product_id = ? ORDER BY created_at, key_id",
+        )
+        .bind(product_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        all(rows, key)
+    }
+
+    async fn delete_key(&self, product_id: i64, key_id: &str) -> DbResult<()> {
+        let r = sqlx::query("DELETE FROM product_keys WHERE product_id = ? AND key_id = ?")
+            .bind(product_id)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn insert_release(&self, r: &ReleaseRow) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO releases (id, product_id, channel, version, chip, security_counter, size, sha256, \
+             manifest_created_at, expires_at, envelope, signed_by, project_name, idf_version, published_at, published_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(r.product_id)
+        .bind(&r.channel)
+        .bind(&r.version)
+        .bind(&r.chip)
+        .bind(r.security_counter)
+        .bind(r.size)
+        .bind(&r.sha256)
+        .bind(r.manifest_created_at)
+        .bind(r.expires_at)
+        .bind(&r.envelope)
+        .bind(&r.signed_by)
+        .bind(&r.project_name)
+        .bind(&r.idf_version)
+        .bind(r.published_at)
+        .bind(&r.published_by)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn release_exists(
+        &self,
+        product_id: i64,
+        channel: &str,
+        version: &str,
+    ) -> DbResult<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM releases WHERE product_id = ? AND channel = ? AND version = ?",
+        )
+        .bind(product_id)
+        .bind(channel)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn get_release(&self, id: &str) -> DbResult<ReleaseRow> {
+        let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id WHERE r.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        one(row, release)
+    }
+
+    async fn list_releases(&self, f: &ReleaseFilter) -> DbResult<Vec<ReleaseRow>> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id \
+             WHERE (?1 IS NULL OR p.name = ?1) AND (?2 IS NULL OR r.channel = ?2) \
+             ORDER BY r.published_at DESC, r.rowid DESC LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&f.product)
+            .bind(&f.channel)
+            .bind(if f.limit > 0 { f.limit } else { 1000 })
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        all(rows, release)
+    }
+
+    async fn release_candidates(
+        &self,
+        product_id: i64,
+        channel: &str,
+        min_security_counter: i64,
+        now: i64,
+    ) -> DbResult<Vec<ReleaseRow>> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id \
+             WHERE r.product_id = ? AND r.channel = ? AND r.security_counter >= ? \
+             AND (r.expires_at IS NULL OR r.expires_at > ?) \
+             ORDER BY r.published_at DESC, r.rowid DESC LIMIT 64"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(product_id)
+            .bind(channel)
+            .bind(min_security_counter)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        all(rows, release)
+    }
+
+    async fn create_token(&self, t: &TokenRow) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, name, role, products, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(serde_json::to_string(&t.products).expect("a list of strings serialises"))
+        .bind(&t.token_hash)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn count_tokens(&self) -> DbResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.try_get("n").map_err(map_err)
+    }
+
+    async fn find_token(&self, token_hash: &str) -> DbResult<TokenRow> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        one(row, token)
+    }
+
+    async fn list_tokens(&self) -> DbResult<Vec<TokenRow>> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        all(rows, token)
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> DbResult<()> {
+        let r = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn touch_token(&self, id: &str, at: i64) -> DbResult<()> {
+        // At most one write a minute per token: last_used_at is for people, not for accounting.
+        sqlx::query("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+            .bind(at)
+            .bind(id)
+            .bind(at - 60)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn insert_device(&self, d: &DeviceRow) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO devices (id, product_id, hardware_id, channel, token_hash, enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(d.product_id)
+        .bind(&d.hardware_id)
+        .bind(&d.channel)
+        .bind(&d.token_hash)
+        .bind(d.enrolled_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn find_device(&self, token_hash: &str) -> DbResult<DeviceRow> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices d JOIN products p ON p.id = d.product_id WHERE d.token_hash = ?");
+        let row = sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        one(row, device)
+    }
+
+    async fn get_device(&self, id: &str) -> DbResult<DeviceRow> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices d JOIN products p ON p.id = d.product_id WHERE d.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        one(row, device)
+    }
+
+    async fn list_devices(&self, product_id: Option<i64>) -> DbResult<Vec<DeviceRow>> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN products p ON p.id = d.product_id \
+             WHERE (?1 IS NULL OR d.product_id = ?1) ORDER BY d.enrolled_at, d.id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(product_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        all(rows, device)
+    }
+
+    async fn record_checkin(&self, device_id: &str, r: &CheckinReport) -> DbResult<()> {
+        let res = sqlx::query(
+            "UPDATE devices SET chip = ?, version = ?, security_counter = ?, image_sha256 = ?, \
+             partition_size = COALESCE(?, partition_size), last_seen_at = ? WHERE id = ?",
+        )
+        .bind(&r.chip)
+        .bind(&r.version)
+        .bind(r.security_counter)
+        .bind(&r.image_sha256)
+        .bind(r.partition_size)
+        .bind(r.at)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        affected(res.rows_affected())
+    }
+
+    async fn set_device_channel(&self, device_id: &str, channel: &str) -> DbResult<()> {
+        let r = sqlx::query("UPDATE devices SET channel = ? WHERE id = ?")
+            .bind(channel)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn delete_device(&self, device_id: &str) -> DbResult<()> {
+        let r = sqlx::query("DELETE FROM devices WHERE id = ?")
+            .bind(device_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn add_event(&self, e: &EventRow) -> DbResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO device_events (device_id, at, release_id, state, progress_bytes, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.device_id)
+        .bind(e.at)
+        .bind(&e.release_id)
+        .bind(&e.state)
+        .bind(e.progress_bytes)
+        .bind(&e.reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("UPDATE devices SET last_state = ?, last_seen_at = ? WHERE id = ?")
+            .bind(&e.state)
+            .bind(e.at)
+            .bind(&e.device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_events(&self, device_id: &str, limit: i64) -> DbResult<Vec<EventRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM device_events WHERE device_id = ? ORDER BY id DESC LIMIT ?")
+                .bind(device_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        all(rows, event)
+    }
+}

@@ -1,0 +1,162 @@
+//! # otterd: the Otter server
+//!
+//! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`db`]: the `Database` seam and its SQLite backend.
+//! - [`blob`]: content-addressed image storage on `object_store`.
+//! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
+//! - [`routes`]: the HTTP handlers, one module per resource.
+//! - [`launch_with_listener`]: what `main` and the tests call to run a server.
+
+pub mod auth;
+pub mod blob;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::blob::BlobStore;
+use crate::config::Settings;
+use crate::db::Database;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Arc<dyn Database>,
+    pub blobs: BlobStore,
+    pub settings: Arc<Settings>,
+    pub metrics: telemetry::Metrics,
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens storage for these settings: the database (running migrations) and the blob store.
+pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (set it with --data-dir, OTTER_DATA_DIR or `data_dir` in the config file)",
+            settings.data_dir.display()
+        )
+    })?;
+    let url = settings.database_url();
+    let db: Arc<dyn Database> = if url.starts_with("sqlite:") {
+        Arc::new(
+            db::sqlite::Sqlite::open(&url)
+                .await
+                .context("opening the SQLite database")?,
+        )
+    } else {
+        anyhow::bail!(
+            "unsupported database URL {:?}: this build accepts sqlite://PATH (PostgreSQL is on the roadmap)",
+            config::redact_url(&url)
+        );
+    };
+    let blobs =
+        BlobStore::local(&settings.data_dir.join("blobs")).context("opening the blob store")?;
+    let cleaned = blobs
+        .clean_staging()
+        .await
+        .context("cleaning interrupted uploads")?;
+    if cleaned > 0 {
+        tracing::info!(
+            count = cleaned,
+            "removed uploads interrupted by an earlier stop"
+        );
+    }
+    Ok(AppState {
+        db,
+        blobs,
+        settings: Arc::new(settings),
+        metrics: telemetry::Metrics::install(),
+    })
+}
+
+/// On first start (no token at all), creates an admin token and writes it to
+/// `<data_dir>/initial-admin-token` with mode 0600. Logs the path, never the token.
+pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    if state.db.count_tokens().await? > 0 {
+        return Ok(());
+    }
+    let token = auth::new_secret(auth::TOKEN_PREFIX);
+    let path = state.settings.data_dir.join("initial-admin-token");
+    write_private_file(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    state
+        .db
+        .create_token(&db::TokenRow {
+            id: auth::new_id("tok_"),
+            name: "initial-admin".into(),
+            role: "admin".into(),
+            products: vec![],
+            token_hash: auth::hash_secret(&token),
+            created_at: now(),
+            last_used_at: None,
+            revoked_at: None,
+        })
+        .await?;
+    tracing::warn!(
+        path = %path.display(),
+        "first start: created an admin token and wrote it to this file (mode 0600). Read it once, keep it in a password manager, then delete the file"
+    );
+    Ok(())
+}
+
+fn write_private_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then lets requests in flight finish for up to
+/// `shutdown_grace_s`.
+pub async fn launch_with_listener(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    bootstrap_admin(&state).await?;
+    let grace = Duration::from_secs(state.settings.shutdown_grace_s);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx2 = stop_rx.clone();
+    tokio::select! {
+        res = server => res.context("serving HTTP")?,
+        _ = async {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("requests still running after the shutdown grace period; stopping anyway"),
+    }
+    drop(stop_rx);
+    Ok(())
+}

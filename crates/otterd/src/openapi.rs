@@ -1,0 +1,44 @@
+//! The OpenAPI document, generated from the handlers' annotations. The checked-in copy is
+//! `docs/openapi.json`; a test fails when the two differ (regenerate with
+//! `OTTER_UPDATE_OPENAPI=1 cargo test -p otterd openapi`).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::*;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Otter", description = "Self-hosted OTA updates for ESP32 and ESP8266 fleets. Management routes need an API token (`ott_…`), device routes a device token (`otd_…`). See docs/api.md and docs/protocol.md."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    paths(
+        tokens::whoami, tokens::create, tokens::list, tokens::revoke,
+        products::create, products::list, products::show, products::add_key, products::delete_key, products::rotate_secret,
+        upload::push_release, releases::list, releases::show,
+        devices::list, devices::show, devices::update, devices::remove,
+        device_api::enroll, device_api::checkin, device_api::status, download::image,
+        system::healthz, system::metrics,
+    ),
+    components(schemas(crate::error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON.
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+}

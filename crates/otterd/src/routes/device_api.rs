@@ -1,0 +1,399 @@
+//! The device API (docs/protocol.md): enrol, check in, report status.
+//!
+//! Every handler except `enroll` takes [`DeviceAuth`]: the device is whoever its token says,
+//! and it can only read or write its own data.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use otter_core::version::Version;
+use otter_core::Chip;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::devices::check_channel;
+use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
+use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ReleaseRow};
+use crate::error::{ApiError, ApiResult, Json};
+use crate::{now, AppState};
+
+/// Body of `POST /device/v1/enroll`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub product: String,
+    pub enrollment_secret: String,
+    pub hardware_id: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// Answer of `POST /device/v1/enroll`.
+#[derive(Serialize, ToSchema)]
+pub struct EnrollResponse {
+    pub device_id: String,
+    /// Shown once; the device keeps it.
+    pub device_token: String,
+}
+
+/// The outcome of the last update, as the device remembers it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LastOutcome {
+    pub release_id: Option<String>,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /device/v1/checkin`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinRequest {
+    pub version: String,
+    pub security_counter: u32,
+    pub image_sha256: String,
+    pub chip: String,
+    #[serde(default)]
+    pub partition_size: Option<u32>,
+    #[serde(default)]
+    pub last_outcome: Option<LastOutcome>,
+}
+
+/// An update assignment.
+#[derive(Serialize, ToSchema)]
+pub struct Assignment {
+    pub release_id: String,
+    pub version: String,
+    /// Base64 of the signed envelope, verbatim: the only field a device may trust, after
+    /// verifying it.
+    pub envelope: String,
+    pub download_url: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// Answer of `POST /device/v1/checkin`.
+#[derive(Serialize, ToSchema)]
+pub struct CheckinResponse {
+    pub update: Option<Assignment>,
+    pub poll_interval_s: u64,
+}
+
+/// Body of `POST /device/v1/status`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    #[serde(default)]
+    pub release_id: Option<String>,
+    pub state: String,
+    #[serde(default)]
+    pub progress_bytes: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The states a device reports.
+pub const STATES: [&str; 8] = [
+    "downloading",
+    "downloaded",
+    "installing",
+    "rebooting",
+    "success",
+    "failure",
+    "rolled_back",
+    "refused",
+];
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_printable(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+#[utoipa::path(post, path = "/device/v1/enroll", request_body = EnrollRequest, tag = "device",
+    responses((status = 201, body = EnrollResponse), (status = 401, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    Json(body): Json<EnrollRequest>,
+) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
+    let refused = || ApiError::unauthorized("unknown product or wrong enrolment secret");
+    if !is_printable(&body.hardware_id, 64) {
+        return Err(ApiError::bad_request(
+            "hardware_id must be 1 to 64 printable ASCII characters",
+        ));
+    }
+    let channel = body.channel.unwrap_or_else(|| "stable".into());
+    check_channel(&channel)?;
+    let product = match state.db.get_product(&body.product).await {
+        Ok(p) => p,
+        Err(DbError::NotFound) => return Err(refused()),
+        Err(e) => return Err(e.into()),
+    };
+    if !constant_time_eq(
+        hash_secret(&body.enrollment_secret).as_bytes(),
+        product.enrollment_secret_hash.as_bytes(),
+    ) {
+        tracing::warn!(product = %product.name, "enrolment refused: wrong secret");
+        return Err(refused());
+    }
+    let token = new_secret(DEVICE_TOKEN_PREFIX);
+    let row = DeviceRow {
+        id: new_id("dev_"),
+        product_id: product.id,
+        product: product.name.clone(),
+        hardware_id: body.hardware_id.clone(),
+        channel,
+        token_hash: hash_secret(&token),
+        chip: None,
+        version: None,
+        security_counter: None,
+        image_sha256: None,
+        partition_size: None,
+        last_state: None,
+        enrolled_at: now(),
+        last_seen_at: None,
+    };
+    state.db.insert_device(&row).await.map_err(|e| match e {
+        DbError::Conflict(_) => ApiError {
+            code: "already_enrolled",
+            ..ApiError::conflict(format!(
+                "hardware id {:?} is enrolled in {:?} already; an admin can delete the device to let it enrol again",
+                body.hardware_id, product.name
+            ))
+        },
+        e => e.into(),
+    })?;
+    metrics::counter!("otter_device_enrollments_total").increment(1);
+    tracing::info!(device = %row.id, product = %product.name, "device enrolled");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse {
+            device_id: row.id,
+            device_token: token,
+        }),
+    ))
+}
+
+/// Picks the release to offer a device, or none (docs/protocol.md, section 2).
+pub fn choose_release<'a>(
+    candidates: &'a [ReleaseRow],
+    running_version: &str,
+    running_sha256: &str,
+) -> Option<&'a ReleaseRow> {
+    let newest = candidates.iter().max_by(|a, b| {
+        Version::new(&a.version)
+            .cmp(&Version::new(&b.version))
+            .then(a.published_at.cmp(&b.published_at))
+    })?;
+    let differs = newest.sha256 != running_sha256;
+    let not_older = Version::new(&newest.version) >= Version::new(running_version);
+    (differs && not_older).then_some(newest)
+}
+
+#[utoipa::path(post, path = "/device/v1/checkin", request_body = CheckinRequest, tag = "device",
+    responses((status = 200, body = CheckinResponse), (status = 429, body = crate::error::ErrorBody)))]
+pub async fn checkin(
+    State(state): State<AppState>,
+    DeviceAuth(device): DeviceAuth,
+    Json(body): Json<CheckinRequest>,
+) -> ApiResult<Json<CheckinResponse>> {
+    otter_core::manifest::check_version(&body.version).map_err(ApiError::bad_request)?;
+    let chip: Chip = body
+        .chip
+        .parse()
+        .map_err(|e: otter_core::chip::UnknownChip| ApiError::bad_request(e.to_string()))?;
+    let sha = body.image_sha256.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "image_sha256 must be 64 hex characters",
+        ));
+    }
+    let at = now();
+    state
+        .db
+        .record_checkin(
+            &device.id,
+            &CheckinReport {
+                chip: chip.name().into(),
+                version: body.version.clone(),
+                security_counter: body.security_counter as i64,
+                image_sha256: sha.clone(),
+                partition_size: body.partition_size.map(i64::from),
+                at,
+            },
+        )
+        .await?;
+    if let Some(outcome) = &body.last_outcome {
+        if STATES.contains(&outcome.state.as_str())
+            && device.last_state.as_deref() != Some(outcome.state.as_str())
+        {
+            // The device remembers an outcome the server missed (e.g. it was offline).
+            state
+                .db
+                .add_event(&EventRow {
+                    device_id: device.id.clone(),
+                    at,
+                    release_id: outcome.release_id.clone(),
+                    state: outcome.state.clone(),
+                    progress_bytes: None,
+                    reason: outcome
+                        .reason
+                        .clone()
+                        .map(|r| r.chars().take(256).collect()),
+                })
+                .await?;
+        }
+    }
+    metrics::counter!("otter_device_checkins_total").increment(1);
+
+    let mut update = None;
+    let product_chip: Option<Chip> = device.product_chip(&state).await?;
+    if product_chip == Some(chip) {
+        let candidates = state
+            .db
+            .release_candidates(
+                device.product_id,
+                &device.channel,
+                body.security_counter as i64,
+                at,
+            )
+            .await?;
+        if let Some(r) = choose_release(&candidates, &body.version, &sha) {
+            update = Some(Assignment {
+                release_id: r.id.clone(),
+                version: r.version.clone(),
+                envelope: base64::engine::general_purpose::STANDARD.encode(&r.envelope),
+                download_url: format!("/device/v1/releases/{}/image", r.id),
+                size: r.size,
+                sha256: r.sha256.clone(),
+            });
+        }
+    } else {
+        tracing::warn!(device = %device.id, reported = %chip, "device reports a chip other than its product's; no update offered");
+    }
+    let base = state.settings.poll_interval_s as f64;
+    let poll_interval_s = (base * rand::thread_rng().gen_range(0.9..=1.1))
+        .round()
+        .max(1.0) as u64;
+    Ok(Json(CheckinResponse {
+        update,
+        poll_interval_s,
+    }))
+}
+
+impl DeviceRow {
+    async fn product_chip(&self, state: &AppState) -> ApiResult<Option<Chip>> {
+        let p = state.db.get_product(&self.product).await?;
+        Ok(p.chip.parse().ok())
+    }
+}
+
+#[utoipa::path(post, path = "/device/v1/status", request_body = StatusReport, tag = "device",
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn status(
+    State(state): State<AppState>,
+    DeviceAuth(device): DeviceAuth,
+    Json(body): Json<StatusReport>,
+) -> ApiResult<StatusCode> {
+    if !STATES.contains(&body.state.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "state {:?} is not one of {}",
+            body.state,
+            STATES.join(", ")
+        )));
+    }
+    let needs_reason = matches!(body.state.as_str(), "failure" | "rolled_back" | "refused");
+    match &body.reason {
+        Some(r) if r.chars().count() > 256 => {
+            return Err(ApiError::bad_request("reason is limited to 256 characters"))
+        }
+        None if needs_reason => {
+            return Err(ApiError::bad_request(format!(
+                "state {:?} needs a reason",
+                body.state
+            )))
+        }
+        _ => {}
+    }
+    if let Some(id) = &body.release_id {
+        // A device may only report on releases of its own product.
+        match state.db.get_release(id).await {
+            Ok(r) if r.product_id == device.product_id => {}
+            Ok(_) | Err(DbError::NotFound) => {
+                return Err(ApiError::not_found(format!("no release {id}")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state
+        .db
+        .add_event(&EventRow {
+            device_id: device.id.clone(),
+            at: now(),
+            release_id: body.release_id,
+            state: body.state.clone(),
+            progress_bytes: body.progress_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+            reason: body.reason,
+        })
+        .await?;
+    metrics::counter!("otter_device_reports_total", "state" => body.state).increment(1);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(version: &str, sha: &str, published_at: i64) -> ReleaseRow {
+        ReleaseRow {
+            id: format!("rel_{version}_{published_at}"),
+            product_id: 1,
+            product: "p".into(),
+            channel: "stable".into(),
+            version: version.into(),
+            chip: "esp32".into(),
+            security_counter: 0,
+            size: 1,
+            sha256: sha.into(),
+            manifest_created_at: 0,
+            expires_at: None,
+            envelope: vec![],
+            signed_by: String::new(),
+            project_name: None,
+            idf_version: None,
+            published_at,
+            published_by: "t".into(),
+        }
+    }
+
+    #[test]
+    fn offers_the_newest_version_not_the_latest_upload() {
+        let c = [rel("1.10.0", "b", 1), rel("1.9.0", "a", 2)];
+        assert_eq!(choose_release(&c, "1.0.0", "x").unwrap().version, "1.10.0");
+    }
+
+    #[test]
+    fn equal_versions_prefer_the_later_publication() {
+        let c = [rel("2.0.0", "a", 1), rel("2.0.0", "b", 5)];
+        assert_eq!(choose_release(&c, "1.0.0", "x").unwrap().sha256, "b");
+    }
+
+    #[test]
+    fn nothing_when_running_it_or_newer_or_no_candidates() {
+        let c = [rel("2.0.0", "a", 1)];
+        assert!(
+            choose_release(&c, "1.0.0", "a").is_none(),
+            "already running these bytes"
+        );
+        assert!(
+            choose_release(&c, "2.1.0", "z").is_none(),
+            "never downgrades"
+        );
+        assert!(choose_release(&[], "1.0.0", "z").is_none());
+        // Same version, different bytes (a rebuild): offered.
+        assert!(choose_release(&c, "2.0.0", "z").is_some());
+    }
+}

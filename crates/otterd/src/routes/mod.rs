@@ -1,0 +1,105 @@
+//! The HTTP surface: one module per resource, wired here with the cross-cutting layers
+//! (tracing, metrics, overload shedding, timeouts).
+
+pub mod device_api;
+pub mod devices;
+pub mod download;
+pub mod products;
+pub mod releases;
+pub mod system;
+pub mod tokens;
+pub mod upload;
+pub mod views;
+
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Seconds a shed client is asked to wait.
+const RETRY_AFTER_S: u64 = 5;
+
+async fn overloaded(err: BoxError) -> axum::response::Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!("otter_http_shed_total").increment(1);
+        ApiError::overloaded(RETRY_AFTER_S).into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::overloaded(RETRY_AFTER_S).into_response()
+    } else {
+        ApiError::internal(err).into_response()
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let management = Router::new()
+        .route("/whoami", get(tokens::whoami))
+        .route("/products", post(products::create).get(products::list))
+        .route("/products/{product}", get(products::show))
+        .route("/products/{product}/keys", post(products::add_key))
+        .route(
+            "/products/{product}/keys/{key_id}",
+            delete(products::delete_key),
+        )
+        .route(
+            "/products/{product}/enrollment-secret",
+            post(products::rotate_secret),
+        )
+        .route(
+            "/products/{product}/releases",
+            post(upload::push_release).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/releases", get(releases::list))
+        .route("/releases/{id}", get(releases::show))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/devices", get(devices::list))
+        .route(
+            "/devices/{id}",
+            get(devices::show)
+                .patch(devices::update)
+                .delete(devices::remove),
+        );
+
+    let device = Router::new()
+        .route("/enroll", post(device_api::enroll))
+        .route("/checkin", post(device_api::checkin))
+        .route("/status", post(device_api::status))
+        .route(
+            "/releases/{id}/image",
+            get(download::image).head(download::image),
+        );
+
+    let max_in_flight = state.settings.max_in_flight;
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(max_in_flight);
+
+    let limited = Router::new()
+        .nest("/api/v1", management)
+        .nest("/device/v1", device)
+        .layer(shed)
+        .layer(DefaultBodyLimit::max(64 * 1024));
+
+    Router::new()
+        .merge(limited)
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
+        .layer(TraceLayer::new_for_http())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_secs(300),
+        ))
+        .with_state(state)
+}

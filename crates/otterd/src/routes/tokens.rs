@@ -1,0 +1,134 @@
+//! API tokens: create (shown once), list, revoke; and `whoami`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::views::Token;
+use crate::auth::{hash_secret, new_id, new_secret, Principal, Role, TOKEN_PREFIX};
+use crate::db::{DbError, TokenRow};
+use crate::error::{ApiError, ApiResult, Json};
+use crate::{now, AppState};
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub products: Vec<String>,
+}
+
+/// Answer of `POST /api/v1/tokens`: the secret, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    pub info: Token,
+}
+
+/// List of tokens.
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<Token>,
+}
+
+/// Who the caller is.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+    pub products: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", responses((status = 200, body = WhoAmI)))]
+pub async fn whoami(who: Principal) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: who.name,
+        role: who.role,
+        products: who.products,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken, tag = "tokens", responses((status = 201, body = CreatedToken)))]
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    Json(body): Json<NewToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    who.require_admin()?;
+    if body.name.is_empty() || body.name.len() > 64 {
+        return Err(ApiError::bad_request("a token name is 1 to 64 characters"));
+    }
+    match body.role {
+        Role::Publisher if body.products.is_empty() => {
+            return Err(ApiError::bad_request(
+                "a publisher token needs at least one product (least privilege)",
+            ))
+        }
+        Role::Admin | Role::Viewer if !body.products.is_empty() => {
+            return Err(ApiError::bad_request(
+                "only publisher tokens are scoped to products",
+            ))
+        }
+        _ => {}
+    }
+    for p in &body.products {
+        match state.db.get_product(p).await {
+            Ok(_) => {}
+            Err(DbError::NotFound) => {
+                return Err(ApiError::bad_request(format!("no product named {p:?}")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let secret = new_secret(TOKEN_PREFIX);
+    let row = TokenRow {
+        id: new_id("tok_"),
+        name: body.name,
+        role: body.role.as_str().into(),
+        products: body.products,
+        token_hash: hash_secret(&secret),
+        created_at: now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    state.db.create_token(&row).await?;
+    tracing::info!(token_id = %row.id, role = %row.role, by = %who.name, "token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: secret,
+            info: Token::from(&row),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
+pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<TokenList>> {
+    who.require_admin()?;
+    let tokens = state.db.list_tokens().await?;
+    Ok(Json(TokenList {
+        tokens: tokens.iter().map(Token::from).collect(),
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", responses((status = 204)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    who.require_admin()?;
+    state
+        .db
+        .revoke_token(&id, now())
+        .await
+        .map_err(|e| match e {
+            DbError::NotFound => ApiError::not_found(format!("no active token {id}")),
+            e => e.into(),
+        })?;
+    tracing::info!(token_id = %id, by = %who.name, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

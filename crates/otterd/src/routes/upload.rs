@@ -1,0 +1,284 @@
+//! `POST /api/v1/products/{product}/releases`: streaming release upload.
+//!
+//! Order of checks (docs/api.md, "Release upload"): the signed head first, before a single image
+//! byte is stored; then the image streams into `staging/` while it is hashed and counted; then
+//! size, hash, image structure and chip; only then the blob moves to its content address and the
+//! release row is inserted. A refusal at any step deletes what was staged and stores nothing.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
+use otter_core::keys::PublicKey;
+use otter_core::manifest::{BundleHead, Envelope, BUNDLE_HEAD_LEN, MAX_ENVELOPE_LEN};
+use otter_core::Chip;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::devices::check_channel;
+use super::views::Release;
+use crate::auth::{new_id, Principal};
+use crate::blob::{StagedBlob, StagedObject};
+use crate::db::{DbError, ProductRow, ReleaseRow};
+use crate::error::{ApiError, ApiResult, Json};
+use crate::{now, AppState};
+
+/// Query of the upload.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushQuery {
+    pub channel: Option<String>,
+}
+
+type BodyStream = axum::body::BodyDataStream;
+
+/// Reads from the body until `buf` holds at least `n` bytes.
+async fn fill(stream: &mut BodyStream, buf: &mut BytesMut, n: usize) -> ApiResult<()> {
+    while buf.len() < n {
+        match stream.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(ApiError::bad_request(format!("reading the upload failed: {e}"))),
+            None => {
+                return Err(ApiError::bad_release(format!(
+                    "the upload ended after {} bytes, inside the bundle head; is this a release.otter file from `otter sign`?",
+                    buf.len()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the signed head against the product, before any image byte is accepted.
+async fn check_envelope(
+    state: &AppState,
+    product: &ProductRow,
+    envelope: &Envelope,
+) -> ApiResult<Vec<String>> {
+    let m = envelope.manifest();
+    if m.product != product.name {
+        return Err(ApiError::bad_release(format!(
+            "the manifest is signed for product {:?}, not {:?}",
+            m.product, product.name
+        )));
+    }
+    if m.chip.name() != product.chip {
+        return Err(ApiError::bad_release(format!(
+            "the manifest targets {}, but product {:?} is for {}",
+            m.chip, product.name, product.chip
+        )));
+    }
+    let keys: Vec<PublicKey> = state
+        .db
+        .list_keys(product.id)
+        .await?
+        .iter()
+        .filter_map(|k| PublicKey::from_pem(&k.public_key_pem).ok())
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::bad_release(format!(
+            "product {:?} has no release keys yet; register one with `otter product key add {} release.pub.pem`",
+            product.name, product.name
+        )));
+    }
+    let signed_by = envelope
+        .verify(&keys, 1)
+        .map_err(|e| ApiError::bad_release(format!("signature check failed: {e}")))?;
+    if m.expires_at.is_some_and(|e| e as i64 <= now()) {
+        return Err(ApiError::bad_release(
+            "the manifest has expired already; sign it again",
+        ));
+    }
+    Ok(signed_by.iter().map(|k| k.to_string()).collect())
+}
+
+/// Streams the image into staging, hashing and counting; refuses too many or too few bytes.
+async fn stage_image(
+    stream: &mut BodyStream,
+    mut leftover: BytesMut,
+    staged: &mut StagedBlob,
+    expected_size: u64,
+) -> ApiResult<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut received: u64 = 0;
+    loop {
+        let chunk = if !leftover.is_empty() {
+            leftover.split().freeze()
+        } else {
+            match stream.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    return Err(ApiError::bad_request(format!(
+                        "reading the upload failed: {e}"
+                    )))
+                }
+                None => break,
+            }
+        };
+        received += chunk.len() as u64;
+        if received > expected_size {
+            return Err(ApiError::bad_release(format!(
+                "the image is longer than the {expected_size} bytes the manifest signs"
+            )));
+        }
+        hasher.update(&chunk);
+        staged
+            .write(chunk.chunk())
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    if received < expected_size {
+        return Err(ApiError::bad_release(format!(
+            "the image has {received} bytes, but the manifest signs {expected_size}"
+        )));
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Parses the staged image and checks it against the product's chip.
+fn check_image(bytes: &[u8], product: &ProductRow) -> ApiResult<(Option<String>, Option<String>)> {
+    let info = otter_core::image::parse(bytes)
+        .map_err(|e| ApiError::bad_release(format!("not a valid firmware image: {e}")))?;
+    let product_chip: Option<Chip> = product.chip.parse().ok();
+    if Some(info.chip) != product_chip {
+        return Err(ApiError::bad_release(format!(
+            "the image is built for {}, but product {:?} is for {}",
+            info.chip, product.name, product.chip
+        )));
+    }
+    Ok(match &info.app {
+        Some(app) => (Some(app.project_name.clone()), Some(app.idf_ver.clone())),
+        None => (None, None),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/products/{product}/releases", tag = "releases",
+    params(("channel" = Option<String>, Query, description = "channel to publish to; default stable")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a release.otter bundle"),
+    responses((status = 201, body = Release), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn push_release(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(product_name): Path<String>,
+    Query(q): Query<PushQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Release>)> {
+    who.require_publish(&product_name)?;
+    let channel = q.channel.unwrap_or_else(|| "stable".into());
+    check_channel(&channel)?;
+    let product = super::products::load(&state, &product_name).await?;
+    let limit = state.settings.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit + (BUNDLE_HEAD_LEN + MAX_ENVELOPE_LEN) as u64) {
+        return Err(ApiError::too_large(format!(
+            "the upload is larger than max_upload_bytes ({limit})"
+        )));
+    }
+
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    fill(&mut stream, &mut buf, BUNDLE_HEAD_LEN).await?;
+    let fixed: [u8; BUNDLE_HEAD_LEN] = buf[..BUNDLE_HEAD_LEN].try_into().expect("length checked");
+    let env_len =
+        BundleHead::envelope_len(&fixed).map_err(|e| ApiError::bad_release(e.to_string()))?;
+    fill(&mut stream, &mut buf, BUNDLE_HEAD_LEN + env_len).await?;
+    let head = BundleHead::decode(&buf).map_err(|e| ApiError::bad_release(e.to_string()))?;
+    let signed_by = check_envelope(&state, &product, &head.envelope).await?;
+    let manifest = head.envelope.manifest().clone();
+    if manifest.image_size as u64 > limit {
+        return Err(ApiError::too_large(format!(
+            "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
+            manifest.image_size
+        )));
+    }
+    if state
+        .db
+        .release_exists(product.id, &channel, &manifest.version)
+        .await?
+    {
+        return Err(ApiError::conflict(format!(
+            "{} {} is published on channel {channel:?} already",
+            product.name, manifest.version
+        )));
+    }
+    // Stored and served verbatim, exactly the bytes that were signed and checked.
+    let envelope_bytes = buf[BUNDLE_HEAD_LEN..head.head_len].to_vec();
+    buf.advance(head.head_len);
+
+    let mut staged = state.blobs.stage();
+    let digest = match stage_image(&mut stream, buf, &mut staged, manifest.image_size as u64).await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            staged.abort().await;
+            return Err(e);
+        }
+    };
+    let staged: StagedObject = staged.complete().await.map_err(ApiError::internal)?;
+    if digest != manifest.image_sha256 {
+        state.blobs.discard(staged).await;
+        return Err(ApiError::bad_release(format!(
+            "the image's SHA-256 is {}, but the manifest signs {}",
+            hex::encode(digest),
+            manifest.image_sha256_hex()
+        )));
+    }
+    let bytes = match state.blobs.read_staged(&staged).await {
+        Ok(b) => b,
+        Err(e) => {
+            state.blobs.discard(staged).await;
+            return Err(ApiError::internal(e));
+        }
+    };
+    let (project_name, idf_version) = match check_image(&bytes, &product) {
+        Ok(v) => v,
+        Err(e) => {
+            state.blobs.discard(staged).await;
+            return Err(e);
+        }
+    };
+    drop(bytes);
+
+    let sha_hex = manifest.image_sha256_hex();
+    state
+        .blobs
+        .publish(staged, &sha_hex)
+        .await
+        .map_err(ApiError::internal)?;
+    let row = ReleaseRow {
+        id: new_id("rel_"),
+        product_id: product.id,
+        product: product.name.clone(),
+        channel: channel.clone(),
+        version: manifest.version.clone(),
+        chip: manifest.chip.name().into(),
+        security_counter: manifest.security_counter as i64,
+        size: manifest.image_size as i64,
+        sha256: sha_hex,
+        manifest_created_at: manifest.created_at as i64,
+        expires_at: manifest.expires_at.map(|e| e as i64),
+        envelope: envelope_bytes,
+        signed_by: signed_by.join(","),
+        project_name,
+        idf_version,
+        published_at: now(),
+        published_by: who.name.clone(),
+    };
+    // The blob is in place; the release becomes visible with this one insert. A crash before
+    // it leaves an unreferenced blob that no route serves.
+    state.db.insert_release(&row).await.map_err(|e| match e {
+        DbError::Conflict(_) => ApiError::conflict(format!(
+            "{} {} is published on channel {channel:?} already",
+            product.name, manifest.version
+        )),
+        e => e.into(),
+    })?;
+    metrics::counter!("otter_releases_published_total").increment(1);
+    tracing::info!(release = %row.id, product = %row.product, version = %row.version, channel = %row.channel, by = %who.name, "release published");
+    Ok((StatusCode::CREATED, Json(Release::from(&row))))
+}

@@ -1,0 +1,484 @@
+//! The device side: enrol, check in, download (with and without Range), report status; every
+//! route scoped to the calling device.
+
+use base64::Engine;
+use otter_core::manifest::Envelope;
+use otter_core::Chip;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+
+fn checkin_body(version: &str, counter: u32, sha: &str, chip: &str) -> Value {
+    json!({"version": version, "security_counter": counter, "image_sha256": sha, "chip": chip, "partition_size": 1572864})
+}
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[tokio::test]
+async fn enrolment_needs_the_right_secret_and_is_once_per_hardware_id() {
+    let srv = spawn().await;
+    let (_, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    for (product, s) in [("thermo", "ote_wrong"), ("nope", secret.as_str())] {
+        let (st, v) = srv
+            .call(
+                Method::POST,
+                "/device/v1/enroll",
+                None,
+                Some(json!({"product": product, "enrollment_secret": s, "hardware_id": "a"})),
+            )
+            .await;
+        assert_eq!(st, 401, "{v}");
+    }
+    let (id, token) = srv.enroll("thermo", &secret, "aa:bb").await;
+    assert!(id.starts_with("dev_") && token.starts_with("otd_"));
+    let (st, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/enroll",
+            None,
+            Some(json!({"product": "thermo", "enrollment_secret": secret, "hardware_id": "aa:bb"})),
+        )
+        .await;
+    assert_eq!((st, v["error"].as_str()), (409, Some("already_enrolled")));
+    // After the admin deletes the device, it may enrol again; the old token is dead.
+    assert_eq!(
+        srv.call(
+            Method::DELETE,
+            &format!("/api/v1/devices/{id}"),
+            Some(&srv.admin),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    let (st, _) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.0.0", 0, ZERO_SHA, "esp32c3")),
+        )
+        .await;
+    assert_eq!(st, 401);
+    srv.enroll("thermo", &secret, "aa:bb").await;
+    // Rotating the secret stops the old one.
+    let (_, v) = srv
+        .call(
+            Method::POST,
+            "/api/v1/products/thermo/enrollment-secret",
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    let new_secret = v["enrollment_secret"].as_str().unwrap();
+    let (st, _) = srv
+        .call(
+            Method::POST,
+            "/device/v1/enroll",
+            None,
+            Some(json!({"product": "thermo", "enrollment_secret": secret, "hardware_id": "cc"})),
+        )
+        .await;
+    assert_eq!(st, 401);
+    srv.enroll("thermo", new_secret, "cc").await;
+}
+
+#[tokio::test]
+async fn device_updates_end_to_end() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    let (device_id, token) = srv.enroll("thermo", &secret, "aa:bb").await;
+
+    // Nothing published: nothing to do, with a jittered poll interval.
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.0.0", 0, ZERO_SHA, "esp32c3")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["update"], Value::Null);
+    let poll = v["poll_interval_s"].as_u64().unwrap();
+    assert!((90..=110).contains(&poll), "{poll}");
+
+    let b = bundle(&key, "thermo", Chip::Esp32C3, "1.1.0");
+    let (s, rel) = srv.push("thermo", "stable", &srv.admin, b.clone()).await;
+    assert_eq!(s, 201);
+    // A beta release is not offered on stable.
+    srv.push(
+        "thermo",
+        "beta",
+        &srv.admin,
+        bundle(&key, "thermo", Chip::Esp32C3, "2.0.0-rc1"),
+    )
+    .await;
+
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.0.0", 0, ZERO_SHA, "esp32c3")),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let update = &v["update"];
+    assert_eq!(update["release_id"], rel["id"]);
+    assert_eq!(update["version"], "1.1.0");
+    // The envelope is verbatim what was signed, and verifies with the key.
+    let env_bytes = base64::engine::general_purpose::STANDARD
+        .decode(update["envelope"].as_str().unwrap())
+        .unwrap();
+    let env_len = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+    assert_eq!(env_bytes, b[12..12 + env_len]);
+    let env = Envelope::decode(&env_bytes).unwrap();
+    env.verify(&[key.public_key()], 1).unwrap();
+    let image = &b[12 + env_len..];
+
+    // Full download, then HEAD, ranges, conditional requests.
+    let url = update["download_url"].as_str().unwrap();
+    let r = srv
+        .req(Method::GET, url, Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", update["sha256"].as_str().unwrap()));
+    assert_eq!(
+        r.headers()["content-length"],
+        image.len().to_string().as_str()
+    );
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(&body[..], image);
+    assert_eq!(
+        hex::encode(Sha256::digest(&body)),
+        env.manifest().image_sha256_hex()
+    );
+
+    let r = srv
+        .req(Method::HEAD, url, Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        image.len().to_string().as_str()
+    );
+
+    let r = srv
+        .req(Method::GET, url, Some(&token))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 100-199/{}", image.len()).as_str()
+    );
+    assert_eq!(&r.bytes().await.unwrap()[..], &image[100..200]);
+
+    // Resume after a cut: the rest from an offset.
+    let r = srv
+        .req(Method::GET, url, Some(&token))
+        .header("range", "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(&r.bytes().await.unwrap()[..], &image[5000..]);
+
+    let r = srv
+        .req(Method::GET, url, Some(&token))
+        .header("range", format!("bytes={}-", image.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{}", image.len()).as_str()
+    );
+
+    let r = srv
+        .req(Method::GET, url, Some(&token))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = srv
+        .req(Method::GET, url, Some(&token))
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "If-Range with another ETag sends the whole image"
+    );
+
+    // Status reports become the device's history.
+    let rid = rel["id"].as_str().unwrap();
+    for (state, extra) in [
+        ("downloading", json!({"progress_bytes": 4096})),
+        ("downloaded", json!({})),
+        ("installing", json!({})),
+        ("rebooting", json!({})),
+        ("success", json!({})),
+    ] {
+        let mut body = json!({"release_id": rid, "state": state});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (s, v) = srv
+            .call(Method::POST, "/device/v1/status", Some(&token), Some(body))
+            .await;
+        assert_eq!(s, 204, "{state}: {v}");
+    }
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/status",
+            Some(&token),
+            Some(json!({"release_id": rid, "state": "failure"})),
+        )
+        .await;
+    assert_eq!(s, 400, "a failure needs a reason: {v}");
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            "/device/v1/status",
+            Some(&token),
+            Some(json!({"state": "exploded", "reason": "x"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    let (_, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{device_id}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    let states: Vec<&str> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "success",
+            "rebooting",
+            "installing",
+            "downloaded",
+            "downloading"
+        ]
+    );
+    assert_eq!(v["history"][4]["progress_bytes"], 4096);
+    assert_eq!(v["device"]["last_state"], "success");
+
+    // Now running the release: nothing more to do. Running something newer: never downgraded.
+    let sha = env.manifest().image_sha256_hex();
+    let (_, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.1.0", 0, &sha, "esp32c3")),
+        )
+        .await;
+    assert_eq!(v["update"], Value::Null);
+    let (_, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.5.0", 0, ZERO_SHA, "esp32c3")),
+        )
+        .await;
+    assert_eq!(v["update"], Value::Null);
+    // A device holding a higher security counter is not offered a lower one.
+    let (_, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.0.0", 1, ZERO_SHA, "esp32c3")),
+        )
+        .await;
+    assert_eq!(v["update"], Value::Null);
+    // The beta channel gets the release candidate.
+    let (s, _) = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/devices/{device_id}"),
+            Some(&srv.admin),
+            Some(json!({"channel": "beta"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("1.1.0", 0, &sha, "esp32c3")),
+        )
+        .await;
+    assert_eq!(v["update"]["version"], "2.0.0-rc1");
+
+    // The device list shows what it reported.
+    let (_, v) = srv
+        .call(
+            Method::GET,
+            "/api/v1/devices?product=thermo",
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(v["devices"][0]["version"], "1.1.0");
+    assert_eq!(v["devices"][0]["partition_size"], 1572864);
+}
+
+#[tokio::test]
+async fn devices_are_scoped_to_themselves_and_their_product() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    let (_, other_secret) = srv.product("lamp", Chip::Esp32C3).await;
+    let (_, lamp_token) = srv.enroll("lamp", &other_secret, "lamp-1").await;
+    let (_, rel) = srv
+        .push(
+            "thermo",
+            "stable",
+            &srv.admin,
+            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
+        )
+        .await;
+    let rid = rel["id"].as_str().unwrap();
+    // A lamp device cannot download or report on a thermostat release.
+    let r = srv
+        .req(
+            Method::GET,
+            &format!("/device/v1/releases/{rid}/image"),
+            Some(&lamp_token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            "/device/v1/status",
+            Some(&lamp_token),
+            Some(json!({"release_id": rid, "state": "success"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Management tokens cannot act as devices.
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&srv.admin),
+            Some(checkin_body("1.0.0", 0, ZERO_SHA, "esp32c3")),
+        )
+        .await;
+    assert_eq!(s, 401, "{v}");
+    let r = srv
+        .req(
+            Method::GET,
+            &format!("/device/v1/releases/{rid}/image"),
+            Some(&srv.admin),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Device routes need a token at all.
+    let r = srv
+        .req(
+            Method::GET,
+            &format!("/device/v1/releases/{rid}/image"),
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A device reporting another chip is offered nothing.
+    let (_, token) = srv.enroll("thermo", &secret, "t-1").await;
+    let (_, v) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("0.1", 0, ZERO_SHA, "esp32")),
+        )
+        .await;
+    assert_eq!(v["update"], Value::Null);
+    // Malformed check-ins are refused.
+    let (s, _) = srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin_body("0.1", 0, "xyz", "esp32c3")),
+        )
+        .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn a_blob_tampered_on_disk_is_never_served_whole() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    let (_, token) = srv.enroll("thermo", &secret, "aa").await;
+    let b = bundle(&key, "thermo", Chip::Esp32C3, "1.0.0");
+    let (_, rel) = srv.push("thermo", "stable", &srv.admin, b).await;
+    let sha = rel["sha256"].as_str().unwrap();
+    // The attacker controls the blob store: same length, different bytes.
+    let path = srv.data_dir().join("blobs/images").join(sha);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let url = format!("/device/v1/releases/{}/image", rel["id"].as_str().unwrap());
+    let r = srv
+        .req(Method::GET, &url, Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    match r.bytes().await {
+        Err(_) => {} // The server aborted the transfer before its end.
+        Ok(body) => {
+            assert!(body.len() < n, "a tampered image must not arrive complete");
+        }
+    }
+    // A range cannot be checked by the server; the device can tell from the signed hash.
+    let r = srv
+        .req(Method::GET, &url, Some(&token))
+        .header("range", "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    let got = r.bytes().await.unwrap();
+    assert_ne!(hex::encode(Sha256::digest(&got)), sha);
+}

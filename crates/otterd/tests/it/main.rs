@@ -1,0 +1,10 @@
+//! Integration tests of otterd: each test starts a real server on 127.0.0.1:0 with its own
+//! temporary data directory and talks HTTP to it.
+
+mod harness;
+
+mod access;
+mod crash;
+mod device;
+mod openapi;
+mod upload;
