@@ -612,7 +612,7 @@ impl BundleHead {
             return Err(invalid(W, Field::Reserved, "must be zero"));
         }
         let len = r.u32(Field::Length)? as usize;
-        if len > MAX_ENVELOPE_LEN || len < 8 {
+        if !(8..=MAX_ENVELOPE_LEN).contains(&len) {
             return Err(invalid(
                 W,
                 Field::Length,

@@ -1,0 +1,89 @@
+//! ESP8266 images: the ROM-loaded "version 1" layout (magic 0xE9, 8-byte header) and the SDK's
+//! "version 2" layout (magic 0xEA header, the irom0 segment, then a version 1 header).
+//!
+//! Only the part the loader reads is validated (header, segments, checksum). Whatever follows it
+//! (an Arduino sketch's flash-mapped code, a MicroPython image's irom0 part, the v2 CRC) is
+//! counted in `trailing_len`: its integrity is what the manifest's SHA-256 covers.
+
+use super::reader::{segment_header, slice, u32_at};
+use super::{
+    checksum, checksum_offset, sha256, FlashSettings, ImageError, ImageFormat, ImageInfo, Segment,
+    IMAGE_MAGIC, MAX_SEGMENTS,
+};
+use crate::Chip;
+
+const HEADER_LEN: usize = 8;
+
+pub(super) fn parse(file: &[u8], format: ImageFormat) -> Result<ImageInfo, ImageError> {
+    let mut at = 0;
+    if format == ImageFormat::Esp8266V2 {
+        slice(file, 0, HEADER_LEN, "ESP8266 v2 header")?;
+        let (_, irom_len) = segment_header(file, HEADER_LEN, "irom0 segment header")?;
+        at = HEADER_LEN + 8;
+        slice(file, at, irom_len as usize, "irom0 segment data")?;
+        at += irom_len as usize;
+        let second = slice(file, at, 1, "second (v1) header")?[0];
+        if second != IMAGE_MAGIC {
+            return Err(ImageError::BadMagic(second));
+        }
+    }
+
+    let header = slice(file, at, HEADER_LEN, "ESP8266 image header")?;
+    let count = header[1];
+    if count == 0 || count as usize > MAX_SEGMENTS {
+        return Err(ImageError::SegmentCount(count));
+    }
+    let flash = FlashSettings {
+        mode: header[2],
+        size_code: header[3] >> 4,
+        freq_code: header[3] & 0x0F,
+    };
+    let entry_addr = u32_at(header, 4);
+
+    let mut segments = Vec::with_capacity(count as usize);
+    at += HEADER_LEN;
+    for _ in 0..count {
+        let (load_addr, len) = segment_header(file, at, "segment header")?;
+        let data_at = at + 8;
+        slice(file, data_at, len as usize, "segment data")?;
+        segments.push(Segment {
+            load_addr,
+            file_offset: data_at,
+            len: len as usize,
+        });
+        at = data_at + len as usize;
+    }
+
+    let checksum_at = checksum_offset(at);
+    let stored = slice(file, checksum_at, 1, "checksum byte")?[0];
+    let computed = checksum(
+        segments
+            .iter()
+            .map(|s| &file[s.file_offset..s.file_offset + s.len]),
+    );
+    if stored != computed {
+        return Err(ImageError::Checksum {
+            offset: checksum_at,
+            stored,
+            computed,
+        });
+    }
+    let image_len = checksum_at + 1;
+    Ok(ImageInfo {
+        format,
+        chip: Chip::Esp8266,
+        entry_addr,
+        flash,
+        min_chip_rev_full: 0,
+        max_chip_rev_full: None,
+        segments,
+        checksum: stored,
+        validation_hash: None,
+        image_len,
+        app: None,
+        signatures: Vec::new(),
+        trailing_len: file.len() - image_len,
+        file_len: file.len(),
+        sha256: sha256(file),
+    })
+}

@@ -1,0 +1,325 @@
+//! Firmware image parsing and validation: ESP-IDF application images for every ESP32-family chip,
+//! and ESP8266 images recognised by their header.
+//!
+//! [`parse`] takes the whole file and either returns what it found ([`ImageInfo`]) or the first
+//! thing that is wrong with it ([`ImageError`]). It never panics, whatever the bytes: every
+//! length read from the file is checked against the file before it is used (the fuzz target
+//! `image_parse` holds it to that).
+//!
+//! The layouts are described in `docs/image-formats.md`; in short, an ESP-IDF app is
+//!
+//! ```text
+//! header (24) | {segment header (8), data}* | zero pad | checksum (1) | [SHA-256 (32)]
+//!   | [0xFF to 4 KiB | Secure Boot V2 signature sector (4096)] | [0xFF fill]
+//! ```
+//!
+//! with `esp_app_desc_t` at file offset 0x20, at the start of the first segment.
+
+mod esp8266;
+mod idf;
+mod reader;
+mod sigblock;
+pub mod synth;
+
+use crate::Chip;
+use sha2::{Digest, Sha256};
+
+pub use sigblock::{SignatureBlock, SignatureScheme, SIGNATURE_SECTOR_LEN};
+
+/// The first byte of an ESP-IDF image and of an ESP8266 "version 1" image.
+pub const IMAGE_MAGIC: u8 = 0xE9;
+/// The first byte of an ESP8266 "version 2" image (the SDK's OTA format).
+pub const ESP8266_V2_MAGIC: u8 = 0xEA;
+/// The seed of the checksum byte: the XOR of all segment data starts here.
+pub const CHECKSUM_SEED: u8 = 0xEF;
+/// `ESP_APP_DESC_MAGIC_WORD`.
+pub const APP_DESC_MAGIC: u32 = 0xABCD_5432;
+/// Where `esp_app_desc_t` sits in an ESP-IDF application image.
+pub const APP_DESC_OFFSET: usize = 0x20;
+/// `sizeof(esp_app_desc_t)`.
+pub const APP_DESC_LEN: usize = 256;
+/// `ESP_IMAGE_MAX_SEGMENTS`.
+pub const MAX_SEGMENTS: usize = 16;
+
+/// Which container the image is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// An ESP-IDF application image (`esp_image_header_t` with the extended header).
+    EspIdf,
+    /// An ESP8266 image loaded by the ROM (magic 0xE9, 8-byte header).
+    Esp8266V1,
+    /// An ESP8266 image in the SDK's "version 2" layout (magic 0xEA, then an irom0 segment and a
+    /// second header).
+    Esp8266V2,
+}
+
+impl ImageFormat {
+    /// A short name for people and JSON: `esp-idf`, `esp8266-v1`, `esp8266-v2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::EspIdf => "esp-idf",
+            ImageFormat::Esp8266V1 => "esp8266-v1",
+            ImageFormat::Esp8266V2 => "esp8266-v2",
+        }
+    }
+}
+
+/// One segment as the loader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Where the data is loaded or mapped (0 for padding segments).
+    pub load_addr: u32,
+    /// Offset of the segment's data in the file.
+    pub file_offset: usize,
+    /// Length of the data.
+    pub len: usize,
+}
+
+/// The flash settings in the image header, as raw codes (their meaning differs per chip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlashSettings {
+    /// SPI mode: 0 QIO, 1 QOUT, 2 DIO, 3 DOUT.
+    pub mode: u8,
+    /// The size code (high nibble of byte 3): 0 = 1 MB ... 7 = 128 MB on ESP32 chips.
+    pub size_code: u8,
+    /// The frequency code (low nibble of byte 3), chip-specific.
+    pub freq_code: u8,
+}
+
+impl FlashSettings {
+    /// The SPI mode's name (`qio`, `dio`, ...).
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            0 => "qio",
+            1 => "qout",
+            2 => "dio",
+            3 => "dout",
+            4 => "fast_read",
+            5 => "slow_read",
+            _ => "unknown",
+        }
+    }
+
+    /// The flash size in bytes the header declares, for ESP32-family codes (0 = 1 MB ...).
+    pub fn size_bytes(&self) -> Option<u64> {
+        (self.size_code <= 7).then(|| (1u64 << 20) << self.size_code)
+    }
+}
+
+/// `esp_app_desc_t`: what the build system wrote about the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppDesc {
+    /// `secure_version`: the anti-rollback counter of ESP-IDF's bootloader.
+    pub secure_version: u32,
+    /// The application version (`PROJECT_VER`, `version.txt` or `git describe`).
+    pub version: String,
+    /// The project name.
+    pub project_name: String,
+    /// Build time (`__TIME__`).
+    pub time: String,
+    /// Build date (`__DATE__`).
+    pub date: String,
+    /// ESP-IDF version.
+    pub idf_ver: String,
+    /// SHA-256 of the ELF file the image was made from.
+    pub elf_sha256: [u8; 32],
+    /// Minimum eFuse block revision, major*100+minor (IDF 5.4+; 0 before).
+    pub min_efuse_blk_rev_full: u16,
+    /// Maximum eFuse block revision, major*100+minor (IDF 5.4+; 0 before).
+    pub max_efuse_blk_rev_full: u16,
+    /// The MMU page size the app was built for, in bytes (IDF 5.4+; `None` before).
+    pub mmu_page_size: Option<u32>,
+}
+
+/// What [`parse`] found in an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The container format.
+    pub format: ImageFormat,
+    /// The target chip: from the header's `chip_id`, or [`Chip::Esp8266`].
+    pub chip: Chip,
+    /// The entry point address.
+    pub entry_addr: u32,
+    /// Flash settings from the header.
+    pub flash: FlashSettings,
+    /// Minimum chip revision, major*100+minor (ESP-IDF only; 0 otherwise).
+    pub min_chip_rev_full: u16,
+    /// Maximum chip revision, major*100+minor; `None` when unset (0 or 0xFFFF).
+    pub max_chip_rev_full: Option<u16>,
+    /// The segments, in file order (the ESP8266 v2 irom0 segment is not listed).
+    pub segments: Vec<Segment>,
+    /// The stored checksum byte (it has been verified).
+    pub checksum: u8,
+    /// The appended SHA-256 ("validation hash"), if the header says there is one (verified).
+    pub validation_hash: Option<[u8; 32]>,
+    /// The image proper: header to checksum, plus the validation hash if any.
+    pub image_len: usize,
+    /// The application descriptor (ESP-IDF images).
+    pub app: Option<AppDesc>,
+    /// Secure Boot signature blocks found after the image.
+    pub signatures: Vec<SignatureBlock>,
+    /// Bytes after everything understood above: 0xFF fill for ESP-IDF images; for ESP8266 images
+    /// whatever follows the ROM-loaded part (typically the irom0 flash segment).
+    pub trailing_len: usize,
+    /// The whole file's length.
+    pub file_len: usize,
+    /// SHA-256 of the whole file: what a manifest signs.
+    pub sha256: [u8; 32],
+}
+
+/// Why an image was refused. Every variant names the place in the file so that a person can
+/// look at it with a hex viewer or `esptool image-info`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The file is empty.
+    #[error("the file is empty")]
+    Empty,
+    /// The first byte is not an image magic.
+    #[error("not an ESP firmware image: the first byte is {0:#04x}, expected 0xe9 (or 0xea for an ESP8266 v2 image)")]
+    BadMagic(u8),
+    /// The file ends inside a structure.
+    #[error("truncated image: the {what} at offset {offset:#x} needs {needed} bytes, but the file ends at {file_len:#x}")]
+    Truncated {
+        /// The structure being read.
+        what: &'static str,
+        /// Where it starts.
+        offset: usize,
+        /// How many bytes it needs.
+        needed: usize,
+        /// The file's length.
+        file_len: usize,
+    },
+    /// `chip_id` names no chip Otter knows.
+    #[error("unknown chip id {0} (0x{0:04x}) in the image header; Otter knows: {known}", known = known_chip_ids())]
+    UnknownChip(u16),
+    /// `hash_appended` is neither 0 nor 1.
+    #[error("the header's hash_appended byte is {0}, but only 0 or 1 are valid")]
+    BadHashFlag(u8),
+    /// No segments, or more than the loader accepts.
+    #[error("the header declares {0} segments; an image has 1 to {MAX_SEGMENTS}")]
+    SegmentCount(u8),
+    /// A segment's length is not a multiple of 4.
+    #[error(
+        "segment {index} at offset {offset:#x} has length {len}, which is not a multiple of 4"
+    )]
+    UnalignedSegment {
+        /// Segment index.
+        index: usize,
+        /// File offset of its header.
+        offset: usize,
+        /// Its declared length.
+        len: u32,
+    },
+    /// A flash-mapped segment is at a file offset the MMU cannot map to its address.
+    #[error("segment {index} maps to {load_addr:#010x} but its data is at file offset {offset:#x}; the two must agree modulo the {page}-byte MMU page")]
+    MisalignedFlashSegment {
+        /// Segment index.
+        index: usize,
+        /// Its load address.
+        load_addr: u32,
+        /// File offset of its data.
+        offset: usize,
+        /// The MMU page size.
+        page: u32,
+    },
+    /// The checksum byte does not match the segment data.
+    #[error("checksum mismatch at offset {offset:#x}: the image stores {stored:#04x}, the segments give {computed:#04x} (the image is corrupt)")]
+    Checksum {
+        /// Offset of the checksum byte.
+        offset: usize,
+        /// Stored value.
+        stored: u8,
+        /// Computed value.
+        computed: u8,
+    },
+    /// The appended SHA-256 does not match.
+    #[error("validation hash mismatch at offset {offset:#x}: the image stores {stored}, its bytes hash to {computed} (the image is corrupt)")]
+    ValidationHash {
+        /// Offset of the stored hash.
+        offset: usize,
+        /// Stored hash, hex.
+        stored: String,
+        /// Computed hash, hex.
+        computed: String,
+    },
+    /// An ESP-IDF image without `esp_app_desc_t`: a bootloader, or not an app at all.
+    #[error("no esp_app_desc_t at offset 0x20 (found {found:#010x}, expected 0xabcd5432): {hint}")]
+    NotAnApp {
+        /// The word found where the magic should be.
+        found: u32,
+        /// What it probably is.
+        hint: &'static str,
+    },
+    /// A text field of `esp_app_desc_t` is not NUL-terminated UTF-8.
+    #[error("esp_app_desc_t field {field} (offset {offset:#x}) is not NUL-terminated UTF-8 text")]
+    AppDescText {
+        /// The field.
+        field: &'static str,
+        /// Its file offset.
+        offset: usize,
+    },
+    /// Bytes after the image that are neither fill nor a signature sector.
+    #[error("{len} unexpected bytes after the image at offset {offset:#x}: neither 0xff fill nor a Secure Boot signature sector (was something appended to the image?)")]
+    TrailingData {
+        /// Where they start.
+        offset: usize,
+        /// How many.
+        len: usize,
+    },
+    /// A signature block that is present (magic 0xE7) but corrupt or inconsistent.
+    #[error("signature block {index} at offset {offset:#x}: {why}")]
+    SignatureBlock {
+        /// Block index in the sector (0..3).
+        index: usize,
+        /// File offset of the block.
+        offset: usize,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn known_chip_ids() -> String {
+    Chip::all()
+        .filter(|c| *c != Chip::Esp8266)
+        .map(|c| format!("{} ({})", c.id(), c.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parses and validates a whole firmware file.
+///
+/// ESP-IDF images are told apart from ESP8266 "version 1" images (both start with 0xE9) the way
+/// esptool does: the ESP-IDF extended header has `wp_pin` 0xEE, a known `chip_id` and a
+/// `hash_appended` byte of 0 or 1; an 0xE9 image without that is read as ESP8266.
+pub fn parse(file: &[u8]) -> Result<ImageInfo, ImageError> {
+    let Some(&magic) = file.first() else {
+        return Err(ImageError::Empty);
+    };
+    match magic {
+        ESP8266_V2_MAGIC => esp8266::parse(file, ImageFormat::Esp8266V2),
+        IMAGE_MAGIC if idf::looks_like_idf(file) => idf::parse(file),
+        IMAGE_MAGIC => esp8266::parse(file, ImageFormat::Esp8266V1),
+        other => Err(ImageError::BadMagic(other)),
+    }
+}
+
+/// The checksum byte over the given segment data slices.
+pub(crate) fn checksum<'a>(data: impl IntoIterator<Item = &'a [u8]>) -> u8 {
+    data.into_iter()
+        .flat_map(|d| d.iter())
+        .fold(CHECKSUM_SEED, |acc, b| acc ^ b)
+}
+
+/// Where the checksum byte goes after segment data ending at `end`: the last byte of a 16-byte
+/// block.
+pub(crate) fn checksum_offset(end: usize) -> usize {
+    ((end + 1 + 15) & !15) - 1
+}
+
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests;

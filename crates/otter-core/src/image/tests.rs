@@ -1,0 +1,507 @@
+//! Tests of the image parser: synthetic images for every chip, one test per refusal, esptool and
+//! espsecure (PyPI) as independent checks, and the real firmware corpus when it is present.
+
+use super::synth::{self, SynthApp};
+use super::*;
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn synth_for(chip: Chip) -> Vec<u8> {
+    synth::build(&SynthApp {
+        chip,
+        version: "2.4.1-rc.1".into(),
+        secure_version: 7,
+        payload_len: 1000,
+        seed: 42,
+        ..SynthApp::default()
+    })
+}
+
+/// Rewrites the checksum and validation hash of an ESP-IDF synth image after a test edits it, so
+/// that the test reaches the check it is about.
+fn reseal(img: &mut Vec<u8>) {
+    let info_len = img.len() - 32;
+    img.truncate(info_len);
+    let segs = [(
+        0x20usize,
+        u32::from_le_bytes(img[0x1C..0x20].try_into().unwrap()) as usize,
+    )];
+    let seg1_hdr = segs[0].0 + segs[0].1;
+    let seg1_len = u32::from_le_bytes(img[seg1_hdr + 4..seg1_hdr + 8].try_into().unwrap()) as usize;
+    let sum = checksum([
+        &img[0x20..0x20 + segs[0].1],
+        &img[seg1_hdr + 8..seg1_hdr + 8 + seg1_len],
+    ]);
+    let last = img.len() - 1;
+    img[last] = sum;
+    let digest = sha256(img);
+    img.extend_from_slice(&digest);
+}
+
+#[test]
+fn synthetic_images_parse_for_every_chip() {
+    for chip in Chip::all() {
+        let img = synth_for(chip);
+        let info = parse(&img).unwrap_or_else(|e| panic!("{chip}: {e}"));
+        assert_eq!(info.chip, chip);
+        assert_eq!(info.file_len, img.len());
+        assert_eq!(info.sha256, sha256(&img));
+        assert_eq!(info.image_len + info.trailing_len, img.len());
+        if chip == Chip::Esp8266 {
+            assert_eq!(info.format, ImageFormat::Esp8266V1);
+            assert!(info.app.is_none());
+            continue;
+        }
+        assert_eq!(info.format, ImageFormat::EspIdf);
+        let app = info.app.expect("app descriptor");
+        assert_eq!(app.version, "2.4.1-rc.1");
+        assert_eq!(app.project_name, "otter-synth");
+        assert_eq!(app.secure_version, 7);
+        assert_eq!(app.mmu_page_size, Some(65536));
+        assert_eq!(info.validation_hash, Some(sha256(&img[..img.len() - 32])));
+        assert_eq!(info.segments.len(), 2);
+        assert!(info.signatures.is_empty());
+    }
+}
+
+#[test]
+fn every_truncation_is_refused_without_panic() {
+    for chip in [Chip::Esp32C3, Chip::Esp8266] {
+        let img = synth_for(chip);
+        for len in 0..img.len() {
+            let err = parse(&img[..len]).expect_err("a truncated image must be refused");
+            if len > 0 {
+                assert!(
+                    matches!(err, ImageError::Truncated { .. }),
+                    "{chip} cut at {len}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_segment_data_fails_the_checksum() {
+    let mut img = synth_for(Chip::Esp32);
+    img[0x200] ^= 0x01;
+    match parse(&img) {
+        Err(ImageError::Checksum {
+            stored, computed, ..
+        }) => assert_ne!(stored, computed),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_validation_hash_is_refused() {
+    let mut img = synth_for(Chip::Esp32S3);
+    let last = img.len() - 1;
+    img[last] ^= 0x80;
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::ValidationHash { .. })
+    ));
+}
+
+#[test]
+fn header_lies_are_refused_precisely() {
+    let base = synth_for(Chip::Esp32C3);
+
+    let mut img = base.clone();
+    img[12] = 0x77;
+    assert_eq!(parse(&img), Err(ImageError::UnknownChip(0x77)));
+
+    let mut img = base.clone();
+    img[23] = 2;
+    assert_eq!(parse(&img), Err(ImageError::BadHashFlag(2)));
+
+    let mut img = base.clone();
+    img[1] = 0;
+    assert_eq!(parse(&img), Err(ImageError::SegmentCount(0)));
+    img[1] = 17;
+    assert_eq!(parse(&img), Err(ImageError::SegmentCount(17)));
+
+    // A segment length that runs past the end of the file.
+    let mut img = base.clone();
+    img[0x1C..0x20].copy_from_slice(&0x00F0_0000u32.to_le_bytes());
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::Truncated {
+            what: "segment data",
+            ..
+        })
+    ));
+
+    // A length that is not a multiple of 4.
+    let mut img = base.clone();
+    img[0x1C..0x20].copy_from_slice(&0x0000_0102u32.to_le_bytes());
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::UnalignedSegment { index: 0, .. })
+    ));
+
+    // The flash-mapped segment moved by 4 bytes: the MMU would map the wrong bytes.
+    let mut img = base.clone();
+    img[0x18..0x1C].copy_from_slice(&0x3C00_0024u32.to_le_bytes());
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::MisalignedFlashSegment { index: 0, .. })
+    ));
+}
+
+#[test]
+fn an_app_descriptor_is_required_and_checked() {
+    let base = synth_for(Chip::Esp32);
+
+    let mut img = base.clone();
+    img[0x20..0x24].copy_from_slice(&[0x50, 0, 0, 1]);
+    reseal(&mut img);
+    let err = parse(&img).unwrap_err();
+    assert!(matches!(err, ImageError::NotAnApp { .. }));
+    assert!(err.to_string().contains("bootloader"), "{err}");
+
+    // A version field with no NUL in its 32 bytes.
+    let mut img = base.clone();
+    img[0x30..0x50].fill(b'A');
+    reseal(&mut img);
+    assert_eq!(
+        parse(&img),
+        Err(ImageError::AppDescText {
+            field: "version",
+            offset: 0x30
+        })
+    );
+
+    let mut img = base;
+    img[0x50] = 0xC3; // a lone UTF-8 lead byte in project_name
+    img[0x51] = 0;
+    reseal(&mut img);
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::AppDescText {
+            field: "project_name",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn trailing_bytes_must_be_fill_or_a_signature() {
+    let base = synth_for(Chip::Esp32C3);
+
+    let mut img = base.clone();
+    img.extend_from_slice(&[0xFF; 3000]);
+    let info = parse(&img).unwrap();
+    assert_eq!(info.trailing_len, 3000);
+
+    let mut img = base.clone();
+    img.extend_from_slice(b"#!/bin/sh appended payload");
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::TrailingData { len: 26, .. })
+    ));
+}
+
+/// Builds a Secure Boot V2 ECDSA P-256 sector by hand, following espidf-formats.md section 2.3.
+fn append_p256_block(img: &mut Vec<u8>, key_xy: &[u8; 64]) {
+    img.resize(img.len().next_multiple_of(4096), 0xFF);
+    let mut block = vec![0u8; 1216];
+    block[0] = 0xE7;
+    block[1] = 0x03;
+    block[4..36].copy_from_slice(&sha256(img));
+    block[36] = 2;
+    block[37..101].copy_from_slice(key_xy);
+    let crc = crc32fast::hash(&block[..1196]);
+    block[1196..1200].copy_from_slice(&crc.to_le_bytes());
+    img.extend_from_slice(&block);
+    img.resize(img.len() + 4096 - 1216, 0xFF);
+}
+
+#[test]
+fn signature_sectors_are_read_and_checked() {
+    let mut img = synth_for(Chip::Esp32C6);
+    let key = [0x5Au8; 64];
+    append_p256_block(&mut img, &key);
+    let info = parse(&img).unwrap();
+    assert_eq!(info.signatures.len(), 1);
+    let block = &info.signatures[0];
+    assert_eq!(block.scheme, SignatureScheme::EcdsaP256);
+    let mut key_bytes = vec![2u8];
+    key_bytes.extend_from_slice(&key);
+    assert_eq!(block.key_digest, Some(sha256(&key_bytes)));
+
+    // The CRC no longer matches.
+    let mut bad = img.clone();
+    bad[block.offset + 50] ^= 1;
+    let err = parse(&bad).unwrap_err();
+    assert!(err.to_string().contains("CRC32"), "{err}");
+
+    // The image changed after signing (checksum and hash made consistent again).
+    let mut changed = img;
+    let mut body = changed[..info.image_len].to_vec();
+    body[0x200] ^= 1;
+    reseal(&mut body);
+    changed[..info.image_len].copy_from_slice(&body);
+    let err = parse(&changed).unwrap_err();
+    assert!(err.to_string().contains("changed after signing"), "{err}");
+}
+
+#[test]
+fn esp8266_images_are_recognised_and_checked() {
+    let img = synth_for(Chip::Esp8266);
+    let info = parse(&img).unwrap();
+    assert_eq!(info.chip, Chip::Esp8266);
+    assert_eq!(info.entry_addr, 0x4010_0004);
+    assert_eq!(info.segments[0].load_addr, 0x4010_0000);
+
+    // ESP8266 images carry their flash-mapped part after the ROM-loaded one.
+    let mut with_irom = img.clone();
+    with_irom.extend_from_slice(&[0x12; 100]);
+    assert_eq!(parse(&with_irom).unwrap().trailing_len, 100);
+
+    let mut bad = img.clone();
+    bad[20] ^= 0x10;
+    assert!(matches!(parse(&bad), Err(ImageError::Checksum { .. })));
+
+    // The v2 layout: an 0xEA header and irom0 segment in front of a v1 image.
+    let mut v2 = vec![0xEA, 4, 2, 0x40, 4, 0, 0x10, 0x40, 0, 0, 0, 0, 16, 0, 0, 0];
+    v2.extend_from_slice(&[0xAB; 16]);
+    v2.extend_from_slice(&img);
+    let info = parse(&v2).unwrap();
+    assert_eq!(info.format, ImageFormat::Esp8266V2);
+    assert_eq!(info.segments[0].file_offset, 32 + 16);
+    v2[32] = 0xE8;
+    assert_eq!(parse(&v2), Err(ImageError::BadMagic(0xE8)));
+}
+
+#[test]
+fn not_an_image() {
+    assert_eq!(parse(b""), Err(ImageError::Empty));
+    assert_eq!(parse(b"PK\x03\x04"), Err(ImageError::BadMagic(b'P')));
+    let err = parse(b"\x7fELF").unwrap_err().to_string();
+    assert!(err.contains("0xe9"), "{err}");
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn mutated_images_never_panic(chip in prop::sample::select(Chip::all().collect::<Vec<_>>()),
+                                  edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut img = synth_for(chip);
+        for (at, value) in edits {
+            let i = at.index(img.len());
+            img[i] = value;
+        }
+        if let Ok(info) = parse(&img) {
+            prop_assert!(info.image_len <= img.len());
+        }
+    }
+
+    #[test]
+    fn synth_roundtrip(version in "[0-9a-zA-Z.+-]{1,31}", secure_version: u32, payload in 0usize..5000, seed: u64) {
+        let img = synth::build(&SynthApp { version: version.clone(), secure_version, payload_len: payload, seed, ..SynthApp::default() });
+        let app = parse(&img).unwrap().app.unwrap();
+        prop_assert_eq!(app.version, version);
+        prop_assert_eq!(app.secure_version, secure_version);
+    }
+}
+
+// ---------- independent checks with Espressif's tools (PyPI esptool, installed by setup.sh) ----------
+
+/// Runs an Espressif tool (`esptool`, `espsecure`), as a command or a Python module.
+fn espressif(tool: &str, args: &[&str]) -> std::process::Output {
+    let direct = Command::new(tool).args(args).output();
+    match direct {
+        Ok(out) => out,
+        Err(_) => Command::new("python3")
+            .arg("-m")
+            .arg(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{tool} is needed for this test (bash scripts/setup.sh installs it): {e}")
+            }),
+    }
+}
+
+fn image_info(path: &Path) -> String {
+    let out = espressif("esptool", &["image-info", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "esptool image-info failed on {}: {text}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn esptool_accepts_synthetic_images_and_agrees_with_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    // esptool 5 does not know every chip Otter lists; these it does.
+    let chips = [
+        Chip::Esp32,
+        Chip::Esp32S2,
+        Chip::Esp32C3,
+        Chip::Esp32S3,
+        Chip::Esp32C2,
+        Chip::Esp32C6,
+        Chip::Esp32H2,
+        Chip::Esp32P4,
+        Chip::Esp32C61,
+        Chip::Esp32C5,
+        Chip::Esp8266,
+    ];
+    for chip in chips {
+        let img = synth_for(chip);
+        let info = parse(&img).unwrap();
+        let path = dir.path().join(format!("{chip}.bin"));
+        std::fs::write(&path, &img).unwrap();
+        let text = image_info(&path);
+        assert!(
+            text.contains(&format!("Checksum: {:#04x} (valid)", info.checksum)),
+            "{chip}: {text}"
+        );
+        assert!(
+            text.contains(&format!("Segments: {}", info.segments.len())),
+            "{chip}: {text}"
+        );
+        if let Some(app) = &info.app {
+            assert!(
+                text.contains(&format!("Chip ID: {}", chip.id())),
+                "{chip}: {text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "Validation hash: {} (valid)",
+                    hex::encode(info.validation_hash.unwrap())
+                )),
+                "{chip}: {text}"
+            );
+            assert!(
+                text.contains(&format!("App version: {}", app.version)),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("Secure version: {}", app.secure_version)),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("Detected image type: ESP8266"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn espsecure_signature_blocks_are_found_with_the_right_key_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(p("app.bin"), synth_for(Chip::Esp32C6)).unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        let out = espressif(tool, args);
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        "espsecure",
+        &[
+            "generate-signing-key",
+            "--version",
+            "2",
+            "--scheme",
+            "ecdsa256",
+            &p("key.pem"),
+        ],
+    );
+    run(
+        "espsecure",
+        &[
+            "sign-data",
+            "--version",
+            "2",
+            "--keyfile",
+            &p("key.pem"),
+            "--output",
+            &p("signed.bin"),
+            &p("app.bin"),
+        ],
+    );
+    run(
+        "espsecure",
+        &[
+            "digest-sbv2-public-key",
+            "--keyfile",
+            &p("key.pem"),
+            "--output",
+            &p("digest.bin"),
+        ],
+    );
+
+    let signed = std::fs::read(p("signed.bin")).unwrap();
+    let info = parse(&signed).unwrap();
+    assert_eq!(info.signatures.len(), 1);
+    assert_eq!(info.signatures[0].scheme, SignatureScheme::EcdsaP256);
+    let digest = std::fs::read(p("digest.bin")).unwrap();
+    assert_eq!(info.signatures[0].key_digest.unwrap().to_vec(), digest);
+}
+
+/// The real firmware corpus (`OTTER_FIRMWARE_DIR`, e.g. shared/firmware on the developers'
+/// machines). It is not part of the repository, so this test says so and passes when absent.
+#[test]
+fn real_firmware_corpus_matches_esptool() {
+    let Some(dir) = std::env::var_os("OTTER_FIRMWARE_DIR").map(PathBuf::from) else {
+        eprintln!("OTTER_FIRMWARE_DIR is not set: real firmware corpus not checked");
+        return;
+    };
+    let mut files: Vec<PathBuf> = walk(&dir);
+    files.sort();
+    assert!(!files.is_empty(), "no .bin files under {}", dir.display());
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let info = parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = image_info(&path);
+        assert!(
+            text.contains(&format!(
+                "Detected image type: {}",
+                info.chip.display_name()
+            )),
+            "{}: {text}",
+            path.display()
+        );
+        assert!(text.contains(&format!("Segments: {}", info.segments.len())));
+        if let Some(app) = &info.app {
+            assert!(text.contains(&format!("App version: {}", app.version)));
+            assert!(text.contains(&format!("ESP-IDF: {}", app.idf_ver)));
+        }
+        eprintln!(
+            "{}: {} {} segments, {} trailing bytes",
+            path.display(),
+            info.chip,
+            info.segments.len(),
+            info.trailing_len
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "bin") {
+            out.push(path);
+        }
+    }
+    out
+}
