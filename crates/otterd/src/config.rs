@@ -300,8 +300,10 @@ mod tests {
             e.0
         );
         assert!(toml::from_str::<Layer>("bogus = 1").is_err());
-        let mut s = Settings::default();
-        s.log_format = "xml".into();
+        let s = Settings {
+            log_format: "xml".into(),
+            ..Settings::default()
+        };
         let e = s.validate().unwrap_err().0;
         assert!(
             e.contains("--log-format") && e.contains("OTTER_LOG_FORMAT"),
@@ -311,8 +313,10 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let mut s = Settings::default();
-        s.database_url = Some("postgres://otter:hunter2@db/otter".into());
+        let s = Settings {
+            database_url: Some("postgres://otter:hunter2@db/otter".into()),
+            ..Settings::default()
+        };
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!s.show(false).contains("hunter2"));
     }

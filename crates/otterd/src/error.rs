@@ -111,7 +111,7 @@ impl From<JsonRejection> for ApiError {
         let mut e = ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            format!("{}", r.body_text()),
+            r.body_text().to_string(),
         );
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             e = ApiError::too_large("the JSON body is too large");

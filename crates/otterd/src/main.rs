@@ -114,6 +114,8 @@ async fn main() -> anyhow::Result<()> {
                     format!("cannot listen on {listen} (set another with --listen or OTTER_LISTEN)")
                 })?;
             let addr = listener.local_addr()?;
+            // Before the ready line, so that whoever waits for it finds the admin token written.
+            otterd::bootstrap_admin(&state).await?;
             tracing::info!(%addr, "otterd listening");
             // Tests and scripts read this line to learn the port when listening on :0.
             println!("otterd listening on http://{addr}");

@@ -113,7 +113,7 @@ fn is_printable(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
-#[utoipa::path(post, path = "/device/v1/enroll", request_body = EnrollRequest, tag = "device",
+#[utoipa::path(operation_id = "device_enroll", post, path = "/device/v1/enroll", request_body = EnrollRequest, tag = "device",
     responses((status = 201, body = EnrollResponse), (status = 401, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn enroll(
     State(state): State<AppState>,
@@ -193,7 +193,7 @@ pub fn choose_release<'a>(
     (differs && not_older).then_some(newest)
 }
 
-#[utoipa::path(post, path = "/device/v1/checkin", request_body = CheckinRequest, tag = "device",
+#[utoipa::path(operation_id = "device_checkin", post, path = "/device/v1/checkin", request_body = CheckinRequest, tag = "device",
     responses((status = 200, body = CheckinResponse), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn checkin(
     State(state): State<AppState>,
@@ -291,7 +291,7 @@ impl DeviceRow {
     }
 }
 
-#[utoipa::path(post, path = "/device/v1/status", request_body = StatusReport, tag = "device",
+#[utoipa::path(operation_id = "device_status", post, path = "/device/v1/status", request_body = StatusReport, tag = "device",
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,

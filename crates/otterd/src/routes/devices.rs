@@ -62,7 +62,7 @@ async fn load(state: &AppState, id: &str) -> ApiResult<crate::db::DeviceRow> {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", responses((status = 200, body = DeviceList)))]
+#[utoipa::path(operation_id = "devices_list", get, path = "/api/v1/devices", tag = "devices", responses((status = 200, body = DeviceList)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -79,7 +79,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 200, body = DeviceDetail)))]
+#[utoipa::path(operation_id = "devices_show", get, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 200, body = DeviceDetail)))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,
@@ -94,7 +94,7 @@ pub async fn show(
     }))
 }
 
-#[utoipa::path(patch, path = "/api/v1/devices/{id}", request_body = DevicePatch, tag = "devices", responses((status = 200, body = Device)))]
+#[utoipa::path(operation_id = "devices_update", patch, path = "/api/v1/devices/{id}", request_body = DevicePatch, tag = "devices", responses((status = 200, body = Device)))]
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,
@@ -109,7 +109,7 @@ pub async fn update(
     Ok(Json(Device::from(&load(&state, &id).await?)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 204)))]
+#[utoipa::path(operation_id = "devices_remove", delete, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 204)))]
 pub async fn remove(
     State(state): State<AppState>,
     who: Principal,

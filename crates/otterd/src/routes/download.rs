@@ -129,7 +129,7 @@ where
     }
 }
 
-#[utoipa::path(get, path = "/device/v1/releases/{id}/image", tag = "device",
+#[utoipa::path(operation_id = "device_image", get, path = "/device/v1/releases/{id}/image", tag = "device",
     responses((status = 200, description = "the whole image"), (status = 206, description = "a range"),
               (status = 304), (status = 404, body = crate::error::ErrorBody), (status = 416)))]
 pub async fn image(
@@ -167,9 +167,9 @@ pub async fn image(
         r
     };
     if etag_matches(headers.get(header::IF_NONE_MATCH), &etag) {
-        return Ok(base(StatusCode::NOT_MODIFIED)
+        return base(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
-            .map_err(ApiError::internal)?);
+            .map_err(ApiError::internal);
     }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // If-Range with another validator means "the image changed": send it whole.
@@ -185,10 +185,10 @@ pub async fn image(
 
     let (status, span) = match range {
         RangeRequest::Unsatisfiable => {
-            return Ok(base(StatusCode::RANGE_NOT_SATISFIABLE)
+            return base(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{size}"))
                 .body(Body::empty())
-                .map_err(ApiError::internal)?);
+                .map_err(ApiError::internal);
         }
         RangeRequest::Full => (StatusCode::OK, 0..size),
         RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),

@@ -13,12 +13,14 @@ pub mod views;
 
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
-use axum::{BoxError, Router};
-use tower::ServiceBuilder;
+use axum::Router;
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -27,14 +29,20 @@ use crate::AppState;
 /// Seconds a shed client is asked to wait.
 const RETRY_AFTER_S: u64 = 5;
 
-async fn overloaded(err: BoxError) -> axum::response::Response {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        metrics::counter!("otter_http_shed_total").increment(1);
-        ApiError::overloaded(RETRY_AFTER_S).into_response()
-    } else if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::overloaded(RETRY_AFTER_S).into_response()
-    } else {
-        ApiError::internal(err).into_response()
+/// Sheds load: at most `max_in_flight` API requests run at once, across all routes; the next one
+/// gets `429` with `Retry-After` at once rather than queueing until it times out. (A tower
+/// concurrency layer on the router would count per route, not per server.)
+async fn shed_overload(
+    slots: Arc<Semaphore>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    match slots.try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            metrics::counter!("otter_http_shed_total").increment(1);
+            ApiError::overloaded(RETRY_AFTER_S).into_response()
+        }
     }
 }
 
@@ -78,16 +86,13 @@ pub fn router(state: AppState) -> Router {
             get(download::image).head(download::image),
         );
 
-    let max_in_flight = state.settings.max_in_flight;
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .concurrency_limit(max_in_flight);
-
+    let slots = Arc::new(Semaphore::new(state.settings.max_in_flight));
     let limited = Router::new()
         .nest("/api/v1", management)
         .nest("/device/v1", device)
-        .layer(shed)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            shed_overload(slots.clone(), request, next)
+        }))
         .layer(DefaultBodyLimit::max(64 * 1024));
 
     Router::new()

@@ -62,7 +62,7 @@ pub async fn load(state: &AppState, name: &str) -> ApiResult<ProductRow> {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/products", request_body = NewProduct, tag = "products",
+#[utoipa::path(operation_id = "products_create", post, path = "/api/v1/products", request_body = NewProduct, tag = "products",
     responses((status = 201, body = CreatedProduct), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -105,7 +105,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/products", tag = "products", responses((status = 200, body = ProductList)))]
+#[utoipa::path(operation_id = "products_list", get, path = "/api/v1/products", tag = "products", responses((status = 200, body = ProductList)))]
 pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<ProductList>> {
     let mut products = Vec::new();
     for p in state.db.list_products().await? {
@@ -117,7 +117,7 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Js
     Ok(Json(ProductList { products }))
 }
 
-#[utoipa::path(get, path = "/api/v1/products/{product}", tag = "products", responses((status = 200, body = views::Product)))]
+#[utoipa::path(operation_id = "products_show", get, path = "/api/v1/products/{product}", tag = "products", responses((status = 200, body = views::Product)))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,
@@ -134,7 +134,7 @@ pub async fn show(
     Ok(Json(views::Product::new(&p, &keys)))
 }
 
-#[utoipa::path(post, path = "/api/v1/products/{product}/keys", request_body = NewKey, tag = "products",
+#[utoipa::path(operation_id = "products_add_key", post, path = "/api/v1/products/{product}/keys", request_body = NewKey, tag = "products",
     responses((status = 201, body = Key)))]
 pub async fn add_key(
     State(state): State<AppState>,
@@ -164,7 +164,7 @@ pub async fn add_key(
     Ok((StatusCode::CREATED, Json(Key::from(&row))))
 }
 
-#[utoipa::path(delete, path = "/api/v1/products/{product}/keys/{key_id}", tag = "products", responses((status = 204)))]
+#[utoipa::path(operation_id = "products_delete_key", delete, path = "/api/v1/products/{product}/keys/{key_id}", tag = "products", responses((status = 204)))]
 pub async fn delete_key(
     State(state): State<AppState>,
     who: Principal,
@@ -184,7 +184,7 @@ pub async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/products/{product}/enrollment-secret", tag = "products",
+#[utoipa::path(operation_id = "products_rotate_secret", post, path = "/api/v1/products/{product}/enrollment-secret", tag = "products",
     responses((status = 200, body = EnrollmentSecret)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,

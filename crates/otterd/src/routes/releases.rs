@@ -24,7 +24,7 @@ pub struct ReleaseList {
     pub releases: Vec<Release>,
 }
 
-#[utoipa::path(get, path = "/api/v1/releases", tag = "releases", responses((status = 200, body = ReleaseList)))]
+#[utoipa::path(operation_id = "releases_list", get, path = "/api/v1/releases", tag = "releases", responses((status = 200, body = ReleaseList)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -52,7 +52,7 @@ pub async fn list(
     Ok(Json(ReleaseList { releases }))
 }
 
-#[utoipa::path(get, path = "/api/v1/releases/{id}", tag = "releases", responses((status = 200, body = Release)))]
+#[utoipa::path(operation_id = "releases_show", get, path = "/api/v1/releases/{id}", tag = "releases", responses((status = 200, body = Release)))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,

@@ -42,7 +42,7 @@ pub struct WhoAmI {
     pub products: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", responses((status = 200, body = WhoAmI)))]
+#[utoipa::path(operation_id = "tokens_whoami", get, path = "/api/v1/whoami", tag = "tokens", responses((status = 200, body = WhoAmI)))]
 pub async fn whoami(who: Principal) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: who.name,
@@ -51,7 +51,7 @@ pub async fn whoami(who: Principal) -> Json<WhoAmI> {
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken, tag = "tokens", responses((status = 201, body = CreatedToken)))]
+#[utoipa::path(operation_id = "tokens_create", post, path = "/api/v1/tokens", request_body = NewToken, tag = "tokens", responses((status = 201, body = CreatedToken)))]
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
@@ -105,7 +105,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
+#[utoipa::path(operation_id = "tokens_list", get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
 pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<TokenList>> {
     who.require_admin()?;
     let tokens = state.db.list_tokens().await?;
@@ -114,7 +114,7 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Js
     }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", responses((status = 204)))]
+#[utoipa::path(operation_id = "tokens_revoke", delete, path = "/api/v1/tokens/{id}", tag = "tokens", responses((status = 204)))]
 pub async fn revoke(
     State(state): State<AppState>,
     who: Principal,

@@ -153,7 +153,7 @@ fn check_image(bytes: &[u8], product: &ProductRow) -> ApiResult<(Option<String>,
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/products/{product}/releases", tag = "releases",
+#[utoipa::path(operation_id = "releases_push_release", post, path = "/api/v1/products/{product}/releases", tag = "releases",
     params(("channel" = Option<String>, Query, description = "channel to publish to; default stable")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a release.otter bundle"),
     responses((status = 201, body = Release), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]

@@ -25,10 +25,9 @@ async fn first_start_writes_one_private_admin_token() {
     assert_eq!((s, v["role"].as_str()), (200, Some("admin")));
     // A second bootstrap (restart) creates nothing new.
     std::fs::remove_file(&path).unwrap();
-    let state = otterd::open_state({
-        let mut s = otterd::config::Settings::default();
-        s.data_dir = srv.data_dir();
-        s
+    let state = otterd::open_state(otterd::config::Settings {
+        data_dir: srv.data_dir(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -312,7 +311,8 @@ async fn overload_answers_429_with_retry_after() {
         .send();
     let hold = tokio::spawn(hold);
     tx.send(Ok(b"OTRB".to_vec())).await.unwrap();
-    // Wait until the held request is inside the server.
+    // Let the held request get inside the server before anything else competes for the slot.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut shed = None;
     for _ in 0..200 {
         let r = srv

@@ -41,11 +41,13 @@ pub async fn spawn() -> TestServer {
 /// Starts a server after `tweak` adjusts its settings.
 pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
     let dir = TempDir::new().unwrap();
-    let mut settings = Settings::default();
-    settings.data_dir = dir.path().join("data");
-    settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.poll_interval_s = 100;
-    settings.shutdown_grace_s = 1;
+    let mut settings = Settings {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        poll_interval_s: 100,
+        shutdown_grace_s: 1,
+        ..Settings::default()
+    };
     tweak(&mut settings);
     let state = otterd::open_state(settings.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind(settings.listen)
