@@ -1,0 +1,205 @@
+//! The HTTP client of the management API: authentication, JSON errors mapped to exit codes,
+//! retries after `429`, and streaming uploads with a progress bar.
+
+use std::io::Read;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::blocking::{Body, Client, RequestBuilder, Response};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::error::{CliError, CliResult, Exit};
+
+/// How often a request refused with `429 overloaded` is tried again.
+const OVERLOAD_RETRIES: u32 = 3;
+/// The longest `Retry-After` the CLI honours before giving up.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the server is and who we are.
+pub struct Api {
+    base: String,
+    token: String,
+    http: Client,
+}
+
+impl Api {
+    /// Builds a client from `--server`/`OTTER_SERVER` and `--token`/`OTTER_TOKEN`.
+    pub fn new(server: Option<&str>, token: Option<&str>) -> CliResult<Api> {
+        let base = server
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                CliError::usage(
+                    "no server given: pass --server https://otter.example.com or set OTTER_SERVER",
+                )
+            })?
+            .trim_end_matches('/')
+            .to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::usage(format!(
+                "the server {base:?} must start with https:// (or http:// for a local test server)"
+            )));
+        }
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                CliError::new(
+                    Exit::Auth,
+                    "unauthorized",
+                    "no API token given: pass --token or set OTTER_TOKEN (an admin creates one with `otter token create`)",
+                )
+            })?
+            .to_string();
+        let http = Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(None::<Duration>)
+            .user_agent(concat!("otter-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CliError::new(Exit::Server, "client", e.to_string()))?;
+        Ok(Api { base, token, http })
+    }
+
+    pub fn get(&self, path: &str) -> CliResult<Value> {
+        self.json(Method::GET, path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> CliResult<Value> {
+        self.json(Method::POST, path, Some(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> CliResult<Value> {
+        self.json(Method::PATCH, path, Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> CliResult<Value> {
+        self.json(Method::DELETE, path, None)
+    }
+
+    fn json(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Value> {
+        let response = self.send(|| {
+            let r = self.request(method.clone(), path);
+            match body {
+                Some(b) => r.json(b),
+                None => r,
+            }
+        })?;
+        read_json(response)
+    }
+
+    /// Uploads bytes, showing a progress bar on a terminal.
+    pub fn upload(&self, path: &str, bytes: &[u8], show_progress: bool) -> CliResult<Value> {
+        let bar = if show_progress {
+            let bar = ProgressBar::new(bytes.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let response = self.send(|| {
+            bar.reset();
+            let reader = ProgressReader {
+                inner: std::io::Cursor::new(bytes.to_vec()),
+                bar: bar.clone(),
+            };
+            self.request(Method::POST, path)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::sized(reader, bytes.len() as u64))
+        });
+        bar.finish_and_clear();
+        read_json(response?)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends, waiting and retrying while the server answers `429`.
+    fn send(&self, build: impl Fn() -> RequestBuilder) -> CliResult<Response> {
+        let mut attempt = 0;
+        loop {
+            let response = build().send().map_err(|e| self.unreachable(e))?;
+            if response.status() != StatusCode::TOO_MANY_REQUESTS || attempt == OVERLOAD_RETRIES {
+                return Ok(response);
+            }
+            attempt += 1;
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::from_secs(1))
+                .min(MAX_RETRY_WAIT);
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn unreachable(&self, err: reqwest::Error) -> CliError {
+        let mut cause = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            cause = format!("{cause}: {s}");
+            source = s.source();
+        }
+        CliError::new(
+            Exit::Server,
+            "unreachable",
+            format!(
+                "cannot reach otterd at {} ({cause}); check --server / OTTER_SERVER and that the server runs",
+                self.base
+            ),
+        )
+    }
+}
+
+/// Reads a JSON answer, or turns the server's `{"error", "message"}` into a [`CliError`].
+fn read_json(response: Response) -> CliResult<Value> {
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    let body: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    if status.is_success() {
+        return Ok(body);
+    }
+    let code = body["error"].as_str().unwrap_or("http_error").to_string();
+    let message = body["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("the server answered {status}"));
+    let exit = match status.as_u16() {
+        401 | 403 => Exit::Auth,
+        429 | 500..=599 => Exit::Server,
+        _ => Exit::Refused,
+    };
+    let hint = match status.as_u16() {
+        401 => " (check --token / OTTER_TOKEN)",
+        403 => " (this token's role or products do not allow it; see `otter whoami`)",
+        _ => "",
+    };
+    Err(CliError::new(exit, &code, format!("{message}{hint}")))
+}
+
+/// Counts bytes read into the progress bar.
+struct ProgressReader<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}

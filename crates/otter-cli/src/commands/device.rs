@@ -1,0 +1,76 @@
+//! `otter device list|show`.
+
+use crate::client::Api;
+use crate::error::CliResult;
+use crate::output::{table, text, Output};
+
+pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
+    let path = match product {
+        Some(p) => format!("/api/v1/devices?product={p}"),
+        None => "/api/v1/devices".into(),
+    };
+    let v = api.get(&path)?;
+    o.emit(&v, || {
+        let rows: Vec<Vec<String>> = v["devices"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                ["id", "product", "hardware_id", "channel", "version", "last_state", "last_seen_at"]
+                    .iter()
+                    .map(|k| text(d, k))
+                    .collect()
+            })
+            .collect();
+        if rows.is_empty() {
+            return "no devices".into();
+        }
+        table(
+            &["id", "product", "hardware id", "channel", "version", "state", "last seen"],
+            &rows,
+        )
+    });
+    Ok(())
+}
+
+pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
+    let v = api.get(&format!("/api/v1/devices/{id}"))?;
+    o.emit(&v, || {
+        let d = &v["device"];
+        let mut t: Vec<String> = [
+            "id", "product", "hardware_id", "channel", "chip", "version", "security_counter",
+            "image_sha256", "partition_size", "enrolled_at", "last_seen_at", "last_state",
+        ]
+        .iter()
+        .map(|k| format!("{k:<17}{}", text(d, k)))
+        .collect();
+        t.push("history:".into());
+        let rows: Vec<Vec<String>> = v["history"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                ["at", "state", "release_id", "progress_bytes", "reason"]
+                    .iter()
+                    .map(|k| text(e, k))
+                    .collect()
+            })
+            .collect();
+        t.push(table(&["at", "state", "release", "progress", "reason"], &rows));
+        t.join("\n")
+    });
+    Ok(())
+}
+
+pub fn set_channel(api: &Api, id: &str, channel: &str, o: Output) -> CliResult<()> {
+    let v = api.patch(
+        &format!("/api/v1/devices/{id}"),
+        &serde_json::json!({"channel": channel}),
+    )?;
+    o.emit(&v, || {
+        format!("{id} now follows channel {}", text(&v, "channel"))
+    });
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! One module per command group; each function does one command and prints through
+//! [`crate::output::Output`].
+
+pub mod dev;
+pub mod device;
+pub mod inspect;
+pub mod keys;
+pub mod product;
+pub mod release;
+pub mod signing;
+pub mod token;

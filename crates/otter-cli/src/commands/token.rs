@@ -1,0 +1,97 @@
+//! `otter token create|list|revoke` and `otter whoami`.
+
+use serde_json::json;
+
+use crate::client::Api;
+use crate::error::CliResult;
+use crate::output::{table, text, Output};
+
+pub fn create(
+    api: &Api,
+    role: &str,
+    products: &[String],
+    name: Option<&str>,
+    o: Output,
+) -> CliResult<()> {
+    let name = name.map(str::to_owned).unwrap_or_else(|| {
+        if products.is_empty() {
+            role.to_string()
+        } else {
+            format!("{role}-{}", products.join("-"))
+        }
+    });
+    let v = api.post(
+        "/api/v1/tokens",
+        &json!({"name": name, "role": role, "products": products}),
+    )?;
+    o.emit(&v, || {
+        format!(
+            "created {} token {} ({})\ntoken (shown once; store it in your CI's secrets as OTTER_TOKEN): {}",
+            text(&v["info"], "role"),
+            text(&v["info"], "name"),
+            text(&v["info"], "id"),
+            text(&v, "token")
+        )
+    });
+    Ok(())
+}
+
+pub fn list(api: &Api, o: Output) -> CliResult<()> {
+    let v = api.get("/api/v1/tokens")?;
+    o.emit(&v, || {
+        let rows: Vec<Vec<String>> = v["tokens"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                vec![
+                    text(t, "id"),
+                    text(t, "name"),
+                    text(t, "role"),
+                    t["products"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|p| p.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default(),
+                    text(t, "last_used_at"),
+                    if t["revoked"] == true { "revoked" } else { "active" }.into(),
+                ]
+            })
+            .collect();
+        table(&["id", "name", "role", "products", "last used", "state"], &rows)
+    });
+    Ok(())
+}
+
+pub fn revoke(api: &Api, id: &str, o: Output) -> CliResult<()> {
+    api.delete(&format!("/api/v1/tokens/{id}"))?;
+    o.emit(&json!({"revoked": id}), || {
+        format!("revoked token {id}; it stops working at once")
+    });
+    Ok(())
+}
+
+pub fn whoami(api: &Api, o: Output) -> CliResult<()> {
+    let v = api.get("/api/v1/whoami")?;
+    o.emit(&v, || {
+        format!(
+            "{} ({}){}",
+            text(&v, "name"),
+            text(&v, "role"),
+            v["products"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|a| format!(
+                    ", products: {}",
+                    a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+                .unwrap_or_default()
+        )
+    });
+    Ok(())
+}

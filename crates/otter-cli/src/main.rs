@@ -1,0 +1,351 @@
+//! `otter`: keys, signing and verification where the key lives, image inspection, and the
+//! management API of `otterd` (products, tokens, releases, devices).
+//!
+//! Exit codes (docs/cli.md): 0 success, 1 refused or verification failed, 2 bad usage or input,
+//! 3 server unreachable or failing, 4 not authenticated or not allowed.
+
+mod client;
+mod commands;
+mod error;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use client::Api;
+use commands::signing::ManifestArgs;
+use commands::{dev, device, inspect, keys, product, release, signing, token};
+use error::CliResult;
+use output::Output;
+
+#[derive(Parser, Debug)]
+#[command(name = "otter", version, about = "Sign, inspect and publish ESP32/ESP8266 firmware for Otter OTA updates", long_about = None)]
+struct Cli {
+    /// Print one JSON document on stdout (errors as JSON on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// The otterd URL, e.g. https://otter.example.com.
+    #[arg(long, global = true, env = "OTTER_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// An API token (ott_...).
+    #[arg(long, global = true, env = "OTTER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    fn api(&self) -> CliResult<Api> {
+        Api::new(self.server.as_deref(), self.token.as_deref())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a release signing key pair (private key 0600, public key beside it).
+    Keygen {
+        /// Where to write the private key; the public key goes beside it as NAME.pub.pem.
+        #[arg(long, default_value = "release.key")]
+        out: PathBuf,
+        /// Overwrite existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what is in a firmware image or a release.otter bundle.
+    Inspect {
+        /// A firmware .bin or a signed .otter file.
+        file: PathBuf,
+    },
+    /// Sign a firmware image into a release.otter bundle.
+    Sign {
+        /// The firmware image (.bin).
+        image: PathBuf,
+        /// The product the release is for.
+        #[arg(long)]
+        product: String,
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Where to write the bundle.
+        #[arg(long, default_value = "release.otter")]
+        out: PathBuf,
+        /// Overwrite an existing bundle.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Verify a release.otter against trusted public keys (exit 0 valid, 1 not).
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Trusted public key(s) (PEM); repeat for several.
+        #[arg(long = "pub", value_name = "FILE", required = true)]
+        public_keys: Vec<PathBuf>,
+        /// How many distinct trusted keys must have signed.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+    },
+    /// Publish and list releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Products, their release keys and enrolment secrets.
+    #[command(subcommand)]
+    Product(ProductCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Devices and their update history.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Show who the token belongs to and what it may do.
+    Whoami,
+    /// Tools for developing and testing Otter.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ReleaseCommand {
+    /// Sign (with --key) and upload a firmware image, or upload a signed release.otter.
+    Push {
+        /// A firmware .bin (signed here with --key) or a release.otter.
+        file: PathBuf,
+        /// The product (required for a .bin; checked for a .otter).
+        #[arg(long)]
+        product: Option<String>,
+        /// The channel devices subscribe to.
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Private key(s) to sign a .bin with.
+        #[arg(long = "key", value_name = "FILE")]
+        keys: Vec<PathBuf>,
+        /// The release version (default: the image's own).
+        #[arg(long)]
+        version: Option<String>,
+        /// Anti-downgrade counter.
+        #[arg(long, default_value_t = 0)]
+        security_counter: u32,
+        /// Expiry, Unix seconds.
+        #[arg(long, value_name = "UNIX_SECONDS", conflicts_with = "expires_in")]
+        expires_at: Option<u64>,
+        /// Expiry from now, e.g. 90d.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List releases, newest first.
+    List {
+        #[arg(long)]
+        product: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Show one release.
+    Show { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProductCommand {
+    /// Create a product; prints its device enrolment secret once.
+    Create {
+        name: String,
+        /// The chip, e.g. esp32c3 (esp32, esp32c3, esp32s3, esp8266, ...).
+        #[arg(long)]
+        chip: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List products.
+    List,
+    /// Show a product and its keys.
+    Show { name: String },
+    /// Replace the enrolment secret (the old one stops working).
+    RotateSecret { name: String },
+    /// Release public keys of a product.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Register a public key: releases signed with its private key are accepted.
+    Add {
+        product: String,
+        /// The public key (PEM), e.g. release.pub.pem from `otter keygen`.
+        #[arg(long = "pub", value_name = "FILE")]
+        public_key: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a key by its id.
+    Remove { product: String, key_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an API token; prints it once.
+    Create {
+        /// admin, publisher (push to --product only; for CI) or viewer.
+        #[arg(long)]
+        role: String,
+        /// Products a publisher may push to; repeat for several.
+        #[arg(long = "product")]
+        products: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// List devices.
+    List {
+        #[arg(long)]
+        product: Option<String>,
+    },
+    /// Show a device and its update history.
+    Show { id: String },
+    /// Move a device to another channel.
+    SetChannel { id: String, channel: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Write a format-valid (not runnable) application image.
+    SynthImage {
+        #[arg(long)]
+        chip: String,
+        #[arg(long)]
+        version: String,
+        /// Approximate total size in bytes (default about 64 KiB).
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        secure_version: u32,
+        /// Seed of the pseudo-random payload.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn run(cli: Cli, o: Output) -> CliResult<()> {
+    match cli.command {
+        Command::Keygen { out, force } => keys::keygen(&out, force, o),
+        Command::Inspect { file } => inspect::inspect(&file, o),
+        Command::Sign {
+            image,
+            product,
+            manifest,
+            out,
+            force,
+        } => signing::sign(&image, &product, &manifest, &out, force, o),
+        Command::Verify {
+            bundle,
+            public_keys,
+            threshold,
+        } => signing::verify(&bundle, &public_keys, threshold, o),
+        Command::Release(c) => {
+            let api = cli.server.api()?;
+            match c {
+                ReleaseCommand::Push {
+                    file,
+                    product,
+                    channel,
+                    keys,
+                    version,
+                    security_counter,
+                    expires_at,
+                    expires_in,
+                } => {
+                    let sign_with = (!keys.is_empty()).then_some(ManifestArgs {
+                        keys,
+                        version,
+                        security_counter,
+                        expires_at,
+                        expires_in,
+                    });
+                    release::push(&api, &file, product.as_deref(), &channel, sign_with.as_ref(), o)
+                }
+                ReleaseCommand::List { product, channel } => {
+                    release::list(&api, product.as_deref(), channel.as_deref(), o)
+                }
+                ReleaseCommand::Show { id } => release::show(&api, &id, o),
+            }
+        }
+        Command::Product(c) => {
+            let api = cli.server.api()?;
+            match c {
+                ProductCommand::Create {
+                    name,
+                    chip,
+                    description,
+                } => product::create(&api, &name, &chip, description.as_deref(), o),
+                ProductCommand::List => product::list(&api, o),
+                ProductCommand::Show { name } => product::show(&api, &name, o),
+                ProductCommand::RotateSecret { name } => product::rotate_secret(&api, &name, o),
+                ProductCommand::Key(KeyCommand::Add {
+                    product,
+                    public_key,
+                    name,
+                }) => product::add_key(&api, &product, &public_key, name.as_deref(), o),
+                ProductCommand::Key(KeyCommand::Remove { product, key_id }) => {
+                    product::remove_key(&api, &product, &key_id, o)
+                }
+            }
+        }
+        Command::Token(c) => {
+            let api = cli.server.api()?;
+            match c {
+                TokenCommand::Create {
+                    role,
+                    products,
+                    name,
+                } => token::create(&api, &role, &products, name.as_deref(), o),
+                TokenCommand::List => token::list(&api, o),
+                TokenCommand::Revoke { id } => token::revoke(&api, &id, o),
+            }
+        }
+        Command::Device(c) => {
+            let api = cli.server.api()?;
+            match c {
+                DeviceCommand::List { product } => device::list(&api, product.as_deref(), o),
+                DeviceCommand::Show { id } => device::show(&api, &id, o),
+                DeviceCommand::SetChannel { id, channel } => {
+                    device::set_channel(&api, &id, &channel, o)
+                }
+            }
+        }
+        Command::Whoami => token::whoami(&cli.server.api()?, o),
+        Command::Dev(DevCommand::SynthImage {
+            chip,
+            version,
+            size,
+            secure_version,
+            seed,
+            out,
+        }) => dev::synth_image(&chip, &version, size, secure_version, seed, &out, o),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let o = Output { json: cli.json };
+    match run(cli, o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            o.error(&e);
+            ExitCode::from(e.exit as u8)
+        }
+    }
+}

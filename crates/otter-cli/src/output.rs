@@ -1,0 +1,79 @@
+//! Printing results: human text by default, one JSON document on stdout with `--json`.
+
+use serde_json::Value;
+
+use crate::error::CliError;
+
+/// Where results go, and in which form.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a result: `value` as JSON, or the text `human` builds for people.
+    pub fn emit(&self, value: &Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("JSON values serialise")
+            );
+        } else {
+            let text = human();
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+    }
+
+    /// A side note for people (stderr), silent in JSON mode.
+    pub fn note(&self, text: &str) {
+        if !self.json {
+            eprintln!("{text}");
+        }
+    }
+
+    /// Prints an error on stderr: `{"error", "message"}` in JSON mode.
+    pub fn error(&self, err: &CliError) {
+        if self.json {
+            eprintln!(
+                "{}",
+                serde_json::json!({"error": err.code, "message": err.message})
+            );
+        } else {
+            eprintln!("error: {}", err.message);
+        }
+    }
+}
+
+/// Formats rows as aligned columns, with a header row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_uppercase()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
+
+/// A JSON field as display text ("-" when missing or null).
+pub fn text(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
