@@ -86,6 +86,16 @@ impl Api {
         read_json(response)
     }
 
+    /// Posts a small binary body (no progress bar).
+    pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> CliResult<Value> {
+        let response = self.send(|| {
+            self.request(Method::POST, path)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.to_vec())
+        })?;
+        read_json(response)
+    }
+
     /// Uploads bytes, showing a progress bar on a terminal.
     pub fn upload(&self, path: &str, bytes: &[u8], show_progress: bool) -> CliResult<Value> {
         let bar = if show_progress {

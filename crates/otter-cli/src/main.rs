@@ -275,7 +275,14 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                         expires_at,
                         expires_in,
                     });
-                    release::push(&api, &file, product.as_deref(), &channel, sign_with.as_ref(), o)
+                    release::push(
+                        &api,
+                        &file,
+                        product.as_deref(),
+                        &channel,
+                        sign_with.as_ref(),
+                        o,
+                    )
                 }
                 ReleaseCommand::List { product, channel } => {
                     release::list(&api, product.as_deref(), channel.as_deref(), o)

@@ -17,17 +17,33 @@ pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
             .unwrap_or_default()
             .iter()
             .map(|d| {
-                ["id", "product", "hardware_id", "channel", "version", "last_state", "last_seen_at"]
-                    .iter()
-                    .map(|k| text(d, k))
-                    .collect()
+                [
+                    "id",
+                    "product",
+                    "hardware_id",
+                    "channel",
+                    "version",
+                    "last_state",
+                    "last_seen_at",
+                ]
+                .iter()
+                .map(|k| text(d, k))
+                .collect()
             })
             .collect();
         if rows.is_empty() {
             return "no devices".into();
         }
         table(
-            &["id", "product", "hardware id", "channel", "version", "state", "last seen"],
+            &[
+                "id",
+                "product",
+                "hardware id",
+                "channel",
+                "version",
+                "state",
+                "last seen",
+            ],
             &rows,
         )
     });
@@ -39,8 +55,18 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
     o.emit(&v, || {
         let d = &v["device"];
         let mut t: Vec<String> = [
-            "id", "product", "hardware_id", "channel", "chip", "version", "security_counter",
-            "image_sha256", "partition_size", "enrolled_at", "last_seen_at", "last_state",
+            "id",
+            "product",
+            "hardware_id",
+            "channel",
+            "chip",
+            "version",
+            "security_counter",
+            "image_sha256",
+            "partition_size",
+            "enrolled_at",
+            "last_seen_at",
+            "last_state",
         ]
         .iter()
         .map(|k| format!("{k:<17}{}", text(d, k)))
@@ -58,7 +84,10 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
                     .collect()
             })
             .collect();
-        t.push(table(&["at", "state", "release", "progress", "reason"], &rows));
+        t.push(table(
+            &["at", "state", "release", "progress", "reason"],
+            &rows,
+        ));
         t.join("\n")
     });
     Ok(())

@@ -44,7 +44,8 @@ fn inspect_bundle(path: &Path, bytes: &[u8], o: Output) -> CliResult<()> {
         "image": image_json(&info),
     });
     o.emit(&value, || {
-        let mut t = String::from("release bundle (signatures are not verified here; use `otter verify`)\n");
+        let mut t =
+            String::from("release bundle (signatures are not verified here; use `otter verify`)\n");
         t += &manifest_text(head.envelope.manifest());
         for s in head.envelope.signatures() {
             t += &format!("  {:<17} {}\n", "signed by key", s.key_id);
@@ -94,7 +95,9 @@ pub fn manifest_text(m: &Manifest) -> String {
     if let Some(exp) = m.expires_at {
         rows.push(("expires at", format!("{exp} (Unix s)")));
     }
-    rows.iter().map(|(k, v)| format!("  {k:<17} {v}\n")).collect()
+    rows.iter()
+        .map(|(k, v)| format!("  {k:<17} {v}\n"))
+        .collect()
 }
 
 pub fn image_json(info: &ImageInfo) -> Value {

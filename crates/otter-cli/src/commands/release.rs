@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use otter_core::manifest::BUNDLE_MAGIC;
+use otter_core::manifest::{BundleHead, BUNDLE_MAGIC};
 use serde_json::Value;
 
 use super::signing::{make_bundle, read_bundle, ManifestArgs};
@@ -50,12 +50,14 @@ pub fn push(
             )));
         }
     }
-    let payload = bundle.encode();
-    let release = api.upload(
-        &format!("/api/v1/products/{}/releases?channel={channel}", m.product),
-        &payload,
-        !o.json,
+    let path = format!("/api/v1/products/{}/releases?channel={channel}", m.product);
+    // The head alone first: the server checks credentials, product, signature and duplicates
+    // and answers before any image byte is sent, so a refusal is never lost mid-upload.
+    api.post_bytes(
+        &format!("{path}&dry_run=true"),
+        &BundleHead::encode(&bundle.envelope),
     )?;
+    let release = api.upload(&path, &bundle.encode(), !o.json)?;
     o.emit(&release, || {
         format!(
             "published {} {} on channel {} as {}\n  size {} bytes, sha256 {}\n  signed by {}",
@@ -92,17 +94,35 @@ pub fn list(api: &Api, product: Option<&str>, channel: Option<&str>, o: Output) 
             .unwrap_or_default()
             .iter()
             .map(|r| {
-                ["id", "product", "version", "channel", "chip", "security_counter", "size", "published_at"]
-                    .iter()
-                    .map(|k| text(r, k))
-                    .collect()
+                [
+                    "id",
+                    "product",
+                    "version",
+                    "channel",
+                    "chip",
+                    "security_counter",
+                    "size",
+                    "published_at",
+                ]
+                .iter()
+                .map(|k| text(r, k))
+                .collect()
             })
             .collect();
         if rows.is_empty() {
             return "no releases".into();
         }
         table(
-            &["id", "product", "version", "channel", "chip", "counter", "size", "published"],
+            &[
+                "id",
+                "product",
+                "version",
+                "channel",
+                "chip",
+                "counter",
+                "size",
+                "published",
+            ],
             &rows,
         )
     });
@@ -113,8 +133,20 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
     let r = api.get(&format!("/api/v1/releases/{id}"))?;
     o.emit(&r, || {
         [
-            "id", "product", "chip", "version", "channel", "security_counter", "size", "sha256",
-            "created_at", "expires_at", "published_at", "published_by", "project_name", "idf_version",
+            "id",
+            "product",
+            "chip",
+            "version",
+            "channel",
+            "security_counter",
+            "size",
+            "sha256",
+            "created_at",
+            "expires_at",
+            "published_at",
+            "published_by",
+            "project_name",
+            "idf_version",
         ]
         .iter()
         .map(|k| format!("{k:<17}{}", text(&r, k)))

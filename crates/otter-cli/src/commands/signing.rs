@@ -109,8 +109,8 @@ pub fn make_bundle(
         .map(|p| read_private(p, o))
         .collect::<CliResult<Vec<_>>>()?;
     let key_refs: Vec<_> = keys.iter().collect();
-    let envelope = Envelope::sign(&m, &key_refs)
-        .map_err(|e| CliError::usage(format!("cannot sign: {e}")))?;
+    let envelope =
+        Envelope::sign(&m, &key_refs).map_err(|e| CliError::usage(format!("cannot sign: {e}")))?;
     Ok(Bundle { envelope, image })
 }
 

@@ -59,11 +59,19 @@ pub fn list(api: &Api, o: Output) -> CliResult<()> {
                         })
                         .unwrap_or_default(),
                     text(t, "last_used_at"),
-                    if t["revoked"] == true { "revoked" } else { "active" }.into(),
+                    if t["revoked"] == true {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                    .into(),
                 ]
             })
             .collect();
-        table(&["id", "name", "role", "products", "last used", "state"], &rows)
+        table(
+            &["id", "name", "role", "products", "last used", "state"],
+            &rows,
+        )
     });
     Ok(())
 }
@@ -88,7 +96,10 @@ pub fn whoami(api: &Api, o: Output) -> CliResult<()> {
                 .filter(|a| !a.is_empty())
                 .map(|a| format!(
                     ", products: {}",
-                    a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                    a.iter()
+                        .filter_map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
                 .unwrap_or_default()
         )

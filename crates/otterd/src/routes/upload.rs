@@ -8,12 +8,13 @@
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use otter_core::keys::PublicKey;
 use otter_core::manifest::{BundleHead, Envelope, BUNDLE_HEAD_LEN, MAX_ENVELOPE_LEN};
 use otter_core::Chip;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::devices::check_channel;
@@ -29,6 +30,22 @@ use crate::{now, AppState};
 #[serde(deny_unknown_fields)]
 pub struct PushQuery {
     pub channel: Option<String>,
+    /// Check the bundle head (credentials, product, signature, size, duplicate) and stop: the
+    /// client sends only the head. Clients do this first so that a refusal reaches them before
+    /// they stream the image (an HTTP client that is still sending does not read the answer).
+    pub dry_run: Option<bool>,
+}
+
+/// The answer to a dry run: the release would be accepted so far.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PushCheck {
+    pub product: String,
+    pub version: String,
+    pub channel: String,
+    /// Key ids whose signatures verified.
+    pub signed_by: Vec<String>,
+    /// Bytes of image the upload must carry after the head.
+    pub image_size: u32,
 }
 
 type BodyStream = axum::body::BodyDataStream;
@@ -154,9 +171,10 @@ fn check_image(bytes: &[u8], product: &ProductRow) -> ApiResult<(Option<String>,
 }
 
 #[utoipa::path(operation_id = "releases_push_release", post, path = "/api/v1/products/{product}/releases", tag = "releases",
-    params(("channel" = Option<String>, Query, description = "channel to publish to; default stable")),
+    params(("channel" = Option<String>, Query, description = "channel to publish to; default stable"),
+        ("dry_run" = Option<bool>, Query, description = "send only the bundle head; check it and stop")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a release.otter bundle"),
-    responses((status = 201, body = Release), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Release), (status = 200, body = PushCheck, description = "dry run: the head would be accepted"), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn push_release(
     State(state): State<AppState>,
     who: Principal,
@@ -164,7 +182,7 @@ pub async fn push_release(
     Query(q): Query<PushQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<Release>)> {
+) -> ApiResult<Response> {
     who.require_publish(&product_name)?;
     let channel = q.channel.unwrap_or_else(|| "stable".into());
     check_channel(&channel)?;
@@ -205,6 +223,16 @@ pub async fn push_release(
             "{} {} is published on channel {channel:?} already",
             product.name, manifest.version
         )));
+    }
+    if q.dry_run.unwrap_or(false) {
+        let check = PushCheck {
+            product: product.name.clone(),
+            version: manifest.version.clone(),
+            channel,
+            signed_by,
+            image_size: manifest.image_size,
+        };
+        return Ok((StatusCode::OK, Json(check)).into_response());
     }
     // Stored and served verbatim, exactly the bytes that were signed and checked.
     let envelope_bytes = buf[BUNDLE_HEAD_LEN..head.head_len].to_vec();
@@ -280,5 +308,5 @@ pub async fn push_release(
     })?;
     metrics::counter!("otter_releases_published_total").increment(1);
     tracing::info!(release = %row.id, product = %row.product, version = %row.version, channel = %row.channel, by = %who.name, "release published");
-    Ok((StatusCode::CREATED, Json(Release::from(&row))))
+    Ok((StatusCode::CREATED, Json(Release::from(&row))).into_response())
 }

@@ -260,3 +260,38 @@ async fn refuses_expired_manifests_and_keyless_products() {
     let r = srv.push("thermo", "stable", &srv.admin, b).await;
     refused(&srv, r, 422, "expired").await;
 }
+
+#[tokio::test]
+async fn a_dry_run_checks_the_head_and_stores_nothing() {
+    let srv = spawn().await;
+    let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
+    let full = bundle(&key, "thermo", Chip::Esp32C3, "1.4.0");
+    let head_len = otter_core::manifest::BundleHead::decode(&full)
+        .unwrap()
+        .head_len;
+    let (s, v) = srv
+        .push(
+            "thermo",
+            "stable&dry_run=true",
+            &srv.admin,
+            full[..head_len].to_vec(),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["version"], "1.4.0");
+    assert_eq!(v["signed_by"][0], key.public_key().key_id().to_string());
+    assert_eq!(srv.release_count().await, 0);
+    assert_eq!(srv.blob_files(), (0, 0));
+    // A head signed by a stranger is refused by the dry run already.
+    let stranger = PrivateKey::generate();
+    let bad = bundle(&stranger, "thermo", Chip::Esp32C3, "1.4.0");
+    let result = srv
+        .push(
+            "thermo",
+            "stable&dry_run=true",
+            &srv.admin,
+            bad[..head_len].to_vec(),
+        )
+        .await;
+    refused(&srv, result, 422, "key").await;
+}

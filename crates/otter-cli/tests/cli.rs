@@ -1,0 +1,668 @@
+//! End-to-end: the real `otter` binary drives a real `otterd` process (free port, temporary data
+//! directory), and an HTTP client plays the device. `scripts/test.sh` builds both binaries first;
+//! `OTTERD_BIN` may point at another build.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+/// A running otterd that is killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    admin: String,
+    dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn otterd_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OTTERD_BIN") {
+        return p.into();
+    }
+    let otter = assert_cmd::cargo::cargo_bin("otter");
+    let p = otter.with_file_name(format!("otterd{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn start_server() -> Server {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Process::new(otterd_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("otterd runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("otterd listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let admin = std::fs::read_to_string(data.join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server {
+        child,
+        url,
+        admin,
+        dir,
+    }
+}
+
+impl Server {
+    /// `otter` with this server and a token, working in the temporary directory.
+    fn otter(&self, token: &str) -> Command {
+        let mut c = Command::cargo_bin("otter").unwrap();
+        c.current_dir(self.dir.path())
+            .env("OTTER_SERVER", &self.url)
+            .env("OTTER_TOKEN", token)
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `otter --json ARGS` and returns the JSON on stdout; asserts success.
+    fn json(&self, token: &str, args: &[&str]) -> Value {
+        let out = self.otter(token).arg("--json").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "otter {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `otter --json ARGS`, expects `exit`, returns the JSON error from stderr.
+    fn fails(&self, token: &str, args: &[&str], exit: i32) -> Value {
+        let out = self.otter(token).arg("--json").args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(exit),
+            "otter {args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "nothing on stdout after an error");
+        serde_json::from_slice(&out.stderr).unwrap()
+    }
+
+    fn releases(&self) -> Vec<Value> {
+        self.json(&self.admin, &["release", "list"])["releases"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Sets up product `thermo` (esp32c3) with a registered key; returns the enrolment secret.
+fn product_with_key(s: &Server) -> String {
+    s.json(&s.admin, &["keygen", "--out", "release.key"]);
+    let created = s.json(
+        &s.admin,
+        &["product", "create", "thermo", "--chip", "esp32c3"],
+    );
+    assert_eq!(created["product"]["chip"], "esp32c3");
+    s.json(
+        &s.admin,
+        &[
+            "product",
+            "key",
+            "add",
+            "thermo",
+            "--pub",
+            "release.pub.pem",
+        ],
+    );
+    created["enrollment_secret"].as_str().unwrap().to_string()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn synth(s: &Server, chip: &str, version: &str, out: &str) {
+    s.json(
+        &s.admin,
+        &[
+            "dev",
+            "synth-image",
+            "--chip",
+            chip,
+            "--version",
+            version,
+            "--size",
+            "50000",
+            "--out",
+            out,
+        ],
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_the_owner_reads_and_never_overwrites() {
+    let dir = TempDir::new().unwrap();
+    let run = || {
+        let mut c = Command::cargo_bin("otter").unwrap();
+        c.current_dir(dir.path());
+        c
+    };
+    run().args(["keygen", "--out", "ci.key"]).assert().success();
+    let private = std::fs::read_to_string(dir.path().join("ci.key")).unwrap();
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let public = std::fs::read_to_string(dir.path().join("ci.pub.pem")).unwrap();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ci.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = run().args(["keygen", "--out", "ci.key"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ci.key")).unwrap(),
+        private,
+        "the key was not touched"
+    );
+    run()
+        .args(["keygen", "--out", "ci.key", "--force"])
+        .assert()
+        .success();
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("ci.key")).unwrap(),
+        private
+    );
+}
+
+#[test]
+fn openssl_reads_the_key_files() {
+    let Ok(_) = Process::new("openssl").arg("version").output() else {
+        panic!("openssl is needed for this interop test (Debian package openssl)");
+    };
+    let dir = TempDir::new().unwrap();
+    Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["keygen", "--out", "k.key"])
+        .assert()
+        .success();
+    let derived = Process::new("openssl")
+        .args(["pkey", "-in", "k.key", "-pubout"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(derived.status.success());
+    assert_eq!(
+        String::from_utf8(derived.stdout).unwrap(),
+        std::fs::read_to_string(dir.path().join("k.pub.pem")).unwrap()
+    );
+}
+
+#[test]
+fn sign_push_list_and_a_device_updates() {
+    let s = start_server();
+    let secret = product_with_key(&s);
+    let publisher = s.json(
+        &s.admin,
+        &[
+            "token",
+            "create",
+            "--role",
+            "publisher",
+            "--product",
+            "thermo",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    synth(&s, "esp32c3", "1.1.0", "fw.bin");
+
+    let info = s.json(&s.admin, &["inspect", "fw.bin"]);
+    assert_eq!(info["chip"], "esp32c3");
+    assert_eq!(info["app"]["version"], "1.1.0");
+    let image = std::fs::read(s.path("fw.bin")).unwrap();
+    assert_eq!(info["sha256"], hex::encode(Sha256::digest(&image)));
+
+    // CI: the publisher token signs and pushes in one step.
+    let pushed = s.json(
+        &publisher,
+        &[
+            "release",
+            "push",
+            "fw.bin",
+            "--product",
+            "thermo",
+            "--channel",
+            "stable",
+            "--key",
+            "release.key",
+            "--security-counter",
+            "2",
+        ],
+    );
+    assert_eq!(pushed["version"], "1.1.0");
+    assert_eq!(pushed["security_counter"], 2);
+    assert_eq!(pushed["project_name"], "otter-synth");
+    let release_id = pushed["id"].as_str().unwrap().to_string();
+
+    // The same release signed offline, then pushed to beta as a release.otter.
+    let signed = s.json(
+        &s.admin,
+        &[
+            "sign",
+            "fw.bin",
+            "--key",
+            "release.key",
+            "--product",
+            "thermo",
+            "--out",
+            "r.otter",
+        ],
+    );
+    assert_eq!(signed["manifest"]["version"], "1.1.0");
+    let verified = s.json(&s.admin, &["verify", "r.otter", "--pub", "release.pub.pem"]);
+    assert_eq!(verified["valid"], true);
+    let beta = s.json(
+        &publisher,
+        &["release", "push", "r.otter", "--channel", "beta"],
+    );
+    assert_eq!(beta["channel"], "beta");
+    assert_eq!(beta["sha256"], pushed["sha256"]);
+    let listed = s.releases();
+    assert_eq!(listed.len(), 2);
+    let shown = s.json(&s.admin, &["release", "show", &release_id]);
+    assert_eq!(shown["sha256"], pushed["sha256"]);
+
+    // A device enrols, checks in, downloads (whole and by Range), reports.
+    let http = reqwest::blocking::Client::new();
+    let enrolled: Value = http
+        .post(format!("{}/device/v1/enroll", s.url))
+        .json(&json!({"product": "thermo", "enrollment_secret": secret, "hardware_id": "24:6f:28:aa:bb:cc"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let device_token = enrolled["device_token"].as_str().unwrap();
+    let checkin: Value = http
+        .post(format!("{}/device/v1/checkin", s.url))
+        .bearer_auth(device_token)
+        .json(&json!({"version": "1.0.0", "security_counter": 0, "image_sha256": "00".repeat(32), "chip": "esp32c3"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let update = &checkin["update"];
+    assert_eq!(update["release_id"], release_id.as_str());
+    let url = format!("{}{}", s.url, update["download_url"].as_str().unwrap());
+    let whole = http.get(&url).bearer_auth(device_token).send().unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().unwrap().to_vec(), image);
+    let part = http
+        .get(&url)
+        .bearer_auth(device_token)
+        .header("Range", "bytes=1000-")
+        .send()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().unwrap().to_vec(), image[1000..].to_vec());
+    for (state, extra) in [
+        ("downloading", json!({"progress_bytes": 1000})),
+        ("downloaded", json!({})),
+        ("success", json!({})),
+    ] {
+        let mut body = json!({"release_id": release_id, "state": state});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = http
+            .post(format!("{}/device/v1/status", s.url))
+            .bearer_auth(device_token)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "status {state}: {}", r.status());
+    }
+
+    let devices = s.json(&s.admin, &["device", "list"]);
+    let device_id = devices["devices"][0]["id"].as_str().unwrap().to_string();
+    let detail = s.json(&s.admin, &["device", "show", &device_id]);
+    let states: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    for st in ["downloading", "downloaded", "success"] {
+        assert!(states.contains(&st), "{states:?}");
+    }
+    // Human output works too (a table with the device).
+    s.otter(&s.admin)
+        .args(["device", "list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("24:6f:28:aa:bb:cc"));
+}
+
+#[test]
+fn refusals_are_clear_and_store_nothing() {
+    let s = start_server();
+    product_with_key(&s);
+    s.json(
+        &s.admin,
+        &["product", "create", "other", "--chip", "esp32c3"],
+    );
+    s.json(
+        &s.admin,
+        &["product", "key", "add", "other", "--pub", "release.pub.pem"],
+    );
+    let token = |role: &str, product: Option<&str>| {
+        let mut args = vec!["token", "create", "--role", role];
+        if let Some(p) = product {
+            args.extend(["--product", p]);
+        }
+        s.json(&s.admin, &args)["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let publisher = token("publisher", Some("thermo"));
+    let viewer = token("viewer", None);
+    synth(&s, "esp32c3", "2.0.0", "fw.bin");
+    synth(&s, "esp32", "2.0.0", "esp32.bin");
+    s.json(&s.admin, &["keygen", "--out", "stranger.key"]);
+    let push = |key: &str, file: &str, product: &str| {
+        vec![
+            "release".to_string(),
+            "push".into(),
+            file.into(),
+            "--product".into(),
+            product.into(),
+            "--key".into(),
+            key.into(),
+        ]
+    };
+
+    // A key the product does not know.
+    let e = s.fails(
+        &s.admin,
+        &args(&push("stranger.key", "fw.bin", "thermo")),
+        1,
+    );
+    assert_eq!(e["error"], "bad_release");
+    assert!(e["message"].as_str().unwrap().contains("key"), "{e}");
+    // An image for another chip.
+    let e = s.fails(
+        &s.admin,
+        &args(&push("release.key", "esp32.bin", "thermo")),
+        1,
+    );
+    assert_eq!(e["error"], "bad_release");
+    assert!(e["message"].as_str().unwrap().contains("esp32"), "{e}");
+    // A publisher pushing to a product not in its token; a viewer pushing at all.
+    let e = s.fails(
+        &publisher,
+        &args(&push("release.key", "fw.bin", "other")),
+        4,
+    );
+    assert_eq!(e["error"], "forbidden");
+    let e = s.fails(&viewer, &args(&push("release.key", "fw.bin", "thermo")), 4);
+    assert_eq!(e["error"], "forbidden");
+    // A bad token, and no server at all.
+    let e = s.fails("ott_not-a-real-token", &["release", "list"], 4);
+    assert_eq!(e["error"], "unauthorized");
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .args([
+            "--json",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "ott_x",
+            "release",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // A firmware image pushed without a key is refused before anything is sent.
+    let e = s.fails(
+        &s.admin,
+        &["release", "push", "fw.bin", "--product", "thermo"],
+        2,
+    );
+    assert!(e["message"].as_str().unwrap().contains("--key"), "{e}");
+    // A file that is not firmware.
+    std::fs::write(s.path("notes.txt"), "hello").unwrap();
+    let e = s.fails(
+        &s.admin,
+        &args(&push("release.key", "notes.txt", "thermo")),
+        2,
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid firmware image"),
+        "{e}"
+    );
+    // --version that disagrees with the image.
+    let mut v = push("release.key", "fw.bin", "thermo");
+    v.extend(["--version".to_string(), "9.9.9".into()]);
+    let e = s.fails(&s.admin, &args(&v), 2);
+    assert!(e["message"].as_str().unwrap().contains("2.0.0"), "{e}");
+
+    assert!(s.releases().is_empty(), "nothing was stored");
+}
+
+#[test]
+fn verify_refuses_tampering_untrusted_keys_and_expiry() {
+    let dir = TempDir::new().unwrap();
+    let otter = || {
+        let mut c = Command::cargo_bin("otter").unwrap();
+        c.current_dir(dir.path());
+        c
+    };
+    otter()
+        .args(["keygen", "--out", "a.key"])
+        .assert()
+        .success();
+    otter()
+        .args(["keygen", "--out", "b.key"])
+        .assert()
+        .success();
+    otter()
+        .args([
+            "dev",
+            "synth-image",
+            "--chip",
+            "esp8266",
+            "--version",
+            "x",
+            "--out",
+            "fw.bin",
+        ])
+        .assert()
+        .success();
+    // ESP8266 images carry no version: --version is required.
+    otter()
+        .args([
+            "sign",
+            "fw.bin",
+            "--key",
+            "a.key",
+            "--product",
+            "p",
+            "--out",
+            "r.otter",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--version"));
+    otter()
+        .args([
+            "sign",
+            "fw.bin",
+            "--key",
+            "a.key",
+            "--key",
+            "b.key",
+            "--product",
+            "p",
+            "--version",
+            "3.1.0",
+            "--out",
+            "r.otter",
+        ])
+        .assert()
+        .success();
+    otter()
+        .args([
+            "verify",
+            "r.otter",
+            "--pub",
+            "a.pub.pem",
+            "--pub",
+            "b.pub.pem",
+            "--threshold",
+            "2",
+        ])
+        .assert()
+        .success();
+    otter()
+        .args([
+            "verify",
+            "r.otter",
+            "--pub",
+            "a.pub.pem",
+            "--threshold",
+            "2",
+        ])
+        .assert()
+        .code(1);
+
+    // Untrusted key.
+    otter()
+        .args(["keygen", "--out", "c.key"])
+        .assert()
+        .success();
+    otter()
+        .args(["verify", "r.otter", "--pub", "c.pub.pem"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("no signature by a trusted key"));
+
+    // One image byte changed.
+    let mut bytes = std::fs::read(dir.path().join("r.otter")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(dir.path().join("bad.otter"), &bytes).unwrap();
+    otter()
+        .args(["verify", "bad.otter", "--pub", "a.pub.pem"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("does NOT verify"));
+
+    // An expiry in the past cannot be signed at all.
+    otter()
+        .args([
+            "sign",
+            "fw.bin",
+            "--key",
+            "a.key",
+            "--product",
+            "p",
+            "--version",
+            "3.1.0",
+            "--expires-at",
+            "1000",
+            "--out",
+            "old.otter",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "expiry must be after the creation time",
+        ));
+    // Expired: valid for one second, checked two seconds later.
+    otter()
+        .args([
+            "sign",
+            "fw.bin",
+            "--key",
+            "a.key",
+            "--product",
+            "p",
+            "--version",
+            "3.1.0",
+            "--expires-in",
+            "1s",
+            "--out",
+            "old.otter",
+        ])
+        .assert()
+        .success();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    otter()
+        .args(["verify", "old.otter", "--pub", "a.pub.pem"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("expired"));
+
+    // inspect shows a bundle's manifest and signers without keys.
+    let out = otter()
+        .args(["--json", "inspect", "r.otter"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"]["version"], "3.1.0");
+    assert_eq!(v["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(v["image"]["chip"], "esp8266");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .args(["release", "push"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .args(["inspect", "/nonexistent/fw.bin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/fw.bin"));
+}
