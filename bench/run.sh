@@ -28,7 +28,7 @@ export OTTER_SERVER=$(sed -n 's/^otterd listening on //p' "$WORK/otterd.out")
 export OTTER_TOKEN=$(cat "$WORK/data/initial-admin-token")
 "$BIN/otter" keygen --out "$WORK/release.key" >/dev/null
 SECRET=$("$BIN/otter" product create bench --chip esp32 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["enrollment_secret"])')
-"$BIN/otter" product key add bench "$WORK/release.pub.pem" >/dev/null
+"$BIN/otter" product key add bench --pub "$WORK/release.pub.pem" >/dev/null
 "$BIN/otter" dev synth-image --chip esp32 --version 2.0.0 --size 1700000 --out "$WORK/fw.bin" >/dev/null
 "$BIN/otter" release push "$WORK/fw.bin" --product bench --channel stable --key "$WORK/release.key" --json >"$WORK/release.json"
 RELEASE_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/release.json")

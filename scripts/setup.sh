@@ -6,6 +6,8 @@ set -euo pipefail
 APT_PACKAGES=(
   # agent: host build, sanitizers, fuzzing, crypto as ESP-IDF ships it
   cmake clang libclang-rt-14-dev llvm libmbedtls-dev
+  # Rust: the fuzz crate builds libFuzzer (C++); the CLI tests check key files with OpenSSL
+  g++ openssl
   # agent: size checks for ESP32-C3 (rv32imc) and ESP8266 (Xtensa lx106) with picolibc
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
 )

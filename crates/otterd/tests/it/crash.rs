@@ -175,3 +175,90 @@ async fn kill_9_during_upload_leaves_whole_release_or_nothing() {
     eprintln!("{trials} kill -9 trials, {published} of the interrupted uploads had committed before the kill");
     let _ = child.kill().await;
 }
+
+/// SIGTERM: a download in flight completes, then the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_then_exits() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let http = Client::new();
+    let (mut child, url) = start(&data).await;
+    let admin = std::fs::read_to_string(data.join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let created: Value = http
+        .post(format!("{url}/api/v1/products"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "thermo", "chip": "esp32"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = otter_core::keys::PrivateKey::generate();
+    http.post(format!("{url}/api/v1/products/thermo/keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"public_key_pem": key.public_key().to_pem()}))
+        .send()
+        .await
+        .unwrap();
+    let img = otter_core::image::synth::build(&otter_core::image::synth::SynthApp {
+        chip: Chip::Esp32,
+        version: "3.0.0".into(),
+        payload_len: 12_000_000, // more than loopback socket buffers hold
+        ..Default::default()
+    });
+    let pushed: Value = http
+        .post(format!("{url}/api/v1/products/thermo/releases"))
+        .bearer_auth(&admin)
+        .body(bundle_of(
+            &key,
+            &manifest_for("thermo", Chip::Esp32, "3.0.0", &img),
+            img.clone(),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enrolled: Value = http
+        .post(format!("{url}/device/v1/enroll"))
+        .json(&json!({"product": "thermo", "enrollment_secret": created["enrollment_secret"], "hardware_id": "hw-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut download = http
+        .get(format!(
+            "{url}/device/v1/releases/{}/image",
+            pushed["id"].as_str().unwrap()
+        ))
+        .bearer_auth(enrolled["device_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let mut got = download.chunk().await.unwrap().unwrap().to_vec();
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), img.len());
+    assert!(got == img, "the download in flight completed intact");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("otterd exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "clean exit, got {status}");
+}
