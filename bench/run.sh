@@ -56,9 +56,12 @@ http {
   server { listen 127.0.0.1:18181; root $WORK/www; }
 }
 NGINX
+# nginx's worker runs as an unprivileged user: it must be able to read the files.
+chmod 755 "$WORK" && chmod -R a+rX "$WORK/www"
 taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 NGINX_PID=$!
 for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18181/checkin.json && break; sleep 0.1; done
+curl -sf -o /dev/null http://127.0.0.1:18181/image.bin || { echo "nginx does not serve the files" >&2; exit 1; }
 
 cat >"$WORK/checkin.lua" <<LUA
 wrk.method = "POST"
@@ -87,9 +90,10 @@ PY
 }
 
 read -r O_RPS _ O_P99 O_ERR < <(measure -s "$WORK/checkin.lua" "$OTTER_SERVER/device/v1/checkin")
-read -r N_RPS _ N_P99 _ < <(measure http://127.0.0.1:18181/checkin.json)
+read -r N_RPS _ N_P99 N_ERR < <(measure http://127.0.0.1:18181/checkin.json)
 read -r OD_RPS OD_BPS OD_P99 OD_ERR < <(measure -s "$WORK/auth.lua" "$OTTER_SERVER/device/v1/releases/$RELEASE_ID/image")
-read -r ND_RPS ND_BPS ND_P99 _ < <(measure http://127.0.0.1:18181/image.bin)
+read -r ND_RPS ND_BPS ND_P99 ND_ERR < <(measure http://127.0.0.1:18181/image.bin)
+if [ "$N_ERR" != 0 ] || [ "$ND_ERR" != 0 ]; then echo "nginx answered non-2xx: $N_ERR $ND_ERR" >&2; exit 1; fi
 
 python3 - "$O_RPS" "$N_RPS" "$O_P99" "$N_P99" "$OD_BPS" "$ND_BPS" "$OD_P99" "$ND_P99" "$O_ERR" "$OD_ERR" "$CONNS" "$DURATION" <<'PY'
 import sys
