@@ -77,3 +77,8 @@ pub fn text(v: &Value, key: &str) -> String {
         other => other.to_string(),
     }
 }
+
+/// The array under `key` (empty when missing).
+pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v[key].as_array().map(Vec::as_slice).unwrap_or_default()
+}

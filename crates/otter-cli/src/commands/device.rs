@@ -2,7 +2,7 @@
 
 use crate::client::Api;
 use crate::error::CliResult;
-use crate::output::{table, text, Output};
+use crate::output::{items, table, text, Output};
 
 pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
     let path = match product {
@@ -11,10 +11,7 @@ pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
     };
     let v = api.get(&path)?;
     o.emit(&v, || {
-        let rows: Vec<Vec<String>> = v["devices"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = items(&v, "devices")
             .iter()
             .map(|d| {
                 [
@@ -72,10 +69,7 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
         .map(|k| format!("{k:<17}{}", text(d, k)))
         .collect();
         t.push("history:".into());
-        let rows: Vec<Vec<String>> = v["history"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = items(&v, "history")
             .iter()
             .map(|e| {
                 ["at", "state", "release_id", "progress_bytes", "reason"]

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::keys::read_public;
 use crate::client::Api;
 use crate::error::{CliError, CliResult};
-use crate::output::{table, text, Output};
+use crate::output::{items, table, text, Output};
 
 pub fn create(
     api: &Api,
@@ -36,10 +36,7 @@ pub fn create(
 pub fn list(api: &Api, o: Output) -> CliResult<()> {
     let v = api.get("/api/v1/products")?;
     o.emit(&v, || {
-        let rows: Vec<Vec<String>> = v["products"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = items(&v, "products")
             .iter()
             .map(|p| {
                 vec![
@@ -67,7 +64,7 @@ pub fn show(api: &Api, name: &str, o: Output) -> CliResult<()> {
             text(&p, "chip"),
             text(&p, "description")
         );
-        for k in p["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for k in items(&p, "keys") {
             t += &format!("  {}  {}\n", text(k, "key_id"), text(k, "name"));
         }
         t

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::signing::{make_bundle, read_bundle, ManifestArgs};
 use crate::client::Api;
 use crate::error::{CliError, CliResult};
-use crate::output::{table, text, Output};
+use crate::output::{items, table, text, Output};
 
 /// Pushes a firmware image (signed here first) or an already signed `release.otter`.
 pub fn push(
@@ -88,10 +88,7 @@ pub fn list(api: &Api, product: Option<&str>, channel: Option<&str>, o: Output) 
     };
     let v = api.get(&path)?;
     o.emit(&v, || {
-        let rows: Vec<Vec<String>> = v["releases"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = items(&v, "releases")
             .iter()
             .map(|r| {
                 [

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::client::Api;
 use crate::error::CliResult;
-use crate::output::{table, text, Output};
+use crate::output::{items, table, text, Output};
 
 pub fn create(
     api: &Api,
@@ -39,10 +39,7 @@ pub fn create(
 pub fn list(api: &Api, o: Output) -> CliResult<()> {
     let v = api.get("/api/v1/tokens")?;
     o.emit(&v, || {
-        let rows: Vec<Vec<String>> = v["tokens"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = items(&v, "tokens")
             .iter()
             .map(|t| {
                 vec![

@@ -7,7 +7,7 @@
 
 use super::reader::{segment_header, slice, u32_at};
 use super::{
-    checksum, checksum_offset, sha256, FlashSettings, ImageError, ImageFormat, ImageInfo, Segment,
+    sha256, verify_checksum, FlashSettings, ImageError, ImageFormat, ImageInfo, Segment,
     IMAGE_MAGIC, MAX_SEGMENTS,
 };
 use crate::Chip;
@@ -54,21 +54,7 @@ pub(super) fn parse(file: &[u8], format: ImageFormat) -> Result<ImageInfo, Image
         at = data_at + len as usize;
     }
 
-    let checksum_at = checksum_offset(at);
-    let stored = slice(file, checksum_at, 1, "checksum byte")?[0];
-    let computed = checksum(
-        segments
-            .iter()
-            .map(|s| &file[s.file_offset..s.file_offset + s.len]),
-    );
-    if stored != computed {
-        return Err(ImageError::Checksum {
-            offset: checksum_at,
-            stored,
-            computed,
-        });
-    }
-    let image_len = checksum_at + 1;
+    let (stored, image_len) = verify_checksum(file, &segments, at)?;
     Ok(ImageInfo {
         format,
         chip: Chip::Esp8266,

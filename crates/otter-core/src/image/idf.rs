@@ -3,8 +3,8 @@
 
 use super::reader::{segment_header, slice, u16_at, u32_at, u32_le};
 use super::{
-    checksum, checksum_offset, sha256, sigblock, AppDesc, FlashSettings, ImageError, ImageFormat,
-    ImageInfo, Segment, APP_DESC_LEN, APP_DESC_MAGIC, APP_DESC_OFFSET, MAX_SEGMENTS,
+    sha256, sigblock, verify_checksum, AppDesc, FlashSettings, ImageError, ImageFormat, ImageInfo,
+    Segment, APP_DESC_LEN, APP_DESC_MAGIC, APP_DESC_OFFSET, MAX_SEGMENTS,
 };
 use crate::Chip;
 
@@ -55,24 +55,7 @@ pub(super) fn parse(file: &[u8]) -> Result<ImageInfo, ImageError> {
     let data_end = segments
         .last()
         .map_or(HEADER_LEN, |s| s.file_offset + s.len);
-    let checksum_at = checksum_offset(data_end);
-    let stored = *slice(file, checksum_at, 1, "checksum byte")?
-        .first()
-        .unwrap_or(&0);
-    let computed = checksum(
-        segments
-            .iter()
-            .map(|s| &file[s.file_offset..s.file_offset + s.len]),
-    );
-    if stored != computed {
-        return Err(ImageError::Checksum {
-            offset: checksum_at,
-            stored,
-            computed,
-        });
-    }
-
-    let mut image_len = checksum_at + 1;
+    let (stored, mut image_len) = verify_checksum(file, &segments, data_end)?;
     let validation_hash = if hash_flag == 1 {
         let stored = slice(file, image_len, 32, "validation hash (SHA-256)")?;
         let computed = sha256(&file[..image_len]);

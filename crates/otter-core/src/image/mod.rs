@@ -317,6 +317,30 @@ pub(crate) fn checksum_offset(end: usize) -> usize {
     ((end + 1 + 15) & !15) - 1
 }
 
+/// Checks the checksum byte that follows the segments (whose data ends at `data_end`); returns
+/// it and the offset just past it.
+fn verify_checksum(
+    file: &[u8],
+    segments: &[Segment],
+    data_end: usize,
+) -> Result<(u8, usize), ImageError> {
+    let at = checksum_offset(data_end);
+    let stored = reader::slice(file, at, 1, "checksum byte")?[0];
+    let computed = checksum(
+        segments
+            .iter()
+            .map(|s| &file[s.file_offset..s.file_offset + s.len]),
+    );
+    if stored != computed {
+        return Err(ImageError::Checksum {
+            offset: at,
+            stored,
+            computed,
+        });
+    }
+    Ok((stored, at + 1))
+}
+
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
