@@ -1,0 +1,676 @@
+/*
+ * The update cycle. One static instance, no heap, every buffer sized at compile time.
+ *
+ *   boot:  a new image pending verification runs the self-test, then confirms (the new security
+ *          counter is stored, success reported) or rolls back (reported from the old image).
+ *   poll:  enrol once -> report a pending outcome -> check in -> verify the manifest signature
+ *          before trusting any field -> refuse what this device must not install -> download
+ *          with a streaming SHA-256, resumable with Range -> compare the hash -> activate ->
+ *          reboot.
+ *
+ * Everything that must survive a power cut is in `persist_t`, saved through the port, which
+ * writes it atomically.
+ */
+#include <string.h>
+
+#include "otter_internal.h"
+
+#define IO_BUF 1536
+#define ID_LEN 48
+#define TOKEN_LEN 96
+#define URL_LEN 200
+#define SAVE_EVERY 16384u         /* bytes between saved download offsets */
+#define REPORT_EVERY 262144u      /* bytes between progress reports */
+#define MAX_ATTEMPTS 3            /* downloads of one release that end in a bad hash */
+#define BACKOFF_MIN_MS 5000u
+#define BACKOFF_MAX_MS 900000u
+#define STATE_MAGIC 0x5453544fu   /* "OTST" */
+#define STATE_VERSION 1u
+
+#define FLAG_PENDING 0x1u         /* an image was activated and awaits its first boot */
+
+typedef struct {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t security_counter;
+    uint32_t flags;
+    uint32_t dl_size;
+    uint32_t dl_offset;
+    uint32_t dl_attempts;
+    uint32_t pend_counter;
+    uint8_t dl_sha256[32];
+    uint8_t pend_sha256[32];
+    char device_token[TOKEN_LEN];
+    char dl_release_id[ID_LEN];
+    char pend_release_id[ID_LEN];
+    char bad_release_id[ID_LEN];  /* refused, or failed too often: not tried again */
+    char out_release_id[ID_LEN];  /* an outcome still to report */
+    char out_state[16];
+    char out_reason[128];
+    uint32_t crc;
+} persist_t;
+
+static struct {
+    const otter_config_t *cfg;
+    const otter_port_t *port;
+    persist_t st;
+    uint8_t key_ids[OTTER_MAX_TRUSTED_KEYS][8];
+    otter_running_image_t running;
+    uint32_t poll_ms;
+    uint32_t backoff_ms;
+    volatile int check_now;
+    char io[IO_BUF];                     /* request and response bodies, download chunks */
+    uint8_t envelope[OTTER_MAX_ENVELOPE];
+    char release_id[ID_LEN];
+    char path[URL_LEN];
+} A;
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void log_line(const char *a, const char *b)
+{
+    if (!A.port->log) return;
+    char line[192];
+    otter_text_t t;
+    ot_init(&t, line, sizeof line);
+    ot_str(&t, "otter: ");
+    ot_str(&t, a);
+    if (b) ot_str(&t, b);
+    A.port->log(A.port->ctx, line);
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void save_state(void)
+{
+    A.st.magic = STATE_MAGIC;
+    A.st.version = STATE_VERSION;
+    A.st.crc = otter_crc32((const uint8_t *)&A.st, offsetof(persist_t, crc));
+    if (A.port->state_save(A.port->ctx, &A.st, sizeof A.st) != 0) log_line("cannot save state", NULL);
+}
+
+static void load_state(void)
+{
+    int n = A.port->state_load(A.port->ctx, &A.st, sizeof A.st);
+    if (n == (int)sizeof A.st && A.st.magic == STATE_MAGIC && A.st.version == STATE_VERSION &&
+        A.st.crc == otter_crc32((const uint8_t *)&A.st, offsetof(persist_t, crc))) {
+        /* Strings from storage are terminated before use, whatever is stored. */
+        A.st.device_token[TOKEN_LEN - 1] = A.st.dl_release_id[ID_LEN - 1] = '\0';
+        A.st.pend_release_id[ID_LEN - 1] = A.st.bad_release_id[ID_LEN - 1] = '\0';
+        A.st.out_release_id[ID_LEN - 1] = A.st.out_state[15] = A.st.out_reason[127] = '\0';
+        return;
+    }
+    if (n > 0) log_line("stored state is damaged or from another version; starting fresh", NULL);
+    memset(&A.st, 0, sizeof A.st);
+}
+
+static void notify(otter_state_t s, const char *reason)
+{
+    if (A.cfg->on_state) A.cfg->on_state(A.cfg->user, s, reason);
+}
+
+/* Remembers an outcome to report; it survives reboots until the server has it. */
+static void set_outcome(const char *release_id, otter_state_t s, const char *reason)
+{
+    copy_str(A.st.out_release_id, ID_LEN, release_id);
+    copy_str(A.st.out_state, sizeof A.st.out_state, otter_state_name(s));
+    copy_str(A.st.out_reason, sizeof A.st.out_reason, reason ? reason : "");
+    notify(s, reason);
+}
+
+static const char *channel(void)
+{
+    return A.cfg->channel ? A.cfg->channel : "stable";
+}
+
+static uint32_t jitter(uint32_t ms, uint32_t percent)
+{
+    uint32_t span = (uint32_t)((uint64_t)ms * percent / 100u);
+    if (span == 0) return ms;
+    uint32_t r = A.port->random(A.port->ctx) % (2u * span + 1u);
+    return ms - span + r;
+}
+
+static uint32_t next_backoff(void)
+{
+    A.backoff_ms = A.backoff_ms ? A.backoff_ms * 2u : BACKOFF_MIN_MS;
+    if (A.backoff_ms > BACKOFF_MAX_MS) A.backoff_ms = BACKOFF_MAX_MS;
+    return jitter(A.backoff_ms, 25);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* HTTP exchanges with JSON bodies.                                                            */
+
+static int url_for(const char *path)
+{
+    otter_text_t t;
+    ot_init(&t, A.path, sizeof A.path);
+    ot_str(&t, A.cfg->server_url);
+    ot_str(&t, path);
+    return t.overflow ? -1 : 0;
+}
+
+/* Sends `body` (in A.io) and reads the answer into A.io. Returns the HTTP status, or -1. */
+static int exchange(const char *method, const char *path, const char *token, size_t *resp_len)
+{
+    int status = 0;
+    uint32_t clen = 0;
+    *resp_len = 0;
+    if (url_for(path) != 0) return -1;
+    if (A.port->http_open(A.port->ctx, method, A.path, token, A.io, 0, &status, &clen) != 0) return -1;
+    size_t n = 0;
+    for (;;) {
+        if (n >= IO_BUF - 1) { /* an answer larger than any we expect: refuse it */
+            A.port->http_close(A.port->ctx);
+            return -1;
+        }
+        int got = A.port->http_read(A.port->ctx, (uint8_t *)A.io + n, IO_BUF - 1 - n);
+        if (got < 0) {
+            A.port->http_close(A.port->ctx);
+            return -1;
+        }
+        if (got == 0) break;
+        n += (size_t)got;
+    }
+    A.port->http_close(A.port->ctx);
+    A.io[n] = '\0';
+    *resp_len = n;
+    return status;
+}
+
+static void report(const char *release_id, const char *state, uint32_t progress, const char *reason)
+{
+    otter_text_t t;
+    ot_init(&t, A.io, IO_BUF);
+    ot_str(&t, "{\"release_id\":");
+    ot_json_string(&t, release_id);
+    ot_str(&t, ",\"state\":");
+    ot_json_string(&t, state);
+    if (progress) {
+        ot_str(&t, ",\"progress_bytes\":");
+        ot_u32(&t, progress);
+    }
+    if (reason && *reason) {
+        ot_str(&t, ",\"reason\":");
+        ot_json_string(&t, reason);
+    }
+    ot_str(&t, "}");
+    if (t.overflow) return;
+    size_t len;
+    int status = exchange("POST", "/device/v1/status", A.st.device_token, &len);
+    if (status < 200 || status > 299) log_line("status report not accepted: ", state);
+}
+
+/* Sends a remembered outcome; keeps it when the server cannot be reached. */
+static int flush_outcome(void)
+{
+    if (!A.st.out_state[0]) return 0;
+    otter_text_t t;
+    ot_init(&t, A.io, IO_BUF);
+    ot_str(&t, "{\"release_id\":");
+    ot_json_string(&t, A.st.out_release_id);
+    ot_str(&t, ",\"state\":");
+    ot_json_string(&t, A.st.out_state);
+    if (A.st.out_reason[0]) {
+        ot_str(&t, ",\"reason\":");
+        ot_json_string(&t, A.st.out_reason);
+    }
+    ot_str(&t, "}");
+    size_t len;
+    int status = exchange("POST", "/device/v1/status", A.st.device_token, &len);
+    if (status < 0 || status >= 500 || status == 429) return -1;
+    /* Delivered, or refused for good (4xx): either way it is not sent again. */
+    A.st.out_state[0] = '\0';
+    save_state();
+    return 0;
+}
+
+static int enrol(void)
+{
+    otter_text_t t;
+    ot_init(&t, A.io, IO_BUF);
+    ot_str(&t, "{\"product\":");
+    ot_json_string(&t, A.cfg->product);
+    ot_str(&t, ",\"enrollment_secret\":");
+    ot_json_string(&t, A.cfg->enrollment_secret);
+    ot_str(&t, ",\"hardware_id\":");
+    ot_json_string(&t, A.cfg->hardware_id);
+    ot_str(&t, ",\"channel\":");
+    ot_json_string(&t, channel());
+    ot_str(&t, "}");
+    if (t.overflow) return -1;
+    size_t len;
+    int status = exchange("POST", "/device/v1/enroll", NULL, &len);
+    if (status != 201) {
+        log_line(status == 409 ? "enrolment refused: this hardware id is enrolled already (an admin can delete the device)"
+                               : "enrolment failed", NULL);
+        return -1;
+    }
+    oj_value_t v;
+    if (oj_find(A.io, len, NULL, "device_token", &v) != 0 ||
+        oj_string(&v, A.st.device_token, TOKEN_LEN) <= 0) {
+        A.st.device_token[0] = '\0';
+        log_line("enrolment answer is malformed", NULL);
+        return -1;
+    }
+    save_state();
+    log_line("enrolled", NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Deciding whether a verified release may be installed.                                        */
+
+static int refuse(const char *reason)
+{
+    log_line("refused: ", reason);
+    copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
+    report(A.release_id, "refused", 0, reason);
+    notify(OTTER_STATE_REFUSED, reason);
+    save_state();
+    return -1;
+}
+
+static int check_release(const otter_envelope_t *env, const char **clock_note)
+{
+    char reason[96];
+    otter_text_t t;
+    ot_init(&t, reason, sizeof reason);
+    *clock_note = NULL;
+    if (env->product_len != strlen(A.cfg->product) ||
+        memcmp(env->product, A.cfg->product, env->product_len) != 0) {
+        return refuse("product: the manifest is for another product");
+    }
+    if (env->chip != A.cfg->chip_id) {
+        ot_str(&t, "chip: the manifest is for chip id ");
+        ot_u32(&t, env->chip);
+        ot_str(&t, ", this device is ");
+        ot_u32(&t, A.cfg->chip_id);
+        return refuse(reason);
+    }
+    if (env->security_counter < A.st.security_counter) {
+        ot_str(&t, "downgrade: counter ");
+        ot_u32(&t, env->security_counter);
+        ot_str(&t, " < ");
+        ot_u32(&t, A.st.security_counter);
+        return refuse(reason);
+    }
+    if (env->flags & OTTER_MF_DELTA) return refuse("delta: this agent installs whole images only");
+    if (env->flags & OTTER_MF_EXPIRES) {
+        uint64_t now = A.port->unix_time(A.port->ctx);
+        if (now == 0) {
+            *clock_note = "no trusted clock: expiry not checked";
+        } else if (now >= env->expires_at) {
+            return refuse("expired: the manifest's expiry has passed");
+        }
+    }
+    uint32_t capacity = A.port->slot_capacity(A.port->ctx);
+    if (env->image_size > capacity) {
+        ot_str(&t, "oversize: image of ");
+        ot_u32(&t, env->image_size);
+        ot_str(&t, " bytes, update slot holds ");
+        ot_u32(&t, capacity);
+        return refuse(reason);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Download and install.                                                                        */
+
+static void forget_download(void)
+{
+    A.st.dl_release_id[0] = '\0';
+    A.st.dl_offset = 0;
+}
+
+/* Hashes what an interrupted attempt left in the slot, so the stream can continue. */
+static int rehash_slot(uint32_t upto)
+{
+    for (uint32_t off = 0; off < upto;) {
+        uint32_t n = upto - off < IO_BUF ? upto - off : IO_BUF;
+        if (A.port->slot_read(A.port->ctx, off, (uint8_t *)A.io, n) != 0) return -1;
+        A.port->sha256_update(A.port->ctx, (const uint8_t *)A.io, n);
+        off += n;
+    }
+    return 0;
+}
+
+typedef enum { DL_DONE = 0, DL_RETRY, DL_FAILED } dl_result_t;
+
+static dl_result_t download(const otter_envelope_t *env, const char *url_path, const char *note)
+{
+    uint32_t size = env->image_size;
+    int resume = strcmp(A.st.dl_release_id, A.release_id) == 0 && A.st.dl_size == size &&
+                 memcmp(A.st.dl_sha256, env->image_sha256, 32) == 0 && A.st.dl_offset < size;
+    if (!resume) {
+        copy_str(A.st.dl_release_id, ID_LEN, A.release_id);
+        memcpy(A.st.dl_sha256, env->image_sha256, 32);
+        A.st.dl_size = size;
+        A.st.dl_offset = 0;
+        A.st.dl_attempts = 0;
+        save_state();
+    }
+    uint32_t offset = A.st.dl_offset;
+    A.port->sha256_begin(A.port->ctx);
+    if (A.port->slot_begin(A.port->ctx, size, offset) != 0 || rehash_slot(offset) != 0) {
+        if (offset == 0) return DL_FAILED;
+        forget_download(); /* the kept bytes are unreadable: start over next time */
+        save_state();
+        return DL_RETRY;
+    }
+    report(A.release_id, "downloading", offset, note);
+    notify(OTTER_STATE_DOWNLOADING, note);
+
+    if (url_for(url_path) != 0) return DL_FAILED;
+    /* One ranged request per REPORT_EVERY bytes: between them the progress is reported (the
+     * port runs one exchange at a time). */
+    while (offset < size) {
+        int status = 0;
+        uint32_t clen = 0;
+        if (A.port->http_open(A.port->ctx, "GET", A.path, A.st.device_token, NULL, offset, &status,
+                              &clen) != 0) {
+            return DL_RETRY;
+        }
+        if (offset > 0 && status == 200) {
+            /* The server ignored the range: take the whole image from the start. */
+            offset = 0;
+            A.port->sha256_begin(A.port->ctx);
+        } else if (!((offset == 0 && status == 200) || (offset > 0 && status == 206))) {
+            A.port->http_close(A.port->ctx);
+            if (status == 416) { /* our offset is wrong: start over */
+                forget_download();
+                save_state();
+            }
+            return DL_RETRY;
+        }
+        if (clen != UINT32_MAX && clen != size - offset) {
+            A.port->http_close(A.port->ctx);
+            return DL_RETRY;
+        }
+        uint32_t saved = offset;
+        uint32_t stop = size - offset > REPORT_EVERY ? offset + REPORT_EVERY : size;
+        while (offset < stop) {
+            uint32_t want = stop - offset < IO_BUF ? stop - offset : IO_BUF;
+            int got = A.port->http_read(A.port->ctx, (uint8_t *)A.io, want);
+            if (got <= 0) break;
+            if (A.port->slot_write(A.port->ctx, offset, (const uint8_t *)A.io, (size_t)got) != 0) {
+                A.port->http_close(A.port->ctx);
+                forget_download();
+                save_state();
+                report(A.release_id, "failure", 0, "flash write failed");
+                return DL_FAILED;
+            }
+            A.port->sha256_update(A.port->ctx, (const uint8_t *)A.io, (size_t)got);
+            offset += (uint32_t)got;
+            if (offset - saved >= SAVE_EVERY) {
+                A.st.dl_offset = saved = offset;
+                save_state();
+            }
+            if (A.cfg->on_progress) A.cfg->on_progress(A.cfg->user, offset, size);
+        }
+        A.port->http_close(A.port->ctx);
+        A.st.dl_offset = offset;
+        save_state();
+        if (offset < stop) return DL_RETRY; /* the connection dropped: resume next time */
+        if (offset < size) report(A.release_id, "downloading", offset, NULL);
+    }
+
+    uint8_t digest[32];
+    A.port->sha256_end(A.port->ctx, digest);
+    if (memcmp(digest, env->image_sha256, 32) != 0) {
+        A.st.dl_attempts++;
+        uint32_t attempts = A.st.dl_attempts;
+        forget_download();
+        A.st.dl_attempts = attempts;
+        log_line("hash mismatch: the downloaded image differs from the signed manifest", NULL);
+        report(A.release_id, "failure", 0, "hash mismatch: the downloaded image differs from the signed manifest");
+        notify(OTTER_STATE_FAILURE, "hash mismatch");
+        if (attempts >= MAX_ATTEMPTS) copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
+        save_state();
+        return DL_FAILED;
+    }
+    return DL_DONE;
+}
+
+/* After a verified download: close the slot, record what is pending, activate, reboot. */
+static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_ms)
+{
+    report(A.release_id, "downloaded", env->image_size, NULL);
+    notify(OTTER_STATE_DOWNLOADED, NULL);
+    if (A.port->slot_finish(A.port->ctx) != 0) {
+        forget_download();
+        copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
+        save_state();
+        report(A.release_id, "failure", 0, "the platform rejected the image (esp_ota_end)");
+        notify(OTTER_STATE_FAILURE, "image rejected by the platform");
+        *wait_ms = A.poll_ms;
+        return OTTER_POLL_IDLE;
+    }
+    report(A.release_id, "installing", 0, NULL);
+    notify(OTTER_STATE_INSTALLING, NULL);
+    /* Pending first, then activate: a power cut between the two leaves a pending record for an
+     * image that never booted, which the next boot reports as rolled back. */
+    A.st.flags |= FLAG_PENDING;
+    copy_str(A.st.pend_release_id, ID_LEN, A.release_id);
+    memcpy(A.st.pend_sha256, env->image_sha256, 32);
+    A.st.pend_counter = env->security_counter;
+    forget_download();
+    A.st.dl_attempts = 0;
+    save_state();
+    if (A.port->slot_activate(A.port->ctx) != 0) {
+        A.st.flags &= ~FLAG_PENDING;
+        copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
+        save_state();
+        report(A.release_id, "failure", 0, "cannot set the boot partition");
+        notify(OTTER_STATE_FAILURE, "cannot set the boot partition");
+        *wait_ms = A.poll_ms;
+        return OTTER_POLL_IDLE;
+    }
+    report(A.release_id, "rebooting", 0, NULL);
+    notify(OTTER_STATE_REBOOTING, NULL);
+    log_line("rebooting into the new image", NULL);
+    A.port->reboot(A.port->ctx);
+    *wait_ms = 0;
+    return OTTER_POLL_REBOOT;
+}
+
+static int checkin(size_t *len)
+{
+    otter_text_t t;
+    ot_init(&t, A.io, IO_BUF);
+    ot_str(&t, "{\"version\":");
+    ot_json_string(&t, A.running.version);
+    ot_str(&t, ",\"security_counter\":");
+    ot_u32(&t, A.st.security_counter);
+    ot_str(&t, ",\"image_sha256\":\"");
+    ot_hex(&t, A.running.sha256, 32);
+    ot_str(&t, "\",\"chip\":");
+    ot_json_string(&t, A.cfg->chip);
+    ot_str(&t, ",\"partition_size\":");
+    ot_u32(&t, A.port->slot_capacity(A.port->ctx));
+    ot_str(&t, "}");
+    if (t.overflow) return -1;
+    return exchange("POST", "/device/v1/checkin", A.st.device_token, len);
+}
+
+otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
+{
+    *wait_ms = A.poll_ms;
+    if (!A.cfg) return OTTER_POLL_BAD_CONFIG;
+    A.check_now = 0;
+    if (!A.st.device_token[0] && enrol() != 0) {
+        *wait_ms = next_backoff();
+        return OTTER_POLL_RETRY;
+    }
+    if (flush_outcome() != 0) {
+        *wait_ms = next_backoff();
+        return OTTER_POLL_RETRY;
+    }
+    size_t len;
+    int status = checkin(&len);
+    if (status == 401) { /* the token was revoked or the device deleted: enrol again */
+        A.st.device_token[0] = '\0';
+        save_state();
+    }
+    if (status != 200) {
+        log_line("check-in failed", NULL);
+        *wait_ms = next_backoff();
+        return OTTER_POLL_RETRY;
+    }
+    A.backoff_ms = 0;
+
+    oj_value_t v;
+    uint32_t poll_s;
+    if (oj_find(A.io, len, NULL, "poll_interval_s", &v) != 0) {
+        log_line("check-in answer is malformed", NULL);
+        *wait_ms = next_backoff();
+        return OTTER_POLL_RETRY;
+    }
+    if (oj_u32(&v, &poll_s) == 0 && poll_s >= 10 && poll_s <= 7u * 86400u) {
+        A.poll_ms = poll_s * 1000u;
+    }
+    *wait_ms = A.poll_ms;
+
+    char url_path[URL_LEN];
+    oj_value_t rid, env64, url;
+    if (oj_find(A.io, len, "update", "release_id", &rid) != 0 || rid.type == OJ_NONE) {
+        return OTTER_POLL_IDLE; /* "update": null */
+    }
+    if (oj_string(&rid, A.release_id, ID_LEN) <= 0 ||
+        oj_find(A.io, len, "update", "envelope", &env64) != 0 || env64.type != OJ_STRING ||
+        oj_find(A.io, len, "update", "download_url", &url) != 0 ||
+        oj_string(&url, url_path, sizeof url_path) <= 0 ||
+        strncmp(url_path, "/device/v1/", 11) != 0) {
+        log_line("the offered update is malformed", NULL);
+        *wait_ms = next_backoff();
+        return OTTER_POLL_RETRY;
+    }
+    if (strcmp(A.release_id, A.st.bad_release_id) == 0) return OTTER_POLL_IDLE;
+
+    /* Base64 straight from the answer (quotes excluded): an escape is not base64 and fails. */
+    int env_len = ob64_decode(env64.start + 1, env64.len - 2, A.envelope, sizeof A.envelope, 0);
+    otter_envelope_t env;
+    if (env_len <= 0 || otter_envelope_parse(A.envelope, (size_t)env_len, &env) != 0) {
+        refuse("envelope: malformed");
+        return OTTER_POLL_IDLE;
+    }
+    otter_verify_t verdict = otter_envelope_verify(&env, A.port, (const uint8_t(*)[8])A.key_ids,
+                                                   A.cfg->trusted_keys, A.cfg->trusted_key_count);
+    if (verdict == OTTER_VERIFY_NO_TRUSTED_KEY) {
+        refuse("signature: no trusted key signed the manifest");
+        return OTTER_POLL_IDLE;
+    }
+    if (verdict != OTTER_VERIFY_OK) {
+        refuse("signature: a trusted key's signature does not verify");
+        return OTTER_POLL_IDLE;
+    }
+    /* From here on the manifest's fields are trusted. */
+    if (memcmp(env.image_sha256, A.running.sha256, 32) == 0) return OTTER_POLL_IDLE;
+    const char *note;
+    if (check_release(&env, &note) != 0) return OTTER_POLL_IDLE;
+
+    switch (download(&env, url_path, note)) {
+    case DL_DONE: return install(&env, wait_ms);
+    case DL_RETRY: *wait_ms = next_backoff(); return OTTER_POLL_RETRY;
+    case DL_FAILED: break;
+    }
+    *wait_ms = next_backoff();
+    return OTTER_POLL_RETRY;
+}
+
+/* The first boot of a new image, and the report of what became of an activation. */
+static void boot_checks(void)
+{
+    int pending = (A.st.flags & FLAG_PENDING) != 0;
+    int is_new = pending && memcmp(A.running.sha256, A.st.pend_sha256, 32) == 0;
+    if (A.port->boot_state(A.port->ctx) == OTTER_BOOT_PENDING_VERIFY) {
+        int healthy = A.cfg->self_test ? A.cfg->self_test(A.cfg->user) == 0 : 1;
+        if (!healthy) {
+            log_line("self-test failed: rolling back", NULL);
+            if (pending) set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK, "self-test failed on first boot");
+            A.st.flags &= ~FLAG_PENDING;
+            save_state();
+            A.port->boot_rollback(A.port->ctx);
+            return;
+        }
+        if (A.port->boot_confirm(A.port->ctx) != 0) log_line("cannot confirm the image", NULL);
+    }
+    if (!pending) return;
+    if (is_new) {
+        if (A.st.pend_counter > A.st.security_counter) A.st.security_counter = A.st.pend_counter;
+        set_outcome(A.st.pend_release_id, OTTER_STATE_SUCCESS, NULL);
+        log_line("new image confirmed", NULL);
+    } else if (!A.st.out_state[0] || strcmp(A.st.out_release_id, A.st.pend_release_id) != 0) {
+        set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK,
+                    "the new image did not confirm; the bootloader returned to the previous one");
+    }
+    A.st.flags &= ~FLAG_PENDING;
+    save_state();
+}
+
+int otter_agent_init(const otter_config_t *config, const otter_port_t *port)
+{
+    memset(&A, 0, sizeof A);
+    A.port = port;
+    if (!config || !config->server_url || !config->product || !config->enrollment_secret ||
+        !config->hardware_id || !config->chip || !config->trusted_keys ||
+        config->trusted_key_count == 0 || config->trusted_key_count > OTTER_MAX_TRUSTED_KEYS) {
+        if (port && port->log) port->log(port->ctx, "otter: bad configuration");
+        return -1;
+    }
+    A.cfg = config;
+    A.poll_ms = (config->poll_interval_s ? config->poll_interval_s : 3600u) * 1000u;
+    for (size_t i = 0; i < config->trusted_key_count; i++) {
+        otter_key_id(port, &config->trusted_keys[i], A.key_ids[i]);
+    }
+    load_state();
+    if (port->running_image(port->ctx, &A.running) != 0) {
+        log_line("cannot read the running image", NULL);
+        A.cfg = NULL;
+        return -1;
+    }
+    A.running.version[sizeof A.running.version - 1] = '\0';
+    boot_checks();
+    return 0;
+}
+
+void otter_agent_run(void)
+{
+    for (;;) {
+        uint32_t wait_ms;
+        otter_poll_result_t r = otter_agent_poll(&wait_ms);
+        if (r == OTTER_POLL_REBOOT || r == OTTER_POLL_BAD_CONFIG) return;
+        /* Sleep in slices so that otter_agent_check_now() takes effect soon. */
+        for (uint32_t slept = 0; slept < wait_ms && !A.check_now; slept += 1000u) {
+            A.port->sleep_ms(A.port->ctx, wait_ms - slept < 1000u ? wait_ms - slept : 1000u);
+        }
+    }
+}
+
+void otter_agent_check_now(void)
+{
+    A.check_now = 1;
+}
+
+const char *otter_state_name(otter_state_t state)
+{
+    switch (state) {
+    case OTTER_STATE_DOWNLOADING: return "downloading";
+    case OTTER_STATE_DOWNLOADED: return "downloaded";
+    case OTTER_STATE_INSTALLING: return "installing";
+    case OTTER_STATE_REBOOTING: return "rebooting";
+    case OTTER_STATE_SUCCESS: return "success";
+    case OTTER_STATE_FAILURE: return "failure";
+    case OTTER_STATE_ROLLED_BACK: return "rolled_back";
+    case OTTER_STATE_REFUSED: return "refused";
+    case OTTER_STATE_IDLE: break;
+    }
+    return "idle";
+}

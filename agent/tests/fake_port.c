@@ -1,0 +1,231 @@
+#define _DEFAULT_SOURCE
+#include "fake_port.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "sim.h" /* sim_check_image: the bootloader's image check */
+
+static const char *ENROLLED = "{\"device_id\":\"dev_1\",\"device_token\":\"otd_test\"}";
+
+static void respond(fake_t *f, int *status, int code, const void *body, size_t len)
+{
+    *status = code;
+    if (len > sizeof f->resp) len = sizeof f->resp;
+    memcpy(f->resp, body, len);
+    f->resp_len = len;
+    f->resp_pos = 0;
+}
+
+static void b64(const uint8_t *in, size_t n, char *out)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = t[v >> 18 & 63];
+        out[o++] = t[v >> 12 & 63];
+        out[o++] = i + 1 < n ? t[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? t[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+static int http_open(void *ctx, const char *method, const char *url, const char *bearer,
+                     const char *body, uint32_t range_from, int *status, uint32_t *clen)
+{
+    fake_t *f = ctx;
+    (void)method;
+    if (f->server_down) return -1;
+    const char *path = strstr(url, "/device/v1/");
+    if (!path) return -1;
+    if (strcmp(path, "/device/v1/enroll") == 0) {
+        f->enroll_count++;
+        respond(f, status, 201, ENROLLED, strlen(ENROLLED));
+    } else if (!bearer || strcmp(bearer, "otd_test") != 0) {
+        respond(f, status, 401, "{}", 2);
+    } else if (strcmp(path, "/device/v1/status") == 0) {
+        if (f->report_count < 48) snprintf(f->reports[f->report_count++], 200, "%s", body ? body : "");
+        respond(f, status, 204, "", 0);
+    } else if (strcmp(path, "/device/v1/checkin") == 0) {
+        f->checkin_count++;
+        if (f->checkin_override) {
+            respond(f, status, 200, f->checkin_override, strlen(f->checkin_override));
+        } else if (!f->envelope) {
+            const char *none = "{\"update\":null,\"poll_interval_s\":600}";
+            respond(f, status, 200, none, strlen(none));
+        } else {
+            char env[1200], text[2048];
+            b64(f->envelope, f->envelope_len, env);
+            int n = snprintf(text, sizeof text,
+                             "{\"update\":{\"release_id\":\"rel_1\",\"version\":\"2.0.0\",\"envelope\":\"%s\","
+                             "\"download_url\":\"/device/v1/releases/rel_1/image\",\"size\":%zu},\"poll_interval_s\":600}",
+                             env, f->image_len);
+            respond(f, status, 200, text, (size_t)n);
+        }
+    } else if (strcmp(path, "/device/v1/releases/rel_1/image") == 0) {
+        f->download_count++;
+        uint32_t from = f->ignore_range ? 0 : range_from;
+        if (from >= f->image_len) {
+            respond(f, status, 416, "", 0);
+        } else {
+            respond(f, status, from ? 206 : 200, f->image + from, f->image_len - from);
+            if (f->tamper_at >= (int)from && f->tamper_at < (int)f->image_len) f->resp[f->tamper_at - from] ^= 0x40;
+            if (f->drop_after && f->resp_len > f->drop_after) f->resp_len = f->drop_after; /* connection drops */
+            *clen = (uint32_t)(f->image_len - from);
+            return 0;
+        }
+    } else {
+        respond(f, status, 404, "{}", 2);
+    }
+    *clen = (uint32_t)f->resp_len;
+    return 0;
+}
+
+static int http_read(void *ctx, uint8_t *buf, size_t cap)
+{
+    fake_t *f = ctx;
+    size_t n = f->resp_len - f->resp_pos;
+    if (n > cap) n = cap;
+    memcpy(buf, f->resp + f->resp_pos, n);
+    f->resp_pos += n;
+    return (int)n;
+}
+
+static void http_close(void *ctx) { (void)ctx; }
+static uint32_t slot_capacity(void *ctx) { return ((fake_t *)ctx)->slot_cap; }
+
+static int slot_begin(void *ctx, uint32_t size, uint32_t keep)
+{
+    fake_t *f = ctx;
+    if (size > f->slot_cap) return -1;
+    memset(f->slot[f->running_slot ^ 1] + keep, 0xFF, FAKE_SLOT - keep);
+    return 0;
+}
+
+static int slot_write(void *ctx, uint32_t off, const uint8_t *d, size_t n)
+{
+    fake_t *f = ctx;
+    if (off + n > f->slot_cap) return -1;
+    memcpy(f->slot[f->running_slot ^ 1] + off, d, n);
+    return 0;
+}
+
+static int slot_read(void *ctx, uint32_t off, uint8_t *d, size_t n)
+{
+    fake_t *f = ctx;
+    memcpy(d, f->slot[f->running_slot ^ 1] + off, n);
+    return 0;
+}
+
+static int slot_finish(void *ctx)
+{
+    fake_t *f = ctx;
+    char v[33];
+    uint8_t sha[32];
+    return sim_check_image(f->slot[f->running_slot ^ 1], f->slot_cap, v, sha) > 0 ? 0 : -1;
+}
+
+static int slot_activate(void *ctx)
+{
+    ((fake_t *)ctx)->activated++;
+    return 0;
+}
+
+static int running_image(void *ctx, otter_running_image_t *out)
+{
+    fake_t *f = ctx;
+    return sim_check_image(f->slot[f->running_slot], f->slot_cap, out->version, out->sha256) > 0 ? 0 : -1;
+}
+
+static otter_boot_state_t boot_state(void *ctx)
+{
+    return ((fake_t *)ctx)->pending_verify ? OTTER_BOOT_PENDING_VERIFY : OTTER_BOOT_NORMAL;
+}
+
+static int boot_confirm(void *ctx)
+{
+    ((fake_t *)ctx)->pending_verify = 0;
+    return 0;
+}
+
+static void boot_rollback(void *ctx) { ((fake_t *)ctx)->rolled_back++; }
+static void reboot(void *ctx) { ((fake_t *)ctx)->reboots++; }
+
+static int state_load(void *ctx, void *buf, size_t cap)
+{
+    fake_t *f = ctx;
+    size_t n = f->state_len < cap ? f->state_len : cap;
+    memcpy(buf, f->state, n);
+    return (int)n;
+}
+
+static int state_save(void *ctx, const void *buf, size_t len)
+{
+    fake_t *f = ctx;
+    if (len > sizeof f->state) return -1;
+    memcpy(f->state, buf, len);
+    f->state_len = len;
+    return 0;
+}
+
+static void sha_begin(void *ctx) { otter_mbedtls_sha256_begin(&((fake_t *)ctx)->sha); }
+static void sha_update(void *ctx, const uint8_t *d, size_t n) { otter_mbedtls_sha256_update(&((fake_t *)ctx)->sha, d, n); }
+static void sha_end(void *ctx, uint8_t out[32]) { otter_mbedtls_sha256_end(&((fake_t *)ctx)->sha, out); }
+
+static int verify(void *ctx, const uint8_t pub[65], const uint8_t *m, size_t n, const uint8_t sig[64])
+{
+    (void)ctx;
+    return otter_mbedtls_ecdsa_p256_verify(pub, m, n, sig);
+}
+
+static uint64_t unix_time(void *ctx) { return ((fake_t *)ctx)->now; }
+static void sleep_ms(void *ctx, uint32_t ms) { (void)ctx; (void)ms; }
+static uint32_t rnd(void *ctx) { (void)ctx; return 12345u; }
+
+void fake_put_image(fake_t *f, uint32_t slot, const uint8_t *img, size_t len)
+{
+    memset(f->slot[slot], 0xFF, FAKE_SLOT);
+    memcpy(f->slot[slot], img, len);
+}
+
+const char *fake_find_report(const fake_t *f, const char *needle)
+{
+    for (int i = 0; i < f->report_count; i++) {
+        if (strstr(f->reports[i], needle)) return f->reports[i];
+    }
+    return NULL;
+}
+
+void fake_init(fake_t *f, otter_port_t *p)
+{
+    memset(f, 0, sizeof *f);
+    f->tamper_at = -1;
+    f->slot_cap = FAKE_SLOT;
+    memset(f->slot, 0xFF, sizeof f->slot);
+    memset(p, 0, sizeof *p);
+    p->ctx = f;
+    p->http_open = http_open;
+    p->http_read = http_read;
+    p->http_close = http_close;
+    p->slot_capacity = slot_capacity;
+    p->slot_begin = slot_begin;
+    p->slot_write = slot_write;
+    p->slot_read = slot_read;
+    p->slot_finish = slot_finish;
+    p->slot_activate = slot_activate;
+    p->running_image = running_image;
+    p->boot_state = boot_state;
+    p->boot_confirm = boot_confirm;
+    p->boot_rollback = boot_rollback;
+    p->reboot = reboot;
+    p->state_load = state_load;
+    p->state_save = state_save;
+    p->sha256_begin = sha_begin;
+    p->sha256_update = sha_update;
+    p->sha256_end = sha_end;
+    p->ecdsa_p256_verify = verify;
+    p->unix_time = unix_time;
+    p->sleep_ms = sleep_ms;
+    p->random = rnd;
+}

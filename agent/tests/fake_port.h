@@ -1,0 +1,49 @@
+/* An in-memory port with a scripted server, for unit tests and fuzzing of the core. Crypto is
+ * real (mbedTLS); HTTP, flash and state are arrays. */
+#ifndef FAKE_PORT_H
+#define FAKE_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "otter_mbedtls.h"
+#include "otter_port.h"
+
+#define FAKE_SLOT 2048
+
+typedef struct {
+    /* The server. */
+    int server_down;
+    const char *checkin_override; /* a raw check-in answer (fuzzing, malformed answers) */
+    const uint8_t *envelope;
+    size_t envelope_len;
+    const uint8_t *image;
+    size_t image_len;
+    int tamper_at;             /* serve the image with this byte flipped (-1: none) */
+    uint32_t drop_after;       /* close a download after this many body bytes (0: never) */
+    int ignore_range;
+    char reports[48][200];
+    int report_count;
+    int enroll_count, checkin_count, download_count;
+    /* The device. */
+    uint8_t slot[2][FAKE_SLOT];
+    uint32_t slot_cap;
+    uint32_t running_slot;
+    int pending_verify;
+    int rolled_back, reboots, activated;
+    uint8_t state[2048];
+    size_t state_len;
+    uint64_t now;
+    /* One HTTP exchange. */
+    uint8_t resp[8192];
+    size_t resp_len, resp_pos;
+    otter_mbedtls_sha256_t sha;
+} fake_t;
+
+void fake_init(fake_t *f, otter_port_t *p);
+/* Installs an image in a slot (the rest 0xFF). */
+void fake_put_image(fake_t *f, uint32_t slot, const uint8_t *img, size_t len);
+/* The first report whose text contains `needle`, or NULL. */
+const char *fake_find_report(const fake_t *f, const char *needle);
+
+#endif
