@@ -19,8 +19,15 @@
 #define ID_LEN 48
 #define TOKEN_LEN 96
 #define URL_LEN 200
-#define SAVE_EVERY 16384u         /* bytes between saved download offsets */
-#define REPORT_EVERY 262144u      /* bytes between progress reports */
+/* Overridable so that unit tests with small images cross every boundary. */
+#ifndef OTTER_SAVE_EVERY
+#define OTTER_SAVE_EVERY 16384u   /* bytes between saved download offsets */
+#endif
+#ifndef OTTER_REPORT_EVERY
+#define OTTER_REPORT_EVERY 262144u /* bytes per ranged request, between progress reports */
+#endif
+#define SAVE_EVERY OTTER_SAVE_EVERY
+#define REPORT_EVERY OTTER_REPORT_EVERY
 #define MAX_ATTEMPTS 3            /* downloads of one release that end in a bad hash */
 #define BACKOFF_MIN_MS 5000u
 #define BACKOFF_MAX_MS 900000u
@@ -324,9 +331,9 @@ static int check_release(const otter_envelope_t *env, const char **clock_note)
 /* ------------------------------------------------------------------------------------------ */
 /* Download and install.                                                                        */
 
+/* The next attempt starts from the first byte; the attempt count of the release is kept. */
 static void forget_download(void)
 {
-    A.st.dl_release_id[0] = '\0';
     A.st.dl_offset = 0;
 }
 
@@ -347,14 +354,16 @@ typedef enum { DL_DONE = 0, DL_RETRY, DL_FAILED } dl_result_t;
 static dl_result_t download(const otter_envelope_t *env, const char *url_path, const char *note)
 {
     uint32_t size = env->image_size;
-    int resume = strcmp(A.st.dl_release_id, A.release_id) == 0 && A.st.dl_size == size &&
-                 memcmp(A.st.dl_sha256, env->image_sha256, 32) == 0 && A.st.dl_offset < size;
-    if (!resume) {
+    int same = strcmp(A.st.dl_release_id, A.release_id) == 0 && A.st.dl_size == size &&
+               memcmp(A.st.dl_sha256, env->image_sha256, 32) == 0;
+    if (!same) {
         copy_str(A.st.dl_release_id, ID_LEN, A.release_id);
         memcpy(A.st.dl_sha256, env->image_sha256, 32);
         A.st.dl_size = size;
-        A.st.dl_offset = 0;
         A.st.dl_attempts = 0;
+    }
+    if (!same || A.st.dl_offset >= size) {
+        A.st.dl_offset = 0;
         save_state();
     }
     uint32_t offset = A.st.dl_offset;
@@ -368,12 +377,13 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     report(A.release_id, "downloading", offset, note);
     notify(OTTER_STATE_DOWNLOADING, note);
 
-    if (url_for(url_path) != 0) return DL_FAILED;
     /* One ranged request per REPORT_EVERY bytes: between them the progress is reported (the
      * port runs one exchange at a time). */
+    int no_ranges = 0; /* the server ignored a Range: read the rest in one request */
     while (offset < size) {
         int status = 0;
         uint32_t clen = 0;
+        if (url_for(url_path) != 0) return DL_FAILED; /* a report in between reuses A.path */
         if (A.port->http_open(A.port->ctx, "GET", A.path, A.st.device_token, NULL, offset, &status,
                               &clen) != 0) {
             return DL_RETRY;
@@ -381,6 +391,7 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
         if (offset > 0 && status == 200) {
             /* The server ignored the range: take the whole image from the start. */
             offset = 0;
+            no_ranges = 1;
             A.port->sha256_begin(A.port->ctx);
         } else if (!((offset == 0 && status == 200) || (offset > 0 && status == 206))) {
             A.port->http_close(A.port->ctx);
@@ -395,7 +406,7 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
             return DL_RETRY;
         }
         uint32_t saved = offset;
-        uint32_t stop = size - offset > REPORT_EVERY ? offset + REPORT_EVERY : size;
+        uint32_t stop = !no_ranges && size - offset > REPORT_EVERY ? offset + REPORT_EVERY : size;
         while (offset < stop) {
             uint32_t want = stop - offset < IO_BUF ? stop - offset : IO_BUF;
             int got = A.port->http_read(A.port->ctx, (uint8_t *)A.io, want);
@@ -425,10 +436,8 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     uint8_t digest[32];
     A.port->sha256_end(A.port->ctx, digest);
     if (memcmp(digest, env->image_sha256, 32) != 0) {
-        A.st.dl_attempts++;
-        uint32_t attempts = A.st.dl_attempts;
+        uint32_t attempts = ++A.st.dl_attempts;
         forget_download();
-        A.st.dl_attempts = attempts;
         log_line("hash mismatch: the downloaded image differs from the signed manifest", NULL);
         report(A.release_id, "failure", 0, "hash mismatch: the downloaded image differs from the signed manifest");
         notify(OTTER_STATE_FAILURE, "hash mismatch");
@@ -594,7 +603,10 @@ static void boot_checks(void)
         int healthy = A.cfg->self_test ? A.cfg->self_test(A.cfg->user) == 0 : 1;
         if (!healthy) {
             log_line("self-test failed: rolling back", NULL);
-            if (pending) set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK, "self-test failed on first boot");
+            if (pending) {
+                set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK, "self-test failed on first boot");
+                copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id); /* not offered again */
+            }
             A.st.flags &= ~FLAG_PENDING;
             save_state();
             A.port->boot_rollback(A.port->ctx);
@@ -610,6 +622,7 @@ static void boot_checks(void)
     } else if (!A.st.out_state[0] || strcmp(A.st.out_release_id, A.st.pend_release_id) != 0) {
         set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK,
                     "the new image did not confirm; the bootloader returned to the previous one");
+        copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id);
     }
     A.st.flags &= ~FLAG_PENDING;
     save_state();

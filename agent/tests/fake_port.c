@@ -41,14 +41,16 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
     if (!path) return -1;
     if (strcmp(path, "/device/v1/enroll") == 0) {
         f->enroll_count++;
+        f->reject_token = 0;
         respond(f, status, 201, ENROLLED, strlen(ENROLLED));
-    } else if (!bearer || strcmp(bearer, "otd_test") != 0) {
+    } else if (!bearer || strcmp(bearer, "otd_test") != 0 || f->reject_token) {
         respond(f, status, 401, "{}", 2);
     } else if (strcmp(path, "/device/v1/status") == 0) {
         if (f->report_count < 48) snprintf(f->reports[f->report_count++], 200, "%s", body ? body : "");
         respond(f, status, 204, "", 0);
     } else if (strcmp(path, "/device/v1/checkin") == 0) {
         f->checkin_count++;
+        snprintf(f->last_checkin, sizeof f->last_checkin, "%s", body ? body : "");
         if (f->checkin_override) {
             respond(f, status, 200, f->checkin_override, strlen(f->checkin_override));
         } else if (!f->envelope) {
@@ -64,6 +66,7 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
             respond(f, status, 200, text, (size_t)n);
         }
     } else if (strcmp(path, "/device/v1/releases/rel_1/image") == 0) {
+        if (f->download_count < 64) f->ranges[f->download_count] = range_from;
         f->download_count++;
         uint32_t from = f->ignore_range ? 0 : range_from;
         if (from >= f->image_len) {
@@ -135,7 +138,7 @@ static int slot_activate(void *ctx)
 static int running_image(void *ctx, otter_running_image_t *out)
 {
     fake_t *f = ctx;
-    return sim_check_image(f->slot[f->running_slot], f->slot_cap, out->version, out->sha256) > 0 ? 0 : -1;
+    return sim_check_image(f->slot[f->running_slot], FAKE_SLOT, out->version, out->sha256) > 0 ? 0 : -1;
 }
 
 static otter_boot_state_t boot_state(void *ctx)
@@ -195,6 +198,21 @@ const char *fake_find_report(const fake_t *f, const char *needle)
         if (strstr(f->reports[i], needle)) return f->reports[i];
     }
     return NULL;
+}
+
+int fake_fresh_downloads(const fake_t *f)
+{
+    int n = 0;
+    for (int i = 0; i < f->download_count && i < 64; i++) n += f->ranges[i] == 0;
+    return n;
+}
+
+int fake_requested_range(const fake_t *f, uint32_t offset)
+{
+    for (int i = 0; i < f->download_count && i < 64; i++) {
+        if (f->ranges[i] == offset) return 1;
+    }
+    return 0;
 }
 
 void fake_init(fake_t *f, otter_port_t *p)

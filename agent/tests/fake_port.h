@@ -22,6 +22,9 @@ typedef struct {
     int tamper_at;             /* serve the image with this byte flipped (-1: none) */
     uint32_t drop_after;       /* close a download after this many body bytes (0: never) */
     int ignore_range;
+    int reject_token;          /* answer 401 to the device token until it enrols again */
+    char last_checkin[600];    /* the body of the last check-in */
+    uint32_t ranges[64];       /* range_from of each download request */
     char reports[48][200];
     int report_count;
     int enroll_count, checkin_count, download_count;
@@ -45,5 +48,9 @@ void fake_init(fake_t *f, otter_port_t *p);
 void fake_put_image(fake_t *f, uint32_t slot, const uint8_t *img, size_t len);
 /* The first report whose text contains `needle`, or NULL. */
 const char *fake_find_report(const fake_t *f, const char *needle);
+/* Download requests from the first byte: whole downloads begun. */
+int fake_fresh_downloads(const fake_t *f);
+/* Whether some download request asked for bytes from `offset` on. */
+int fake_requested_range(const fake_t *f, uint32_t offset);
 
 #endif

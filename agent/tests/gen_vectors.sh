@@ -14,7 +14,7 @@ sign() { "$OTTER" sign "$W/fw.bin" --product thermo "$@" --force >/dev/null; }
 sign --key "$W/a.key" --security-counter 3 --out "$W/ok.otter"
 sign --key "$W/b.key" --security-counter 3 --out "$W/untrusted.otter"
 sign --key "$W/a.key" --key "$W/b.key" --security-counter 3 --out "$W/both.otter"
-sign --key "$W/a.key" --security-counter 1 --out "$W/low.otter"
+"$OTTER" sign "$W/base.bin" --product thermo --key "$W/a.key" --security-counter 1 --force --out "$W/low.otter" >/dev/null
 sign --key "$W/a.key" --security-counter 3 --expires-at $(( $(date +%s) + 2 )) --out "$W/expired.otter"
 python3 - "$W" > agent/tests/vectors.h <<'PY'
 import sys, struct
