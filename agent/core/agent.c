@@ -29,10 +29,11 @@
 #define SAVE_EVERY OTTER_SAVE_EVERY
 #define REPORT_EVERY OTTER_REPORT_EVERY
 #define MAX_ATTEMPTS 3            /* downloads of one release that end in a bad hash */
+#define MAX_UNCONFIRMED 2         /* first boots of one release that never reached a verdict */
 #define BACKOFF_MIN_MS 5000u
 #define BACKOFF_MAX_MS 900000u
 #define STATE_MAGIC 0x5453544fu   /* "OTST" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 
 #define FLAG_PENDING 0x1u         /* an image was activated and awaits its first boot */
 
@@ -48,9 +49,12 @@ typedef struct {
     uint8_t dl_sha256[32];
     uint8_t pend_sha256[32];
     char device_token[TOKEN_LEN];
+    char enrol_nonce[33];         /* chosen once, stored before the first enrolment attempt */
     char dl_release_id[ID_LEN];
     char pend_release_id[ID_LEN];
     char bad_release_id[ID_LEN];  /* refused, or failed too often: not tried again */
+    char unconfirmed_release_id[ID_LEN]; /* rolled back without a self-test verdict ... */
+    uint32_t unconfirmed_count;          /* ... this many times */
     char out_release_id[ID_LEN];  /* an outcome still to report */
     char out_state[16];
     char out_reason[128];
@@ -109,11 +113,13 @@ static void load_state(void)
         A.st.crc == otter_crc32((const uint8_t *)&A.st, offsetof(persist_t, crc))) {
         /* Strings from storage are terminated before use, whatever is stored. */
         A.st.device_token[TOKEN_LEN - 1] = A.st.dl_release_id[ID_LEN - 1] = '\0';
+        A.st.enrol_nonce[sizeof A.st.enrol_nonce - 1] = '\0';
         A.st.pend_release_id[ID_LEN - 1] = A.st.bad_release_id[ID_LEN - 1] = '\0';
         A.st.out_release_id[ID_LEN - 1] = A.st.out_state[15] = A.st.out_reason[127] = '\0';
+        A.st.unconfirmed_release_id[ID_LEN - 1] = '\0';
         return;
     }
-    if (n > 0) log_line("stored state is damaged or from another version; starting fresh", NULL);
+    if (n > 0) log_line("stored state damaged or old; starting fresh", NULL);
     memset(&A.st, 0, sizeof A.st);
 }
 
@@ -191,7 +197,8 @@ static int exchange(const char *method, const char *path, const char *token, siz
     return status;
 }
 
-static void report(const char *release_id, const char *state, uint32_t progress, const char *reason)
+/* Posts one status report; returns the HTTP status, or -1. */
+static int post_status(const char *release_id, const char *state, uint32_t progress, const char *reason)
 {
     otter_text_t t;
     ot_init(&t, A.io, IO_BUF);
@@ -208,9 +215,14 @@ static void report(const char *release_id, const char *state, uint32_t progress,
         ot_json_string(&t, reason);
     }
     ot_str(&t, "}");
-    if (t.overflow) return;
+    if (t.overflow) return -1;
     size_t len;
-    int status = exchange("POST", "/device/v1/status", A.st.device_token, &len);
+    return exchange("POST", "/device/v1/status", A.st.device_token, &len);
+}
+
+static void report(const char *release_id, const char *state, uint32_t progress, const char *reason)
+{
+    int status = post_status(release_id, state, progress, reason);
     if (status < 200 || status > 299) log_line("status report not accepted: ", state);
 }
 
@@ -218,19 +230,7 @@ static void report(const char *release_id, const char *state, uint32_t progress,
 static int flush_outcome(void)
 {
     if (!A.st.out_state[0]) return 0;
-    otter_text_t t;
-    ot_init(&t, A.io, IO_BUF);
-    ot_str(&t, "{\"release_id\":");
-    ot_json_string(&t, A.st.out_release_id);
-    ot_str(&t, ",\"state\":");
-    ot_json_string(&t, A.st.out_state);
-    if (A.st.out_reason[0]) {
-        ot_str(&t, ",\"reason\":");
-        ot_json_string(&t, A.st.out_reason);
-    }
-    ot_str(&t, "}");
-    size_t len;
-    int status = exchange("POST", "/device/v1/status", A.st.device_token, &len);
+    int status = post_status(A.st.out_release_id, A.st.out_state, 0, A.st.out_reason);
     if (status < 0 || status >= 500 || status == 429) return -1;
     /* Delivered, or refused for good (4xx): either way it is not sent again. */
     A.st.out_state[0] = '\0';
@@ -238,9 +238,22 @@ static int flush_outcome(void)
     return 0;
 }
 
+/* Enrolment can be repeated with the same nonce when its answer is lost (a power cut before the
+ * token was stored): the nonce is stored before the first attempt, so the server can tell that
+ * the second attempt comes from the same device. */
 static int enrol(void)
 {
     otter_text_t t;
+    if (!A.st.enrol_nonce[0]) {
+        uint8_t raw[16];
+        for (size_t i = 0; i < sizeof raw; i += 4) {
+            uint32_t r = A.port->random(A.port->ctx);
+            memcpy(raw + i, &r, 4);
+        }
+        ot_init(&t, A.st.enrol_nonce, sizeof A.st.enrol_nonce);
+        ot_hex(&t, raw, sizeof raw);
+        save_state();
+    }
     ot_init(&t, A.io, IO_BUF);
     ot_str(&t, "{\"product\":");
     ot_json_string(&t, A.cfg->product);
@@ -250,12 +263,14 @@ static int enrol(void)
     ot_json_string(&t, A.cfg->hardware_id);
     ot_str(&t, ",\"channel\":");
     ot_json_string(&t, channel());
+    ot_str(&t, ",\"enrollment_nonce\":");
+    ot_json_string(&t, A.st.enrol_nonce);
     ot_str(&t, "}");
     if (t.overflow) return -1;
     size_t len;
     int status = exchange("POST", "/device/v1/enroll", NULL, &len);
     if (status != 201) {
-        log_line(status == 409 ? "enrolment refused: this hardware id is enrolled already (an admin can delete the device)"
+        log_line(status == 409 ? "enrolment refused: hardware id enrolled already"
                                : "enrolment failed", NULL);
         return -1;
     }
@@ -292,7 +307,7 @@ static int check_release(const otter_envelope_t *env, const char **clock_note)
     *clock_note = NULL;
     if (env->product_len != strlen(A.cfg->product) ||
         memcmp(env->product, A.cfg->product, env->product_len) != 0) {
-        return refuse("product: the manifest is for another product");
+        return refuse("product: another product");
     }
     if (env->chip != A.cfg->chip_id) {
         ot_str(&t, "chip: the manifest is for chip id ");
@@ -308,13 +323,13 @@ static int check_release(const otter_envelope_t *env, const char **clock_note)
         ot_u32(&t, A.st.security_counter);
         return refuse(reason);
     }
-    if (env->flags & OTTER_MF_DELTA) return refuse("delta: this agent installs whole images only");
+    if (env->flags & OTTER_MF_DELTA) return refuse("delta: whole images only");
     if (env->flags & OTTER_MF_EXPIRES) {
         uint64_t now = A.port->unix_time(A.port->ctx);
         if (now == 0) {
             *clock_note = "no trusted clock: expiry not checked";
         } else if (now >= env->expires_at) {
-            return refuse("expired: the manifest's expiry has passed");
+            return refuse("expired");
         }
     }
     uint32_t capacity = A.port->slot_capacity(A.port->ctx);
@@ -438,8 +453,8 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     if (memcmp(digest, env->image_sha256, 32) != 0) {
         uint32_t attempts = ++A.st.dl_attempts;
         forget_download();
-        log_line("hash mismatch: the downloaded image differs from the signed manifest", NULL);
-        report(A.release_id, "failure", 0, "hash mismatch: the downloaded image differs from the signed manifest");
+        log_line("hash mismatch: image differs from the signed manifest", NULL);
+        report(A.release_id, "failure", 0, "hash mismatch: image differs from the signed manifest");
         notify(OTTER_STATE_FAILURE, "hash mismatch");
         if (attempts >= MAX_ATTEMPTS) copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
         save_state();
@@ -457,7 +472,7 @@ static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_m
         forget_download();
         copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
         save_state();
-        report(A.release_id, "failure", 0, "the platform rejected the image (esp_ota_end)");
+        report(A.release_id, "failure", 0, "image rejected by the platform");
         notify(OTTER_STATE_FAILURE, "image rejected by the platform");
         *wait_ms = A.poll_ms;
         return OTTER_POLL_IDLE;
@@ -577,7 +592,7 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
         return OTTER_POLL_IDLE;
     }
     if (verdict != OTTER_VERIFY_OK) {
-        refuse("signature: a trusted key's signature does not verify");
+        refuse("signature: a trusted key's signature is bad");
         return OTTER_POLL_IDLE;
     }
     /* From here on the manifest's fields are trusted. */
@@ -620,9 +635,20 @@ static void boot_checks(void)
         set_outcome(A.st.pend_release_id, OTTER_STATE_SUCCESS, NULL);
         log_line("new image confirmed", NULL);
     } else if (!A.st.out_state[0] || strcmp(A.st.out_release_id, A.st.pend_release_id) != 0) {
+        /* The new image booted but never reached a verdict (a crash, the watchdog, or a power
+         * cut during its first boot) and the bootloader went back. A power cut is no proof of a
+         * bad image, so it gets one more try; a second time it is given up. */
+        if (strcmp(A.st.unconfirmed_release_id, A.st.pend_release_id) == 0) {
+            A.st.unconfirmed_count++;
+        } else {
+            copy_str(A.st.unconfirmed_release_id, ID_LEN, A.st.pend_release_id);
+            A.st.unconfirmed_count = 1;
+        }
+        int give_up = A.st.unconfirmed_count >= MAX_UNCONFIRMED;
         set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK,
-                    "the new image did not confirm; the bootloader returned to the previous one");
-        copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id);
+                    give_up ? "not confirmed on first boot, twice; not tried again"
+                            : "not confirmed on first boot; tried once more");
+        if (give_up) copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id);
     }
     A.st.flags &= ~FLAG_PENDING;
     save_state();

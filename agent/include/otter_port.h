@@ -79,6 +79,8 @@ typedef struct otter_port {
     /* --- Time and randomness. */
     uint64_t (*unix_time)(void *ctx);  /* trusted Unix seconds, or 0 when unknown */
     void (*sleep_ms)(void *ctx, uint32_t ms);
+    /* Cryptographically strong on a device (esp_random with RF or the bootloader RNG enabled):
+     * it makes the enrolment nonce. */
     uint32_t (*random)(void *ctx);
 
     /* --- Optional diagnostics (may be NULL). */

@@ -26,6 +26,22 @@ void sim_power_cut(const char *where)
     _exit(137);
 }
 
+void sim_count_write(sim_t *sim, const char *kind)
+{
+    if (!sim->cut_kind[0] || strcmp(sim->cut_kind, kind) == 0) {
+        if (sim->cut_write_at >= 0 && sim->writes == sim->cut_write_at) sim_power_cut(kind);
+        sim->writes++;
+    }
+    const char *log = getenv("OTTER_SIM_WRITE_LOG");
+    if (log && *log) {
+        FILE *f = fopen(log, "a");
+        if (f) {
+            fprintf(f, "%s\n", kind);
+            fclose(f);
+        }
+    }
+}
+
 void sim_path(const sim_t *sim, char *out, size_t cap, const char *name)
 {
     snprintf(out, cap, "%s/%s", sim->dir, name);
@@ -69,6 +85,7 @@ int sim_read_otadata(sim_t *sim)
 int sim_write_otadata(sim_t *sim)
 {
     sim->otadata.magic = OTADATA_MAGIC;
+    sim_count_write(sim, "otadata");
     return sim_write_file_atomic(sim, "otadata", &sim->otadata, sizeof sim->otadata);
 }
 
@@ -279,6 +296,7 @@ static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t le
 {
     sim_t *s = ctx;
     if ((uint64_t)offset + len > s->slot_size) return -1;
+    sim_count_write(s, "slot");
     int fd = open_spare(s, O_WRONLY);
     if (fd < 0) return -1;
     size_t n = len;
@@ -373,6 +391,7 @@ static int state_load(void *ctx, void *buf, size_t cap)
 
 static int state_save(void *ctx, const void *buf, size_t len)
 {
+    sim_count_write(ctx, "state");
     return sim_write_file_atomic(ctx, "agent-state", buf, len);
 }
 
@@ -406,7 +425,9 @@ static void sleep_ms(void *ctx, uint32_t ms)
 static uint32_t rnd(void *ctx)
 {
     (void)ctx;
-    return (uint32_t)random();
+    uint32_t v;
+    if (getentropy(&v, sizeof v) != 0) v = (uint32_t)random(); /* the kernel's CSPRNG first */
+    return v;
 }
 
 static void log_line(void *ctx, const char *line)

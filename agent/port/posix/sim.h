@@ -24,6 +24,10 @@ typedef struct {
     otadata_t otadata;
     int64_t cut_flash_at;    /* power cut after this many flash bytes written (-1: never) */
     int64_t cut_download_at; /* power cut after this many body bytes received (-1: never) */
+    int64_t cut_write_at;    /* power cut before the Nth persistent write (0-based) of kind
+                              * `cut_kind` ("": any), counted across reboots (-1: never) */
+    char cut_kind[16];
+    int64_t writes;          /* persistent writes of that kind so far in this boot */
     int64_t flash_written;
     int64_t downloaded;
     int sock;
@@ -54,5 +58,10 @@ long sim_check_image(const uint8_t *data, size_t cap, char *version, uint8_t sha
 uint8_t *sim_read_slot(const sim_t *sim, uint32_t slot);
 
 void sim_power_cut(const char *where);
+
+/* Counts one persistent write (a slot write, a state save, an otadata update) and cuts the power
+ * before it when it is the chosen one. With OTTER_SIM_WRITE_LOG set, appends `kind` to that file:
+ * the list of cut points a test can choose from. */
+void sim_count_write(sim_t *sim, const char *kind);
 
 #endif

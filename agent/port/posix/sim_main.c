@@ -1,13 +1,15 @@
 /*
  * otter-agent-sim: a device on the host. Its flash is a directory (ota_0.bin, ota_1.bin,
  * otadata, agent-state); a reboot re-executes the program, so nothing in RAM survives; a power
- * cut is an immediate _exit at a chosen byte of a download or a flash write.
+ * cut is an immediate _exit at a chosen byte of a download or a flash write, or before the Nth
+ * persistent write of any kind (slot, agent state, otadata; counted across reboots).
  *
  *   otter-agent-sim init   --dir D --image fw.bin [--slot-size BYTES]
  *   otter-agent-sim run    --dir D --server URL --product P --secret S --hardware-id H
  *                          --chip esp32c3 --chip-id 5 --key release.pub.pem [--key ...]
  *                          [--channel C] [--until-version V] [--max-polls N]
  *                          [--fail-self-test VERSION] [--cut-flash-at N] [--cut-download-at N]
+ *                          [--cut-at-write [slot:|state:|otadata:]N]
  *                          [--time-scale F] [--no-clock] [--quiet]
  *   otter-agent-sim status --dir D
  *
@@ -44,9 +46,18 @@ void sim_reboot(void)
 {
     static char *argv2[64];
     int n = 0;
+    static char remaining[24];
     for (int i = 0; saved_argv[i] && n < 62; i++) {
         if (strcmp(saved_argv[i], "--cut-flash-at") == 0 || strcmp(saved_argv[i], "--cut-download-at") == 0) {
             i++;
+            continue;
+        }
+        if (strcmp(saved_argv[i], "--cut-at-write") == 0 && saved_argv[i + 1]) {
+            /* Counted across reboots: the next boot cuts at what is left. */
+            snprintf(remaining, sizeof remaining, "%s%s%lld", sim.cut_kind, sim.cut_kind[0] ? ":" : "",
+                     (long long)(sim.cut_write_at - sim.writes));
+            argv2[n++] = saved_argv[i++];
+            argv2[n++] = remaining;
             continue;
         }
         argv2[n++] = saved_argv[i];
@@ -191,7 +202,7 @@ int main(int argc, char **argv)
     size_t key_count = 0;
     otter_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    sim.cut_flash_at = sim.cut_download_at = -1;
+    sim.cut_flash_at = sim.cut_download_at = sim.cut_write_at = -1;
     sim.sock = -1;
     sim.time_scale = 0.0;
     for (int i = 2; i < argc; i++) {
@@ -219,6 +230,14 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--fail-self-test") == 0) fail_version = v;
         else if (strcmp(a, "--cut-flash-at") == 0) sim.cut_flash_at = strtoll(v, NULL, 10);
         else if (strcmp(a, "--cut-download-at") == 0) sim.cut_download_at = strtoll(v, NULL, 10);
+        else if (strcmp(a, "--cut-at-write") == 0) { /* [KIND:]N */
+            const char *colon = strchr(v, ':');
+            if (colon && (size_t)(colon - v) < sizeof sim.cut_kind) {
+                memcpy(sim.cut_kind, v, (size_t)(colon - v));
+                v = colon + 1;
+            }
+            sim.cut_write_at = strtoll(v, NULL, 10);
+        }
         else if (strcmp(a, "--time-scale") == 0) sim.time_scale = strtod(v, NULL);
         else usage("unknown option");
     }

@@ -90,6 +90,8 @@ pub struct DeviceRow {
     pub hardware_id: String,
     pub channel: String,
     pub token_hash: String,
+    /// Hash of the nonce the device chose for its enrolment (repeatable enrolment), if any.
+    pub enrollment_nonce_hash: Option<String>,
     pub chip: Option<String>,
     pub version: Option<String>,
     pub security_counter: Option<i64>,
@@ -168,6 +170,13 @@ pub trait Database: Send + Sync + 'static {
 
     async fn insert_device(&self, d: &DeviceRow) -> DbResult<()>;
     async fn find_device(&self, token_hash: &str) -> DbResult<DeviceRow>;
+    async fn find_device_by_hardware_id(
+        &self,
+        product_id: i64,
+        hardware_id: &str,
+    ) -> DbResult<DeviceRow>;
+    /// Replaces a device's token (a repeated enrolment); the old token stops working.
+    async fn set_device_token(&self, device_id: &str, token_hash: &str) -> DbResult<()>;
     async fn get_device(&self, id: &str) -> DbResult<DeviceRow>;
     async fn list_devices(&self, product_id: Option<i64>) -> DbResult<Vec<DeviceRow>>;
     async fn record_checkin(&self, device_id: &str, r: &CheckinReport) -> DbResult<()>;

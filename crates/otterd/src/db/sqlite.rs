@@ -122,7 +122,7 @@ fn token(r: &SqliteRow) -> Result<TokenRow, sqlx::Error> {
 }
 
 const DEVICE_COLUMNS: &str = "d.id, d.product_id, p.name AS product, d.hardware_id, d.channel, d.token_hash, \
-    d.chip, d.version, d.security_counter, d.image_sha256, d.partition_size, d.last_state, d.enrolled_at, d.last_seen_at";
+    d.enrollment_nonce_hash, d.chip, d.version, d.security_counter, d.image_sha256, d.partition_size, d.last_state, d.enrolled_at, d.last_seen_at";
 
 fn device(r: &SqliteRow) -> Result<DeviceRow, sqlx::Error> {
     Ok(DeviceRow {
@@ -132,6 +132,7 @@ fn device(r: &SqliteRow) -> Result<DeviceRow, sqlx::Error> {
         hardware_id: r.try_get("hardware_id")?,
         channel: r.try_get("channel")?,
         token_hash: r.try_get("token_hash")?,
+        enrollment_nonce_hash: r.try_get("enrollment_nonce_hash")?,
         chip: r.try_get("chip")?,
         version: r.try_get("version")?,
         security_counter: r.try_get("security_counter")?,
@@ -423,13 +424,15 @@ impl Database for Sqlite {
 
     async fn insert_device(&self, d: &DeviceRow) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO devices (id, product_id, hardware_id, channel, token_hash, enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (id, product_id, hardware_id, channel, token_hash, enrollment_nonce_hash, enrolled_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&d.id)
         .bind(d.product_id)
         .bind(&d.hardware_id)
         .bind(&d.channel)
         .bind(&d.token_hash)
+        .bind(&d.enrollment_nonce_hash)
         .bind(d.enrolled_at)
         .execute(&self.pool)
         .await
@@ -445,6 +448,34 @@ impl Database for Sqlite {
             .await
             .map_err(map_err)?;
         one(row, device)
+    }
+
+    async fn find_device_by_hardware_id(
+        &self,
+        product_id: i64,
+        hardware_id: &str,
+    ) -> DbResult<DeviceRow> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN products p ON p.id = d.product_id \
+             WHERE d.product_id = ? AND d.hardware_id = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(product_id)
+            .bind(hardware_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        one(row, device)
+    }
+
+    async fn set_device_token(&self, device_id: &str, token_hash: &str) -> DbResult<()> {
+        let r = sqlx::query("UPDATE devices SET token_hash = ? WHERE id = ?")
+            .bind(token_hash)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
     }
 
     async fn get_device(&self, id: &str) -> DbResult<DeviceRow> {

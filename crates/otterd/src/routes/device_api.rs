@@ -27,6 +27,11 @@ pub struct EnrollRequest {
     pub hardware_id: String,
     #[serde(default)]
     pub channel: Option<String>,
+    /// 16 to 128 printable characters the device chose at random and stored before its first
+    /// attempt. Repeating the enrolment with the same nonce gives the same device a new token
+    /// (the first answer was lost); without it a second enrolment is refused.
+    #[serde(default)]
+    pub enrollment_nonce: Option<String>,
 }
 
 /// Answer of `POST /device/v1/enroll`.
@@ -125,7 +130,7 @@ pub async fn enroll(
             "hardware_id must be 1 to 64 printable ASCII characters",
         ));
     }
-    let channel = body.channel.unwrap_or_else(|| "stable".into());
+    let channel = body.channel.clone().unwrap_or_else(|| "stable".into());
     check_channel(&channel)?;
     let product = match state.db.get_product(&body.product).await {
         Ok(p) => p,
@@ -139,6 +144,13 @@ pub async fn enroll(
         tracing::warn!(product = %product.name, "enrolment refused: wrong secret");
         return Err(refused());
     }
+    if let Some(nonce) = &body.enrollment_nonce {
+        if nonce.len() < 16 || !is_printable(nonce, 128) {
+            return Err(ApiError::bad_request(
+                "enrollment_nonce must be 16 to 128 printable ASCII characters (32 random hex digits suit)",
+            ));
+        }
+    }
     let token = new_secret(DEVICE_TOKEN_PREFIX);
     let row = DeviceRow {
         id: new_id("dev_"),
@@ -147,6 +159,7 @@ pub async fn enroll(
         hardware_id: body.hardware_id.clone(),
         channel,
         token_hash: hash_secret(&token),
+        enrollment_nonce_hash: body.enrollment_nonce.as_deref().map(hash_secret),
         chip: None,
         version: None,
         security_counter: None,
@@ -156,22 +169,62 @@ pub async fn enroll(
         enrolled_at: now(),
         last_seen_at: None,
     };
-    state.db.insert_device(&row).await.map_err(|e| match e {
-        DbError::Conflict(_) => ApiError {
-            code: "already_enrolled",
-            ..ApiError::conflict(format!(
-                "hardware id {:?} is enrolled in {:?} already; an admin can delete the device to let it enrol again",
-                body.hardware_id, product.name
-            ))
-        },
-        e => e.into(),
-    })?;
+    match state.db.insert_device(&row).await {
+        Ok(()) => {}
+        Err(DbError::Conflict(_)) => {
+            return repeat_enrollment(&state, &product.name, product.id, &body, token).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
     metrics::counter!("otter_device_enrollments_total").increment(1);
     tracing::info!(device = %row.id, product = %product.name, "device enrolled");
     Ok((
         StatusCode::CREATED,
         Json(EnrollResponse {
             device_id: row.id,
+            device_token: token,
+        }),
+    ))
+}
+
+/// A second enrolment of an enrolled hardware id: allowed only with the nonce of the first, and
+/// then the device gets a new token (the old one stops working).
+async fn repeat_enrollment(
+    state: &AppState,
+    product: &str,
+    product_id: i64,
+    body: &EnrollRequest,
+    token: String,
+) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
+    let existing = state
+        .db
+        .find_device_by_hardware_id(product_id, &body.hardware_id)
+        .await?;
+    let same_device = match (&body.enrollment_nonce, &existing.enrollment_nonce_hash) {
+        (Some(nonce), Some(stored)) => {
+            constant_time_eq(hash_secret(nonce).as_bytes(), stored.as_bytes())
+        }
+        _ => false,
+    };
+    if !same_device {
+        return Err(ApiError {
+            code: "already_enrolled",
+            ..ApiError::conflict(format!(
+                "hardware id {:?} is enrolled in {:?} already; an admin can delete the device to let it enrol again",
+                body.hardware_id, product
+            ))
+        });
+    }
+    state
+        .db
+        .set_device_token(&existing.id, &hash_secret(&token))
+        .await?;
+    metrics::counter!("otter_device_enrollments_total").increment(1);
+    tracing::info!(device = %existing.id, product = %product, "device enrolled again with its nonce; new token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse {
+            device_id: existing.id,
             device_token: token,
         }),
     ))

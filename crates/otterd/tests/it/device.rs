@@ -482,3 +482,58 @@ async fn a_blob_tampered_on_disk_is_never_served_whole() {
     let got = r.bytes().await.unwrap();
     assert_ne!(hex::encode(Sha256::digest(&got)), sha);
 }
+
+async fn enrol_with(srv: &TestServer, secret: &str, hw: &str, nonce: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"product": "thermo", "enrollment_secret": secret, "hardware_id": hw});
+    if let Some(n) = nonce {
+        body["enrollment_nonce"] = json!(n);
+    }
+    srv.call(Method::POST, "/device/v1/enroll", None, Some(body))
+        .await
+}
+
+async fn checkin_status(srv: &TestServer, token: &Value) -> u16 {
+    srv.call(
+        Method::POST,
+        "/device/v1/checkin",
+        Some(token.as_str().unwrap()),
+        Some(checkin_body("1.0.0", 0, ZERO_SHA, "esp32c3")),
+    )
+    .await
+    .0
+}
+
+/// A device whose enrolment answer was lost (power cut before it stored its token) repeats the
+/// enrolment with the nonce it stored first: same device, new token, old token dead. Anyone else
+/// with the product secret but not the nonce is refused.
+#[tokio::test]
+async fn enrolment_repeats_with_the_devices_nonce_only() {
+    let srv = spawn().await;
+    let (_, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let (st, first) = enrol_with(&srv, &secret, "aa:bb", Some(nonce)).await;
+    assert_eq!(st, 201, "{first}");
+    let (st, second) = enrol_with(&srv, &secret, "aa:bb", Some(nonce)).await;
+    assert_eq!(st, 201, "{second}");
+    assert_eq!(first["device_id"], second["device_id"], "the same device");
+    assert_ne!(first["device_token"], second["device_token"]);
+    assert_eq!(checkin_status(&srv, &first["device_token"]).await, 401);
+    assert_eq!(checkin_status(&srv, &second["device_token"]).await, 200);
+    // Another nonce, or none: refused, and the device's token still works.
+    for other in [Some("ffffffffffffffffffffffffffffffff"), None] {
+        let (st, v) = enrol_with(&srv, &secret, "aa:bb", other).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (409, Some("already_enrolled")),
+            "{v}"
+        );
+    }
+    assert_eq!(checkin_status(&srv, &second["device_token"]).await, 200);
+    // A nonce too short to be random is a bad request, and nothing is stored.
+    let (st, v) = enrol_with(&srv, &secret, "cc:dd", Some("short")).await;
+    assert_eq!(st, 400, "{v}");
+    let (_, list) = srv
+        .call(Method::GET, "/api/v1/devices", Some(&srv.admin), None)
+        .await;
+    assert_eq!(list["devices"].as_array().unwrap().len(), 1, "{list}");
+}
