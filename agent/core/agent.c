@@ -47,7 +47,10 @@ typedef struct {
     uint32_t dl_attempts;
     uint32_t pend_counter;
     uint8_t dl_sha256[32];
-    uint8_t pend_sha256[32];
+    uint8_t pend_sha256[32];      /* the pending release's image (manifest hash) */
+    uint8_t pend_from[32];        /* the port's identity of the image it replaces */
+    uint8_t installed_sha256[32]; /* the last confirmed release's image (manifest hash) ... */
+    uint8_t installed_port[32];   /* ... and the port's identity of it */
     char device_token[TOKEN_LEN];
     char enrol_nonce[33];         /* chosen once, stored before the first enrolment attempt */
     char dl_release_id[ID_LEN];
@@ -484,6 +487,7 @@ static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_m
     A.st.flags |= FLAG_PENDING;
     copy_str(A.st.pend_release_id, ID_LEN, A.release_id);
     memcpy(A.st.pend_sha256, env->image_sha256, 32);
+    memcpy(A.st.pend_from, A.running.sha256, 32);
     A.st.pend_counter = env->security_counter;
     forget_download();
     A.st.dl_attempts = 0;
@@ -505,6 +509,15 @@ static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_m
     return OTTER_POLL_REBOOT;
 }
 
+/* The running image's hash as manifests spell it. A port may identify images its own way (ESP-IDF
+ * hashes what the bootloader verifies, which leaves out a signature sector): when the running image
+ * is the release this agent confirmed last, its manifest hash is used. */
+static const uint8_t *running_sha256(void)
+{
+    if (memcmp(A.running.sha256, A.st.installed_port, 32) == 0) return A.st.installed_sha256;
+    return A.running.sha256;
+}
+
 static int checkin(size_t *len)
 {
     otter_text_t t;
@@ -514,7 +527,7 @@ static int checkin(size_t *len)
     ot_str(&t, ",\"security_counter\":");
     ot_u32(&t, A.st.security_counter);
     ot_str(&t, ",\"image_sha256\":\"");
-    ot_hex(&t, A.running.sha256, 32);
+    ot_hex(&t, running_sha256(), 32);
     ot_str(&t, "\",\"chip\":");
     ot_json_string(&t, A.cfg->chip);
     ot_str(&t, ",\"partition_size\":");
@@ -596,7 +609,7 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
         return OTTER_POLL_IDLE;
     }
     /* From here on the manifest's fields are trusted. */
-    if (memcmp(env.image_sha256, A.running.sha256, 32) == 0) return OTTER_POLL_IDLE;
+    if (memcmp(env.image_sha256, running_sha256(), 32) == 0) return OTTER_POLL_IDLE;
     const char *note;
     if (check_release(&env, &note) != 0) return OTTER_POLL_IDLE;
 
@@ -613,7 +626,8 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
 static void boot_checks(void)
 {
     int pending = (A.st.flags & FLAG_PENDING) != 0;
-    int is_new = pending && memcmp(A.running.sha256, A.st.pend_sha256, 32) == 0;
+    /* Port-independent: running something other than what ran when the image was activated. */
+    int is_new = pending && memcmp(A.running.sha256, A.st.pend_from, 32) != 0;
     if (A.port->boot_state(A.port->ctx) == OTTER_BOOT_PENDING_VERIFY) {
         int healthy = A.cfg->self_test ? A.cfg->self_test(A.cfg->user) == 0 : 1;
         if (!healthy) {
@@ -632,6 +646,8 @@ static void boot_checks(void)
     if (!pending) return;
     if (is_new) {
         if (A.st.pend_counter > A.st.security_counter) A.st.security_counter = A.st.pend_counter;
+        memcpy(A.st.installed_sha256, A.st.pend_sha256, 32);
+        memcpy(A.st.installed_port, A.running.sha256, 32);
         set_outcome(A.st.pend_release_id, OTTER_STATE_SUCCESS, NULL);
         log_line("new image confirmed", NULL);
     } else if (!A.st.out_state[0] || strcmp(A.st.out_release_id, A.st.pend_release_id) != 0) {

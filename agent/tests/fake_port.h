@@ -33,6 +33,7 @@ typedef struct {
     uint32_t slot_cap;
     uint32_t running_slot;
     int pending_verify;
+    int own_image_ids;         /* running_image reports its own hash, not the file's (as ESP-IDF) */
     int rolled_back, reboots, activated;
     uint8_t state[2048];
     size_t state_len;

@@ -113,6 +113,27 @@ static void happy_path_installs_confirms_and_reports(void)
     CHECK(poll(NULL) == OTTER_POLL_IDLE && fake_fresh_downloads(&F) == 1 && report_count_with("\"success\"") == 1);
 }
 
+static void port_with_its_own_image_ids_does_not_loop(void)
+{
+    /* ESP-IDF identifies the running image by the hash the bootloader checks, which is not the
+     * manifest's when a signature sector follows the image. The update must still be recognised
+     * as confirmed, and not be installed again. */
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    F.own_image_ids = 1;
+    CHECK(otter_agent_init(&C, &P) == 0);
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    boot_new_image();
+    CHECK(poll(NULL) == OTTER_POLL_IDLE);
+    CHECK(fake_find_report(&F, "\"success\"") && !fake_find_report(&F, "\"rolled_back\""));
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && fake_fresh_downloads(&F) == 1);
+    /* The check-in names the image by its manifest hash. */
+    otter_envelope_t env;
+    CHECK(otter_envelope_parse(VEC_ENV_OK, sizeof VEC_ENV_OK, &env) == 0);
+    char hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", env.image_sha256[i]);
+    CHECK(strstr(F.last_checkin, hex) != NULL);
+}
+
 static void failed_self_test_rolls_back_and_reports(void)
 {
     new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
@@ -355,6 +376,7 @@ static void bad_configuration_is_refused(void)
 int main(void)
 {
     RUN(happy_path_installs_confirms_and_reports);
+    RUN(port_with_its_own_image_ids_does_not_loop);
     RUN(failed_self_test_rolls_back_and_reports);
     RUN(image_that_never_confirms_is_retried_once);
     RUN(untrusted_signature_is_refused_once);
