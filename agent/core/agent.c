@@ -386,12 +386,14 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     }
     uint32_t offset = A.st.dl_offset;
     A.port->sha256_begin(A.port->ctx);
-    if (A.port->slot_begin(A.port->ctx, size, offset) != 0 || rehash_slot(offset) != 0) {
+    int kept = A.port->slot_begin(A.port->ctx, size, offset);
+    if (kept < 0 || (uint32_t)kept > offset || rehash_slot((uint32_t)kept) != 0) {
         if (offset == 0) return DL_FAILED;
         forget_download(); /* the kept bytes are unreadable: start over next time */
         save_state();
         return DL_RETRY;
     }
+    offset = (uint32_t)kept;
     report(A.release_id, "downloading", offset, note);
     notify(OTTER_STATE_DOWNLOADING, note);
 

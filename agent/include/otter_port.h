@@ -43,8 +43,11 @@ typedef struct otter_port {
 
     /* --- The spare (update) slot. */
     uint32_t (*slot_capacity)(void *ctx);
-    /* Prepares the slot for an image of `image_size` bytes, keeping the first `keep` bytes
-     * written by an earlier, interrupted attempt (0: start over). */
+    /* Prepares the slot for an image of `image_size` bytes, keeping at most the first `keep`
+     * bytes written by an earlier, interrupted attempt (0: start over), and erasing the rest.
+     * Returns how many bytes it kept (a port may keep fewer, e.g. down to a flash sector
+     * boundary, or none when it cannot resume), or a negative value on failure. Writes then
+     * continue sequentially from there. */
     int (*slot_begin)(void *ctx, uint32_t image_size, uint32_t keep);
     int (*slot_write)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
     int (*slot_read)(void *ctx, uint32_t offset, uint8_t *data, size_t len);

@@ -102,8 +102,9 @@ static int slot_begin(void *ctx, uint32_t size, uint32_t keep)
 {
     fake_t *f = ctx;
     if (size > f->slot_cap) return -1;
+    keep &= ~63u; /* 64-byte "sectors": a port may keep less than asked */
     memset(f->slot[f->running_slot ^ 1] + keep, 0xFF, FAKE_SLOT - keep);
-    return 0;
+    return (int)keep;
 }
 
 static int slot_write(void *ctx, uint32_t off, const uint8_t *d, size_t n)

@@ -199,7 +199,8 @@ static void dropped_download_resumes_with_range(void)
     /* The agent restarts (a reboot or a crash) before the next attempt. */
     CHECK(otter_agent_init(&C, &P) == 0);
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
-    CHECK(fake_fresh_downloads(&F) == 1 && fake_requested_range(&F, DROP_AT));
+    /* Resumed from the last whole 64-byte "sector" the fake port kept. */
+    CHECK(fake_fresh_downloads(&F) == 1 && fake_requested_range(&F, DROP_AT & ~63u));
     CHECK(memcmp(F.slot[1], VEC_IMAGE, sizeof VEC_IMAGE) == 0);
 }
 

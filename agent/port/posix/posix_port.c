@@ -18,6 +18,7 @@
 #include "sim.h"
 
 #define OTADATA_MAGIC 0x4154414fu /* "OTAD" */
+#define SIM_SECTOR 4096u
 
 void sim_power_cut(const char *where)
 {
@@ -272,6 +273,7 @@ static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
 {
     sim_t *s = ctx;
     if (image_size > s->slot_size || keep > image_size) return -1;
+    keep &= ~(uint32_t)(SIM_SECTOR - 1); /* erasing works on whole sectors, as on flash */
     int fd = open_spare(s, O_RDWR | O_CREAT);
     if (fd < 0) return -1;
     /* Erase (0xFF) everything after what is kept, as flash must be erased before writing. */
@@ -289,7 +291,7 @@ static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
         s->otadata.state[spare_slot(s)] = IMG_EMPTY;
         rc = sim_write_otadata(s);
     }
-    return rc;
+    return rc == 0 ? (int)keep : -1;
 }
 
 static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
@@ -297,7 +299,7 @@ static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t le
     sim_t *s = ctx;
     if ((uint64_t)offset + len > s->slot_size) return -1;
     sim_count_write(s, "slot");
-    int fd = open_spare(s, O_WRONLY);
+    int fd = open_spare(s, O_RDWR);
     if (fd < 0) return -1;
     size_t n = len;
     int cut = 0;
@@ -305,7 +307,17 @@ static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t le
         n = (size_t)(s->cut_flash_at - s->flash_written);
         cut = 1;
     }
-    int rc = pwrite(fd, data, n, offset) == (ssize_t)n ? 0 : -1;
+    /* NOR flash programming only clears bits: what is written is old AND new, so a write over
+     * bytes that were not erased corrupts them, as on a device. */
+    uint8_t merged[2048];
+    int rc = 0;
+    for (size_t done = 0; done < n && rc == 0;) {
+        size_t k = n - done < sizeof merged ? n - done : sizeof merged;
+        if (pread(fd, merged, k, (off_t)(offset + done)) != (ssize_t)k) rc = -1;
+        for (size_t i = 0; i < k; i++) merged[i] &= data[done + i];
+        if (rc == 0 && pwrite(fd, merged, k, (off_t)(offset + done)) != (ssize_t)k) rc = -1;
+        done += k;
+    }
     close(fd);
     if (cut) sim_power_cut("flash write");
     s->flash_written += (int64_t)n;
