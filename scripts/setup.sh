@@ -14,6 +14,9 @@ APT_PACKAGES=(
 PIP_PACKAGES=(
   # independent checks of image and signature formats
   "esptool==5.*"
+  # the agent's ESP-IDF component: manifest and Kconfig checked with Espressif's own tools
+  "idf-component-manager==3.*"
+  "esp-idf-kconfig==3.*"
 )
 
 missing=()
@@ -27,7 +30,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import esptool" 2>/dev/null; then
+if ! python3 -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null; then
   echo "setup: installing PyPI packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install -q "${PIP_PACKAGES[@]}"
 fi

@@ -2,8 +2,9 @@
 # The C agent's whole suite, called by the repository's scripts/test.sh:
 #   1. host build with -Wall -Wextra -Werror under AddressSanitizer + UBSan, CTest unit tests;
 #   2. libFuzzer harnesses (clang) for every parser of server input, OTTER_FUZZ_SECONDS each;
-#   3. cross-compiled sizes against the budget (scripts/size.sh);
-#   4. end-to-end: the simulator updates itself from a real otterd (needs OTTERD_BIN, OTTER_BIN).
+#   3. the ESP-IDF component's manifest, Kconfig and port signatures (scripts/check_espidf.sh);
+#   4. cross-compiled sizes against the budget (scripts/size.sh);
+#   5. end-to-end: the simulator updates itself from a real otterd (needs OTTERD_BIN, OTTER_BIN).
 # Builds go to target/agent/ of the repository.
 set -euo pipefail
 AGENT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,6 +29,9 @@ for h in json envelope checkin; do
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$OUT/fuzz-$h.log" | grep -o '[0-9]*$')
   echo "   fuzz_$h: $runs executions, no crash"
 done
+
+echo "-- agent: ESP-IDF component checks (manifest, Kconfig, port against the v5 API)"
+bash "$AGENT/scripts/check_espidf.sh"
 
 echo "-- agent: sizes (rv32imc and Xtensa lx106, -Os, picolibc)"
 bash "$AGENT/scripts/size.sh" --check

@@ -1,0 +1,439 @@
+/*
+ * The ESP-IDF port (v5.x): esp_http_client for HTTP(S), esp_ota_ops for the update slot and
+ * rollback, NVS for the agent's state, mbedTLS (as ESP-IDF ships it) for SHA-256 and ECDSA.
+ *
+ * This file cannot be built on the development host; .github/workflows/agent-esp-idf.yml builds it
+ * in Espressif's IDF container for esp32, esp32c3 and esp32s3. Everything it calls is listed, with
+ * the ESP-IDF version that introduced it, in docs/agent.md ("What the ESP-IDF port calls").
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "esp_app_desc.h"
+#include "esp_crt_bundle.h"
+#include "esp_http_client.h"
+#include "esp_idf_version.h"
+#include "esp_image_format.h"
+#include "esp_log.h"
+#include "esp_mac.h"
+#include "esp_ota_ops.h"
+#include "esp_partition.h"
+#include "esp_random.h"
+#include "esp_system.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/task.h"
+#include "nvs.h"
+#include "sdkconfig.h"
+
+#include "otter_espidf.h"
+#include "otter_mbedtls.h"
+
+static const char *TAG = "otter";
+
+#define NVS_NAMESPACE "otter"
+#define NVS_KEY "state"
+#define SECTOR 4096u
+/* Before this (2023-11-14) the clock was never set: SNTP has not run. */
+#define CLOCK_SET_AFTER 1700000000ull
+
+static struct {
+    esp_http_client_handle_t http;
+    const esp_partition_t *update;
+    esp_ota_handle_t ota;
+    int ota_open;
+    uint32_t ota_written;
+    otter_mbedtls_sha256_t sha;
+    const char *ca_pem;
+    int running_known;
+    otter_running_image_t running;
+} P;
+
+/* ---------------------------------------------------------------- HTTP(S) */
+
+static void http_close(void *ctx)
+{
+    (void)ctx;
+    if (!P.http) return;
+    esp_http_client_close(P.http);
+    esp_http_client_cleanup(P.http);
+    P.http = NULL;
+}
+
+static int http_open(void *ctx, const char *method, const char *url, const char *bearer,
+                     const char *json_body, uint32_t range_from, int *status, uint32_t *content_length)
+{
+#if !CONFIG_OTTER_ALLOW_PLAIN_HTTP
+    if (strncmp(url, "https://", 8) != 0) {
+        ESP_LOGE(TAG, "refusing %s: HTTPS only (CONFIG_OTTER_ALLOW_PLAIN_HTTP is for a lab)", url);
+        return -1;
+    }
+#endif
+    esp_http_client_config_t config = {
+        .url = url,
+        .timeout_ms = CONFIG_OTTER_HTTP_TIMEOUT_MS,
+        .buffer_size = 1024,
+        .buffer_size_tx = 1024,
+        .keep_alive_enable = false,
+    };
+    if (P.ca_pem) {
+        config.cert_pem = P.ca_pem;
+    } else {
+#if CONFIG_OTTER_TLS_CERT_BUNDLE
+        config.crt_bundle_attach = esp_crt_bundle_attach;
+#endif
+    }
+    http_close(ctx);
+    P.http = esp_http_client_init(&config);
+    if (!P.http) return -1;
+    int post = strcmp(method, "POST") == 0;
+    esp_http_client_set_method(P.http, post ? HTTP_METHOD_POST : HTTP_METHOD_GET);
+    char header[128];
+    if (bearer && *bearer) {
+        snprintf(header, sizeof header, "Bearer %s", bearer);
+        esp_http_client_set_header(P.http, "Authorization", header);
+    }
+    if (range_from) {
+        snprintf(header, sizeof header, "bytes=%u-", (unsigned)range_from);
+        esp_http_client_set_header(P.http, "Range", header);
+    }
+    int body_len = post && json_body ? (int)strlen(json_body) : 0;
+    if (post) esp_http_client_set_header(P.http, "Content-Type", "application/json");
+    if (esp_http_client_open(P.http, body_len) != ESP_OK) {
+        http_close(ctx);
+        return -1;
+    }
+    if (body_len && esp_http_client_write(P.http, json_body, body_len) != body_len) {
+        http_close(ctx);
+        return -1;
+    }
+    int64_t length = esp_http_client_fetch_headers(P.http);
+    if (length < 0) {
+        http_close(ctx);
+        return -1;
+    }
+    *status = esp_http_client_get_status_code(P.http);
+    *content_length = esp_http_client_is_chunked_response(P.http) || length > UINT32_MAX - 1
+                          ? UINT32_MAX
+                          : (uint32_t)length;
+    return 0;
+}
+
+static int http_read(void *ctx, uint8_t *buf, size_t cap)
+{
+    (void)ctx;
+    if (!P.http) return -1;
+    int n = esp_http_client_read(P.http, (char *)buf, (int)cap);
+    if (n < 0) return -1;
+    if (n == 0 && !esp_http_client_is_complete_data_received(P.http)) return -1; /* dropped */
+    return n;
+}
+
+/* ---------------------------------------------------------------- the update slot */
+
+static const esp_partition_t *update_partition(void)
+{
+    if (!P.update) P.update = esp_ota_get_next_update_partition(NULL);
+    return P.update;
+}
+
+static uint32_t slot_capacity(void *ctx)
+{
+    (void)ctx;
+    const esp_partition_t *part = update_partition();
+    return part ? part->size : 0;
+}
+
+static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
+{
+    (void)ctx;
+    const esp_partition_t *part = update_partition();
+    if (!part || image_size > part->size) return -1;
+    /* Still open from an attempt in this boot, exactly where the core wants to go on. */
+    if (keep > 0 && P.ota_open && P.ota_written == keep) return (int)keep;
+    if (P.ota_open) {
+        esp_ota_abort(P.ota);
+        P.ota_open = 0;
+    }
+    keep &= ~(SECTOR - 1u);
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0)
+    if (keep > 0) {
+        /* Keep whole sectors; the rest is erased sector by sector as writing goes on. */
+        if (esp_ota_resume(part, OTA_WITH_SEQUENTIAL_WRITES, keep, &P.ota) != ESP_OK) return -1;
+        P.ota_open = 1;
+        P.ota_written = keep;
+        return (int)keep;
+    }
+#endif
+    /* Without esp_ota_resume (before v5.5) a new boot starts the image over. */
+    if (esp_ota_begin(part, OTA_WITH_SEQUENTIAL_WRITES, &P.ota) != ESP_OK) return -1;
+    P.ota_open = 1;
+    P.ota_written = 0;
+    return 0;
+}
+
+static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    if (!P.ota_open || offset != P.ota_written) return -1; /* esp_ota_write is sequential */
+    if (esp_ota_write(P.ota, data, len) != ESP_OK) return -1;
+    P.ota_written += (uint32_t)len;
+    return 0;
+}
+
+static int slot_read(void *ctx, uint32_t offset, uint8_t *data, size_t len)
+{
+    (void)ctx;
+    const esp_partition_t *part = update_partition();
+    return part && esp_partition_read(part, offset, data, len) == ESP_OK ? 0 : -1;
+}
+
+static int slot_finish(void *ctx)
+{
+    (void)ctx;
+    if (!P.ota_open) return -1;
+    P.ota_open = 0;
+    esp_err_t err = esp_ota_end(P.ota); /* verifies the image (and its signature, if configured) */
+    if (err != ESP_OK) ESP_LOGE(TAG, "esp_ota_end: %s", esp_err_to_name(err));
+    return err == ESP_OK ? 0 : -1;
+}
+
+static int slot_activate(void *ctx)
+{
+    (void)ctx;
+    esp_err_t err = esp_ota_set_boot_partition(update_partition());
+    if (err != ESP_OK) ESP_LOGE(TAG, "esp_ota_set_boot_partition: %s", esp_err_to_name(err));
+    return err == ESP_OK ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- the running image */
+
+/* SHA-256 of the running image as its .bin file: the image up to its appended hash and, when
+ * signed apps are configured, the signature sector after it. Computed once per boot. */
+static int running_image(void *ctx, otter_running_image_t *out)
+{
+    (void)ctx;
+    if (!P.running_known) {
+        const esp_app_desc_t *desc = esp_app_get_description();
+        snprintf(P.running.version, sizeof P.running.version, "%s", desc->version);
+        const esp_partition_t *part = esp_ota_get_running_partition();
+        esp_partition_pos_t pos = {.offset = part->address, .size = part->size};
+        esp_image_metadata_t meta;
+        if (esp_image_get_metadata(&pos, &meta) != ESP_OK) return -1;
+        uint32_t len = meta.image_len;
+#if CONFIG_SECURE_BOOT_V2_ENABLED || CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME
+        len = ((len + SECTOR - 1u) & ~(SECTOR - 1u)) + SECTOR;
+#endif
+        if (len > part->size) return -1;
+        static uint8_t buf[1024];
+        otter_mbedtls_sha256_begin(&P.sha);
+        for (uint32_t off = 0; off < len; off += sizeof buf) {
+            uint32_t n = len - off < sizeof buf ? len - off : sizeof buf;
+            if (esp_partition_read(part, off, buf, n) != ESP_OK) return -1;
+            otter_mbedtls_sha256_update(&P.sha, buf, n);
+        }
+        otter_mbedtls_sha256_end(&P.sha, P.running.sha256);
+        P.running_known = 1;
+    }
+    *out = P.running;
+    return 0;
+}
+
+static otter_boot_state_t boot_state(void *ctx)
+{
+    (void)ctx;
+    esp_ota_img_states_t state;
+    if (esp_ota_get_state_partition(esp_ota_get_running_partition(), &state) == ESP_OK &&
+        state == ESP_OTA_IMG_PENDING_VERIFY) {
+        return OTTER_BOOT_PENDING_VERIFY;
+    }
+    return OTTER_BOOT_NORMAL;
+}
+
+static int boot_confirm(void *ctx)
+{
+    (void)ctx;
+    return esp_ota_mark_app_valid_cancel_rollback() == ESP_OK ? 0 : -1;
+}
+
+static void boot_rollback(void *ctx)
+{
+    (void)ctx;
+    esp_ota_mark_app_invalid_rollback_and_reboot();
+    esp_restart(); /* only reached when no previous image can boot: start again */
+}
+
+static void reboot(void *ctx)
+{
+    (void)ctx;
+    esp_restart();
+}
+
+/* ---------------------------------------------------------------- state in NVS */
+
+/* NVS writes a blob atomically: after a power cut the old value or the new one is there. */
+static int state_load(void *ctx, void *buf, size_t cap)
+{
+    (void)ctx;
+    nvs_handle_t nvs;
+    if (nvs_open(NVS_NAMESPACE, NVS_READONLY, &nvs) != ESP_OK) return 0;
+    size_t len = cap;
+    esp_err_t err = nvs_get_blob(nvs, NVS_KEY, buf, &len);
+    nvs_close(nvs);
+    return err == ESP_OK ? (int)len : 0;
+}
+
+static int state_save(void *ctx, const void *buf, size_t len)
+{
+    (void)ctx;
+    nvs_handle_t nvs;
+    if (nvs_open(NVS_NAMESPACE, NVS_READWRITE, &nvs) != ESP_OK) return -1;
+    esp_err_t err = nvs_set_blob(nvs, NVS_KEY, buf, len);
+    if (err == ESP_OK) err = nvs_commit(nvs);
+    nvs_close(nvs);
+    return err == ESP_OK ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- crypto, time, randomness */
+
+static void sha_begin(void *ctx) { (void)ctx; otter_mbedtls_sha256_begin(&P.sha); }
+static void sha_update(void *ctx, const uint8_t *d, size_t n) { (void)ctx; otter_mbedtls_sha256_update(&P.sha, d, n); }
+static void sha_end(void *ctx, uint8_t out[32]) { (void)ctx; otter_mbedtls_sha256_end(&P.sha, out); }
+
+static int ecdsa_verify(void *ctx, const uint8_t pub[65], const uint8_t *msg, size_t len, const uint8_t sig[64])
+{
+    (void)ctx;
+    return otter_mbedtls_ecdsa_p256_verify(pub, msg, len, sig);
+}
+
+static uint64_t unix_time(void *ctx)
+{
+    (void)ctx;
+#if CONFIG_OTTER_TRUST_SYSTEM_CLOCK
+    time_t now = time(NULL);
+    return (uint64_t)now > CLOCK_SET_AFTER ? (uint64_t)now : 0;
+#else
+    return 0;
+#endif
+}
+
+static void sleep_ms(void *ctx, uint32_t ms)
+{
+    (void)ctx;
+    vTaskDelay(pdMS_TO_TICKS(ms) ? pdMS_TO_TICKS(ms) : 1);
+}
+
+static uint32_t random32(void *ctx)
+{
+    (void)ctx;
+    return esp_random();
+}
+
+static void log_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    ESP_LOGI(TAG, "%s", line);
+}
+
+/* ---------------------------------------------------------------- public */
+
+const otter_port_t *otter_port_espidf(void)
+{
+    static const otter_port_t port = {
+        .ctx = NULL,
+        .http_open = http_open,
+        .http_read = http_read,
+        .http_close = http_close,
+        .slot_capacity = slot_capacity,
+        .slot_begin = slot_begin,
+        .slot_write = slot_write,
+        .slot_read = slot_read,
+        .slot_finish = slot_finish,
+        .slot_activate = slot_activate,
+        .running_image = running_image,
+        .boot_state = boot_state,
+        .boot_confirm = boot_confirm,
+        .boot_rollback = boot_rollback,
+        .reboot = reboot,
+        .state_load = state_load,
+        .state_save = state_save,
+        .sha256_begin = sha_begin,
+        .sha256_update = sha_update,
+        .sha256_end = sha_end,
+        .ecdsa_p256_verify = ecdsa_verify,
+        .unix_time = unix_time,
+        .sleep_ms = sleep_ms,
+        .random = random32,
+        .log = log_line,
+    };
+    return &port;
+}
+
+void otter_espidf_set_ca(const char *ca_pem)
+{
+    P.ca_pem = ca_pem;
+}
+
+#if OTTER_KCONFIG_KEYS
+extern const char otter_keys_start[] asm("_binary_otter_trusted_keys_pem_start");
+extern const char otter_keys_end[] asm("_binary_otter_trusted_keys_pem_end");
+
+/* Every "BEGIN PUBLIC KEY" block of the embedded file, up to OTTER_MAX_TRUSTED_KEYS. */
+static size_t kconfig_keys(otter_pubkey_t *keys)
+{
+    static const char end_line[] = "-----END PUBLIC KEY-----";
+    size_t count = 0;
+    const char *p = otter_keys_start, *end = otter_keys_end;
+    while (count < OTTER_MAX_TRUSTED_KEYS && p < end) {
+        const char *stop = strstr(p, end_line); /* the file is NUL-terminated (TEXT) */
+        if (!stop) break;
+        stop += sizeof end_line - 1;
+        if (otter_pubkey_from_pem(p, (size_t)(stop - p), &keys[count]) == 0) {
+            count++;
+        } else {
+            ESP_LOGE(TAG, "CONFIG_OTTER_TRUSTED_KEYS_FILE: a key is not a P-256 public key; skipped");
+        }
+        p = stop;
+    }
+    return count;
+}
+#endif
+
+void otter_config_from_kconfig(otter_config_t *cfg)
+{
+    static char hardware_id[18];
+    uint8_t mac[6] = {0};
+    esp_efuse_mac_get_default(mac);
+    snprintf(hardware_id, sizeof hardware_id, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2],
+             mac[3], mac[4], mac[5]);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->server_url = CONFIG_OTTER_SERVER_URL;
+    cfg->product = CONFIG_OTTER_PRODUCT;
+    cfg->enrollment_secret = CONFIG_OTTER_ENROLLMENT_SECRET;
+    cfg->channel = CONFIG_OTTER_CHANNEL;
+    cfg->hardware_id = hardware_id;
+    cfg->chip = CONFIG_IDF_TARGET;
+    cfg->chip_id = (uint16_t)CONFIG_IDF_FIRMWARE_CHIP_ID;
+    cfg->poll_interval_s = CONFIG_OTTER_POLL_INTERVAL_S;
+#if OTTER_KCONFIG_KEYS
+    static otter_pubkey_t keys[OTTER_MAX_TRUSTED_KEYS];
+    cfg->trusted_keys = keys;
+    cfg->trusted_key_count = kconfig_keys(keys);
+#endif
+}
+
+static void agent_task(void *arg)
+{
+    const otter_config_t *cfg = arg;
+    if (otter_agent_init(cfg, otter_port_espidf()) == 0) otter_agent_run();
+    ESP_LOGE(TAG, "agent stopped: see the lines above");
+    vTaskDelete(NULL);
+}
+
+esp_err_t otter_agent_start(const otter_config_t *cfg)
+{
+    BaseType_t ok = xTaskCreate(agent_task, "otter", CONFIG_OTTER_TASK_STACK_SIZE, (void *)cfg,
+                                CONFIG_OTTER_TASK_PRIORITY, NULL);
+    return ok == pdPASS ? ESP_OK : ESP_ERR_NO_MEM;
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# What can be checked of the ESP-IDF side on this host (the real build is the GitHub workflow
+# .github/workflows/agent-esp-idf.yml, in Espressif's container):
+#   - idf_component.yml with Espressif's idf-component-manager (compote manifest lint);
+#   - Kconfig with esp-idf-kconfig's style checker, and kconfgen turns it into sdkconfig.h;
+#   - the port compiles (-Wall -Wextra -Werror) against that sdkconfig.h and transcribed ESP-IDF
+#     v5.0 and v5.5 API declarations (port/espidf/signatures, NOT ESP-IDF headers), with and
+#     without compiled-in keys; every CONFIG_ symbol it uses must come from the Kconfig.
+set -euo pipefail
+AGENT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="$AGENT/../target/agent/espidf-check"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+command -v compote >/dev/null && python3 -c "import kconfgen" 2>/dev/null ||
+  { echo "check_espidf: idf-component-manager and esp-idf-kconfig are missing: run scripts/setup.sh" >&2; exit 2; }
+
+compote -W manifest lint "$AGENT/idf_component.yml"
+echo "   idf_component.yml: valid (idf-component-manager)"
+python3 -m kconfcheck "$AGENT/Kconfig" >/dev/null
+# The symbols ESP-IDF itself defines, which the component's Kconfig and port rely on.
+cat >"$OUT/Kconfig" <<KCONFIG
+mainmenu "Otter component check"
+config IDF_TARGET
+    string
+    default "esp32c3"
+config IDF_FIRMWARE_CHIP_ID
+    hex
+    default 0x0005
+config MBEDTLS_CERTIFICATE_BUNDLE
+    bool
+    default y
+source "$AGENT/Kconfig"
+KCONFIG
+python3 -m kconfgen --kconfig "$OUT/Kconfig" --config /dev/null --output header "$OUT/sdkconfig.h" >/dev/null 2>&1
+echo "   Kconfig: style ok, sdkconfig.h generated (esp-idf-kconfig)"
+
+for version in "5 0" "5 5"; do
+  set -- $version
+  for keys in 0 1; do
+    gcc -std=gnu99 -fsyntax-only -Wall -Wextra -Werror -DOTTER_CHECK_IDF_MAJOR="$1" -DOTTER_CHECK_IDF_MINOR="$2" \
+      -DOTTER_KCONFIG_KEYS="$keys" -I"$OUT" -I"$AGENT/port/espidf/signatures" -I"$AGENT/include" \
+      -I"$AGENT/port/espidf" -I"$AGENT/port/common" "$AGENT/port/espidf/otter_port_espidf.c"
+  done
+  echo "   ESP-IDF port: compiles against the v$1.$2 API declarations, with and without Kconfig keys"
+done
