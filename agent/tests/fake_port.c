@@ -36,8 +36,11 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
 {
     fake_t *f = ctx;
     (void)method;
-    if (f->server_down) return -1;
     const char *path = strstr(url, "/device/v1/");
+    if (path && strcmp(path, "/device/v1/enroll") == 0) {
+        snprintf(f->last_enrol, sizeof f->last_enrol, "%s", body ? body : "");
+    }
+    if (f->server_down) return -1;
     if (!path) return -1;
     if (strcmp(path, "/device/v1/enroll") == 0) {
         f->enroll_count++;
@@ -187,7 +190,12 @@ static int verify(void *ctx, const uint8_t pub[65], const uint8_t *m, size_t n, 
 
 static uint64_t unix_time(void *ctx) { return ((fake_t *)ctx)->now; }
 static void sleep_ms(void *ctx, uint32_t ms) { (void)ctx; (void)ms; }
-static uint32_t rnd(void *ctx) { (void)ctx; return 12345u; }
+static uint32_t rnd(void *ctx)
+{
+    fake_t *f = ctx;
+    f->random_state = f->random_state * 1103515245u + 12345u; /* varies, and repeats per test */
+    return f->random_state >> 1;
+}
 
 void fake_put_image(fake_t *f, uint32_t slot, const uint8_t *img, size_t len)
 {

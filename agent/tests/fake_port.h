@@ -24,6 +24,7 @@ typedef struct {
     int ignore_range;
     int reject_token;          /* answer 401 to the device token until it enrols again */
     char last_checkin[600];    /* the body of the last check-in */
+    char last_enrol[600];      /* the body of the last enrolment */
     uint32_t ranges[64];       /* range_from of each download request */
     char reports[48][200];
     int report_count;
@@ -38,6 +39,7 @@ typedef struct {
     uint8_t state[2048];
     size_t state_len;
     uint64_t now;
+    uint32_t random_state;
     /* One HTTP exchange. */
     uint8_t resp[8192];
     size_t resp_len, resp_pos;

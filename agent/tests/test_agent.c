@@ -335,6 +335,24 @@ static void revoked_token_enrols_again(void)
     CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 2);
 }
 
+static void enrolment_nonce_is_stored_before_the_first_attempt(void)
+{
+    /* The answer to an enrolment can be lost; the repeat must carry the same nonce, so the nonce
+     * is stored before the first request goes out. */
+    new_device(NULL, 0);
+    F.server_down = 1;
+    CHECK(poll(NULL) == OTTER_POLL_RETRY);
+    const char *n = strstr(F.last_enrol, "\"enrollment_nonce\":\"");
+    CHECK(n != NULL);
+    char first[33] = "";
+    if (n) memcpy(first, n + 20, 32);
+    CHECK(strspn(first, "0123456789abcdef") == 32);
+    CHECK(otter_agent_init(&C, &P) == 0); /* a reboot in between */
+    F.server_down = 0;
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 1);
+    CHECK(strstr(F.last_enrol, first) != NULL);
+}
+
 static void damaged_state_starts_fresh(void)
 {
     new_device(NULL, 0);
@@ -391,6 +409,7 @@ int main(void)
     RUN(server_down_backs_off_with_jitter_and_never_updates);
     RUN(malformed_answers_change_nothing);
     RUN(revoked_token_enrols_again);
+    RUN(enrolment_nonce_is_stored_before_the_first_attempt);
     RUN(damaged_state_starts_fresh);
     RUN(outcome_survives_an_unreachable_server);
     RUN(bad_configuration_is_refused);
