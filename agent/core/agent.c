@@ -72,6 +72,7 @@ static struct {
     otter_running_image_t running;
     uint32_t poll_ms;
     uint32_t backoff_ms;
+    uint32_t retry_after_ms;             /* the server asked for this pause (429) */
     volatile int check_now;
     char io[IO_BUF];                     /* request and response bodies, download chunks */
     uint8_t envelope[OTTER_MAX_ENVELOPE];
@@ -157,7 +158,10 @@ static uint32_t next_backoff(void)
 {
     A.backoff_ms = A.backoff_ms ? A.backoff_ms * 2u : BACKOFF_MIN_MS;
     if (A.backoff_ms > BACKOFF_MAX_MS) A.backoff_ms = BACKOFF_MAX_MS;
-    return jitter(A.backoff_ms, 25);
+    uint32_t wait = jitter(A.backoff_ms, 25);
+    if (A.retry_after_ms > wait) wait = A.retry_after_ms; /* an overloaded server's own pause */
+    A.retry_after_ms = 0;
+    return wait;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -180,6 +184,10 @@ static int exchange(const char *method, const char *path, const char *token, siz
     *resp_len = 0;
     if (url_for(path) != 0) return -1;
     if (A.port->http_open(A.port->ctx, method, A.path, token, A.io, 0, &status, &clen) != 0) return -1;
+    if (status == 429 && A.port->http_retry_after) {
+        uint32_t s = A.port->http_retry_after(A.port->ctx);
+        A.retry_after_ms = (s > 3600u ? 3600u : s) * 1000u;
+    }
     size_t n = 0;
     for (;;) {
         if (n >= IO_BUF - 1) { /* an answer larger than any we expect: refuse it */

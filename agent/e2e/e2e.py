@@ -469,6 +469,36 @@ def test_server_down_backs_off(s, opts):
     check(rc == 0 and res["version"] == "2.0.0", f"updates once the server is reachable: {rc} {res}")
 
 
+def test_overloaded_server_retry_after_is_obeyed(s, opts):
+    """otterd sheds load with 429 and Retry-After; the agent waits that long, not its own 5 s."""
+    class Busy(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            body = b'{"error":"overloaded","message":"try later"}'
+            self.send_response(429)
+            self.send_header("Retry-After", "100")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        p = Product(s, "busy")
+        d = p.device(server_url=f"http://127.0.0.1:{httpd.server_address[1]}")
+        rc, res = d.run(polls=3)
+        check(rc == 3 and res["version"] == "1.0.0", f"kept its image, gave up after its polls: {rc} {res}")
+        check(res["slept_ms"] == 3 * 100_000, f"waited Retry-After (100 s) each time: {res}")
+    finally:
+        httpd.shutdown()
+
+
 def test_restart_after_switch_before_confirmation(s, opts):
     """Restarted after the switch, before confirmation: the new image booted once (pending
     verification) and lost power before confirming. The bootloader rolls back; the agent reports

@@ -40,6 +40,8 @@ typedef struct otter_port {
     /* Reads up to `cap` body bytes; returns the count, 0 at the end, negative on error. */
     int (*http_read)(void *ctx, uint8_t *buf, size_t cap);
     void (*http_close)(void *ctx);
+    /* Optional (may be NULL): the seconds of the last answer's Retry-After header, 0 if none. */
+    uint32_t (*http_retry_after)(void *ctx);
 
     /* --- The spare (update) slot. */
     uint32_t (*slot_capacity)(void *ctx);

@@ -42,6 +42,12 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
     }
     if (f->server_down) return -1;
     if (!path) return -1;
+    if (f->busy > 0) {
+        f->busy--;
+        respond(f, status, 429, "{\"error\":\"overloaded\"}", 22);
+        *clen = (uint32_t)f->resp_len;
+        return 0;
+    }
     if (strcmp(path, "/device/v1/enroll") == 0) {
         f->enroll_count++;
         f->reject_token = 0;
@@ -99,6 +105,7 @@ static int http_read(void *ctx, uint8_t *buf, size_t cap)
 }
 
 static void http_close(void *ctx) { (void)ctx; }
+static uint32_t http_retry_after(void *ctx) { return ((fake_t *)ctx)->retry_after; }
 static uint32_t slot_capacity(void *ctx) { return ((fake_t *)ctx)->slot_cap; }
 
 static int slot_begin(void *ctx, uint32_t size, uint32_t keep)
@@ -237,6 +244,7 @@ void fake_init(fake_t *f, otter_port_t *p)
     p->http_open = http_open;
     p->http_read = http_read;
     p->http_close = http_close;
+    p->http_retry_after = http_retry_after;
     p->slot_capacity = slot_capacity;
     p->slot_begin = slot_begin;
     p->slot_write = slot_write;

@@ -22,6 +22,8 @@ typedef struct {
     int tamper_at;             /* serve the image with this byte flipped (-1: none) */
     uint32_t drop_after;       /* close a download after this many body bytes (0: never) */
     int ignore_range;
+    int busy;                  /* answer this many requests 429 with Retry-After: retry_after */
+    uint32_t retry_after;
     int reject_token;          /* answer 401 to the device token until it enrols again */
     char last_checkin[600];    /* the body of the last check-in */
     char last_enrol[600];      /* the body of the last enrolment */

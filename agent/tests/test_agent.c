@@ -304,6 +304,22 @@ static void server_down_backs_off_with_jitter_and_never_updates(void)
     CHECK(poll(&wait) == OTTER_POLL_RETRY && wait <= 5000u + 1250u);
 }
 
+static void overloaded_server_is_given_the_pause_it_asks_for(void)
+{
+    new_device(NULL, 0);
+    F.busy = 1;
+    F.retry_after = 120;
+    uint32_t wait;
+    CHECK(poll(&wait) == OTTER_POLL_RETRY && wait == 120000u); /* more than the 5 s backoff */
+    CHECK(poll(&wait) == OTTER_POLL_IDLE && F.enroll_count == 1);
+    F.busy = 1;
+    F.retry_after = 999999; /* capped at an hour */
+    CHECK(poll(&wait) == OTTER_POLL_RETRY && wait == 3600000u);
+    F.busy = 1;
+    F.retry_after = 1; /* never shorter than the agent's own backoff */
+    CHECK(poll(&wait) == OTTER_POLL_RETRY && wait >= 3750u);
+}
+
 static void malformed_answers_change_nothing(void)
 {
     static const char *answers[] = {
@@ -407,6 +423,7 @@ int main(void)
     RUN(refusals_before_download);
     RUN(expiry_without_a_clock_is_noted_not_refused);
     RUN(server_down_backs_off_with_jitter_and_never_updates);
+    RUN(overloaded_server_is_given_the_pause_it_asks_for);
     RUN(malformed_answers_change_nothing);
     RUN(revoked_token_enrols_again);
     RUN(enrolment_nonce_is_stored_before_the_first_attempt);

@@ -7,7 +7,9 @@
  * the ESP-IDF version that introduced it, in docs/agent.md ("What the ESP-IDF port calls").
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -46,6 +48,7 @@ static struct {
     uint32_t ota_written;
     otter_mbedtls_sha256_t sha;
     const char *ca_pem;
+    uint32_t retry_after;
     int running_known;
     otter_running_image_t running;
 } P;
@@ -59,6 +62,21 @@ static void http_close(void *ctx)
     esp_http_client_close(P.http);
     esp_http_client_cleanup(P.http);
     P.http = NULL;
+}
+
+/* Response headers arrive as events during esp_http_client_fetch_headers. */
+static esp_err_t on_http_event(esp_http_client_event_t *event)
+{
+    if (event->event_id == HTTP_EVENT_ON_HEADER && strcasecmp(event->header_key, "Retry-After") == 0) {
+        P.retry_after = (uint32_t)strtoul(event->header_value, NULL, 10);
+    }
+    return ESP_OK;
+}
+
+static uint32_t http_retry_after(void *ctx)
+{
+    (void)ctx;
+    return P.retry_after;
 }
 
 static int http_open(void *ctx, const char *method, const char *url, const char *bearer,
@@ -76,7 +94,9 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
         .buffer_size = 1024,
         .buffer_size_tx = 1024,
         .keep_alive_enable = false,
+        .event_handler = on_http_event,
     };
+    P.retry_after = 0;
     if (P.ca_pem) {
         config.cert_pem = P.ca_pem;
     } else {
@@ -345,6 +365,7 @@ const otter_port_t *otter_port_espidf(void)
         .http_open = http_open,
         .http_read = http_read,
         .http_close = http_close,
+        .http_retry_after = http_retry_after,
         .slot_capacity = slot_capacity,
         .slot_begin = slot_begin,
         .slot_write = slot_write,

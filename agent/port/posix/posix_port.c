@@ -143,6 +143,11 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+static uint32_t http_retry_after(void *ctx)
+{
+    return ((sim_t *)ctx)->retry_after;
+}
+
 static void http_close(void *ctx)
 {
     sim_t *s = ctx;
@@ -213,8 +218,10 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
         return -1;
     }
     *clen = UINT32_MAX;
+    s->retry_after = 0;
     for (char *line = strstr((char *)s->rx, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
         if (strncasecmp(line, "content-length:", 15) == 0) *clen = (uint32_t)strtoul(line + 15, NULL, 10);
+        if (strncasecmp(line, "retry-after:", 12) == 0) s->retry_after = (uint32_t)strtoul(line + 12, NULL, 10);
         if (strncasecmp(line, "transfer-encoding:", 18) == 0) {
             http_close(s); /* the server sends lengths; chunked bodies are not needed here */
             return -1;
@@ -455,6 +462,7 @@ void sim_port(sim_t *sim, otter_port_t *p)
     p->http_open = http_open;
     p->http_read = http_read;
     p->http_close = http_close;
+    p->http_retry_after = http_retry_after;
     p->slot_capacity = slot_capacity;
     p->slot_begin = slot_begin;
     p->slot_write = slot_write;

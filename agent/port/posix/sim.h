@@ -34,6 +34,7 @@ typedef struct {
     uint8_t rx[2048];
     size_t rx_len, rx_pos;
     uint32_t body_left;       /* UINT32_MAX: until the connection closes */
+    uint32_t retry_after;     /* Retry-After of the last answer, seconds */
     otter_mbedtls_sha256_t sha;
     double time_scale;        /* real sleep = requested * time_scale */
     uint64_t slept_ms;        /* simulated time asleep, for the backoff log */

@@ -104,6 +104,26 @@ esp_err_t esp_ota_mark_app_invalid_rollback_and_reboot(void);
 /* esp_http_client.h */
 typedef struct esp_http_client *esp_http_client_handle_t;
 typedef enum { HTTP_METHOD_GET = 0, HTTP_METHOD_POST, HTTP_METHOD_PUT } esp_http_client_method_t;
+typedef enum {
+    HTTP_EVENT_ERROR = 0,
+    HTTP_EVENT_ON_CONNECTED,
+    HTTP_EVENT_HEADERS_SENT,
+    HTTP_EVENT_ON_HEADER,
+    HTTP_EVENT_ON_DATA,
+    HTTP_EVENT_ON_FINISH,
+    HTTP_EVENT_DISCONNECTED,
+    HTTP_EVENT_REDIRECT,
+} esp_http_client_event_id_t;
+typedef struct esp_http_client_event {
+    esp_http_client_event_id_t event_id;
+    esp_http_client_handle_t client;
+    void *data;
+    int data_len;
+    void *user_data;
+    char *header_key;
+    char *header_value;
+} esp_http_client_event_t;
+typedef esp_err_t (*http_event_handle_cb)(esp_http_client_event_t *evt);
 typedef struct {
     const char *url;
     const char *host;
@@ -120,6 +140,8 @@ typedef struct {
     int timeout_ms;
     bool disable_auto_redirect;
     int max_redirection_count;
+    int max_authorization_retries;
+    http_event_handle_cb event_handler;
     void *user_data;
     int buffer_size;
     int buffer_size_tx;
