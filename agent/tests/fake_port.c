@@ -196,7 +196,12 @@ static int verify(void *ctx, const uint8_t pub[65], const uint8_t *m, size_t n, 
 }
 
 static uint64_t unix_time(void *ctx) { return ((fake_t *)ctx)->now; }
-static void sleep_ms(void *ctx, uint32_t ms) { (void)ctx; (void)ms; }
+static void sleep_ms(void *ctx, uint32_t ms)
+{
+    fake_t *f = ctx;
+    f->slept_ms += ms;
+    if (f->on_sleep) f->on_sleep();
+}
 static uint32_t rnd(void *ctx)
 {
     fake_t *f = ctx;

@@ -42,6 +42,8 @@ typedef struct {
     size_t state_len;
     uint64_t now;
     uint32_t random_state;
+    uint64_t slept_ms;
+    void (*on_sleep)(void); /* called at each sleep, for tests of the run loop */
     /* One HTTP exchange. */
     uint8_t resp[8192];
     size_t resp_len, resp_pos;

@@ -320,6 +320,25 @@ static void overloaded_server_is_given_the_pause_it_asks_for(void)
     CHECK(poll(&wait) == OTTER_POLL_RETRY && wait >= 3750u);
 }
 
+static void offer_update_and_check_now(void)
+{
+    F.envelope = VEC_ENV_OK;
+    F.envelope_len = sizeof VEC_ENV_OK;
+    otter_agent_check_now();
+}
+
+static void run_loop_wakes_up_on_check_now(void)
+{
+    /* Nothing to do at first (the server says: poll in 600 s). During the first second of the
+     * wait, the application asks for a check now and an update appears: the loop installs it and
+     * returns for the reboot, without sleeping out the 600 s. */
+    new_device(NULL, 0);
+    F.on_sleep = offer_update_and_check_now;
+    otter_agent_run();
+    CHECK(F.reboots == 1 && F.activated == 1);
+    CHECK(F.slept_ms == 1000u);
+}
+
 static void malformed_answers_change_nothing(void)
 {
     static const char *answers[] = {
@@ -424,6 +443,7 @@ int main(void)
     RUN(expiry_without_a_clock_is_noted_not_refused);
     RUN(server_down_backs_off_with_jitter_and_never_updates);
     RUN(overloaded_server_is_given_the_pause_it_asks_for);
+    RUN(run_loop_wakes_up_on_check_now);
     RUN(malformed_answers_change_nothing);
     RUN(revoked_token_enrols_again);
     RUN(enrolment_nonce_is_stored_before_the_first_attempt);
