@@ -5,10 +5,10 @@
 //! (an Arduino sketch's flash-mapped code, a MicroPython image's irom0 part, the v2 CRC) is
 //! counted in `trailing_len`: its integrity is what the manifest's SHA-256 covers.
 
-use super::reader::{segment_header, slice, u32_at};
+use super::reader::{segment_data, segment_header, slice, u32_at};
 use super::{
-    sha256, verify_checksum, FlashSettings, ImageError, ImageFormat, ImageInfo, Segment,
-    IMAGE_MAGIC, MAX_SEGMENTS,
+    sha256, verify_checksum, FlashSettings, ImageError, ImageFormat, ImageInfo, IMAGE_MAGIC,
+    MAX_SEGMENTS,
 };
 use crate::Chip;
 
@@ -44,14 +44,9 @@ pub(super) fn parse(file: &[u8], format: ImageFormat) -> Result<ImageInfo, Image
     at += HEADER_LEN;
     for _ in 0..count {
         let (load_addr, len) = segment_header(file, at, "segment header")?;
-        let data_at = at + 8;
-        slice(file, data_at, len as usize, "segment data")?;
-        segments.push(Segment {
-            load_addr,
-            file_offset: data_at,
-            len: len as usize,
-        });
-        at = data_at + len as usize;
+        let segment = segment_data(file, at, load_addr, len)?;
+        at = segment.file_offset + segment.len;
+        segments.push(segment);
     }
 
     let (stored, image_len) = verify_checksum(file, &segments, at)?;

@@ -1,7 +1,7 @@
 //! ESP-IDF application images: `esp_image_header_t`, segments, checksum, validation hash,
 //! `esp_app_desc_t`, and whatever follows (fill, signature sector).
 
-use super::reader::{segment_header, slice, u16_at, u32_at, u32_le};
+use super::reader::{segment_data, segment_header, slice, u16_at, u32_at, u32_le};
 use super::{
     sha256, sigblock, verify_checksum, AppDesc, FlashSettings, ImageError, ImageFormat, ImageInfo,
     Segment, APP_DESC_LEN, APP_DESC_MAGIC, APP_DESC_OFFSET, MAX_SEGMENTS,
@@ -111,14 +111,9 @@ fn read_segments(file: &[u8], count: usize) -> Result<Vec<Segment>, ImageError> 
                 len,
             });
         }
-        let data_at = at + 8;
-        slice(file, data_at, len as usize, "segment data")?;
-        segments.push(Segment {
-            load_addr,
-            file_offset: data_at,
-            len: len as usize,
-        });
-        at = data_at + len as usize;
+        let segment = segment_data(file, at, load_addr, len)?;
+        at = segment.file_offset + segment.len;
+        segments.push(segment);
     }
     Ok(segments)
 }

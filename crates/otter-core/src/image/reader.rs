@@ -1,6 +1,6 @@
 //! Bounds-checked reads at absolute offsets, each naming what it reads for the error.
 
-use super::ImageError;
+use super::{ImageError, Segment};
 
 /// Returns `file[offset..offset + len]`, or a [`ImageError::Truncated`] naming `what`.
 pub(super) fn slice<'a>(
@@ -44,4 +44,21 @@ pub(super) fn segment_header(
 ) -> Result<(u32, u32), ImageError> {
     let b = slice(file, offset, 8, what)?;
     Ok((u32_at(b, 0), u32_at(b, 4)))
+}
+
+/// The segment whose 8-byte header at `header_at` said `load_addr` and `len`: its data must lie
+/// within the file. The next segment header follows at `file_offset + len`.
+pub(super) fn segment_data(
+    file: &[u8],
+    header_at: usize,
+    load_addr: u32,
+    len: u32,
+) -> Result<Segment, ImageError> {
+    let data_at = header_at + 8;
+    slice(file, data_at, len as usize, "segment data")?;
+    Ok(Segment {
+        load_addr,
+        file_offset: data_at,
+        len: len as usize,
+    })
 }
