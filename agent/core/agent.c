@@ -237,6 +237,13 @@ static void report(const char *release_id, const char *state, uint32_t progress,
     if (status < 200 || status > 299) log_line("status report not accepted: ", state);
 }
 
+/* One step of the current release, told to the server and to the application alike. */
+static void step(otter_state_t state, uint32_t progress, const char *reason)
+{
+    report(A.release_id, otter_state_name(state), progress, reason);
+    notify(state, reason);
+}
+
 /* Sends a remembered outcome; keeps it when the server cannot be reached. */
 static int flush_outcome(void)
 {
@@ -304,8 +311,7 @@ static int refuse(const char *reason)
 {
     log_line("refused: ", reason);
     copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
-    report(A.release_id, "refused", 0, reason);
-    notify(OTTER_STATE_REFUSED, reason);
+    step(OTTER_STATE_REFUSED, 0, reason);
     save_state();
     return -1;
 }
@@ -402,8 +408,7 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
         return DL_RETRY;
     }
     offset = (uint32_t)kept;
-    report(A.release_id, "downloading", offset, note);
-    notify(OTTER_STATE_DOWNLOADING, note);
+    step(OTTER_STATE_DOWNLOADING, offset, note);
 
     /* One ranged request per REPORT_EVERY bytes: between them the progress is reported (the
      * port runs one exchange at a time). */
@@ -476,22 +481,25 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     return DL_DONE;
 }
 
+/* The platform would not take a verified image: reported, and the release not tried again. */
+static otter_poll_result_t give_up(const char *reason, uint32_t *wait_ms)
+{
+    copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
+    save_state();
+    step(OTTER_STATE_FAILURE, 0, reason);
+    *wait_ms = A.poll_ms;
+    return OTTER_POLL_IDLE;
+}
+
 /* After a verified download: close the slot, record what is pending, activate, reboot. */
 static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_ms)
 {
-    report(A.release_id, "downloaded", env->image_size, NULL);
-    notify(OTTER_STATE_DOWNLOADED, NULL);
+    step(OTTER_STATE_DOWNLOADED, env->image_size, NULL);
     if (A.port->slot_finish(A.port->ctx) != 0) {
         forget_download();
-        copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
-        save_state();
-        report(A.release_id, "failure", 0, "image rejected by the platform");
-        notify(OTTER_STATE_FAILURE, "image rejected by the platform");
-        *wait_ms = A.poll_ms;
-        return OTTER_POLL_IDLE;
+        return give_up("image rejected by the platform", wait_ms);
     }
-    report(A.release_id, "installing", 0, NULL);
-    notify(OTTER_STATE_INSTALLING, NULL);
+    step(OTTER_STATE_INSTALLING, 0, NULL);
     /* Pending first, then activate: a power cut between the two leaves a pending record for an
      * image that never booted, which the next boot reports as rolled back. */
     A.st.flags |= FLAG_PENDING;
@@ -504,15 +512,9 @@ static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_m
     save_state();
     if (A.port->slot_activate(A.port->ctx) != 0) {
         A.st.flags &= ~FLAG_PENDING;
-        copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
-        save_state();
-        report(A.release_id, "failure", 0, "cannot set the boot partition");
-        notify(OTTER_STATE_FAILURE, "cannot set the boot partition");
-        *wait_ms = A.poll_ms;
-        return OTTER_POLL_IDLE;
+        return give_up("cannot set the boot partition", wait_ms);
     }
-    report(A.release_id, "rebooting", 0, NULL);
-    notify(OTTER_STATE_REBOOTING, NULL);
+    step(OTTER_STATE_REBOOTING, 0, NULL);
     log_line("rebooting into the new image", NULL);
     A.port->reboot(A.port->ctx);
     *wait_ms = 0;

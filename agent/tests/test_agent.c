@@ -190,12 +190,18 @@ static void tampered_image_is_never_activated(void)
     CHECK(poll(NULL) == OTTER_POLL_IDLE && fake_fresh_downloads(&F) == 3);
 }
 
-static void dropped_download_resumes_with_range(void)
+/* A device whose first download the network cut after DROP_AT bytes. */
+static void device_with_an_interrupted_download(void)
 {
     new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
     F.drop_after = DROP_AT;
     CHECK(poll(NULL) == OTTER_POLL_RETRY);
     F.drop_after = 0;
+}
+
+static void dropped_download_resumes_with_range(void)
+{
+    device_with_an_interrupted_download();
     /* The agent restarts (a reboot or a crash) before the next attempt. */
     CHECK(otter_agent_init(&C, &P) == 0);
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
@@ -206,10 +212,7 @@ static void dropped_download_resumes_with_range(void)
 
 static void server_ignoring_range_is_handled(void)
 {
-    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
-    F.drop_after = DROP_AT;
-    CHECK(poll(NULL) == OTTER_POLL_RETRY);
-    F.drop_after = 0;
+    device_with_an_interrupted_download();
     F.ignore_range = 1;
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
     CHECK(memcmp(F.slot[1], VEC_IMAGE, sizeof VEC_IMAGE) == 0);
@@ -219,10 +222,7 @@ static void damaged_partial_download_is_not_trusted(void)
 {
     /* A resumed download whose kept bytes changed (flash corruption) ends in a hash mismatch,
      * never in an activation, and the next attempt starts over. */
-    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
-    F.drop_after = DROP_AT;
-    CHECK(poll(NULL) == OTTER_POLL_RETRY);
-    F.drop_after = 0;
+    device_with_an_interrupted_download();
     F.slot[1][10] ^= 1;
     CHECK(poll(NULL) == OTTER_POLL_RETRY && F.activated == 0);
     CHECK(fake_find_report(&F, "hash mismatch") != NULL);
