@@ -8,6 +8,9 @@ APT_PACKAGES=(
   cmake clang libclang-rt-14-dev llvm libmbedtls-dev
   # Rust: the fuzz crate builds libFuzzer (C++); the CLI tests check key files with OpenSSL
   g++ openssl
+  # Python tools live in a virtual environment under the repository (Debian's own Python refuses
+  # global pip installs)
+  python3 python3-venv
   # agent: size checks for ESP32-C3 (rv32imc) and ESP8266 (Xtensa lx106) with picolibc
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
 )
@@ -30,9 +33,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null; then
-  echo "setup: installing PyPI packages: ${PIP_PACKAGES[*]}"
-  python3 -m pip install -q "${PIP_PACKAGES[@]}"
+# The PyPI tools go into .venv at the repository's root (ignored by git); scripts/test.sh puts
+# .venv/bin first on PATH, so `esptool`, `espsecure`, `compote` and `python3 -m kconfgen` are the
+# venv's. Nothing is installed into the system's Python.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if [ ! -x "$VENV/bin/python3" ]; then
+  echo "setup: creating the Python virtual environment $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null; then
+  echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
+  "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
 fi
 
 command -v cargo-nextest >/dev/null || command -v cargo >/dev/null || {

@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The Python tools (esptool, espsecure, compote, kconfgen) come from the venv setup.sh made.
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== Scripts: setup.sh installs Python tools into the repository's venv only"
+bash scripts/tests/setup_uses_venv.sh
 
 echo "== Rust: build the binaries the end-to-end tests drive"
 cargo build --locked --bins

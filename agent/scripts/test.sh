@@ -11,6 +11,8 @@ AGENT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$AGENT/../target/agent"
 FUZZ_SECONDS="${OTTER_FUZZ_SECONDS:-20}"
 mkdir -p "$OUT"
+# Python tools (compote, kconfgen) come from the repository's venv that scripts/setup.sh makes.
+[ -d "$AGENT/../.venv/bin" ] && export PATH="$AGENT/../.venv/bin:$PATH"
 
 echo "-- agent: host build (gcc, ASan + UBSan) and unit tests"
 cmake -S "$AGENT" -B "$OUT/sanitize" -DOTTER_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
