@@ -203,20 +203,14 @@ int oj_string(const oj_value_t *v, char *out, size_t cap)
         char c = *p++;
         if (c == '\\') {
             c = *p++;
-            switch (c) {
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            case 'u': {
+            /* The scanner let only valid escapes through; '"', '\\', '/' stand for themselves. */
+            const char *e = strchr("b\bf\fn\nr\rt\t", c);
+            if (e && c) c = e[1];
+            if (c == 'u') {
                 int code = (hexval(p[0]) << 12) | (hexval(p[1]) << 8) | (hexval(p[2]) << 4) | hexval(p[3]);
                 p += 4;
                 if (code <= 0 || code >= 0x80) return -1; /* only ASCII is expected here */
                 c = (char)code;
-                break;
-            }
-            default: break; /* '"', '\\', '/' stand for themselves */
             }
         }
         if (n + 1 >= cap) return -1;
