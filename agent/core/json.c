@@ -223,13 +223,12 @@ int oj_string(const oj_value_t *v, char *out, size_t cap)
 int oj_u32(const oj_value_t *v, uint32_t *out)
 {
     if (v->type != OJ_NUMBER || v->len == 0 || v->len > 10) return -1;
-    uint64_t acc = 0;
+    uint32_t acc = 0;
     for (size_t i = 0; i < v->len; i++) {
-        char c = v->start[i];
-        if (c < '0' || c > '9') return -1;
-        acc = acc * 10 + (uint64_t)(c - '0');
+        uint32_t d = (uint32_t)(unsigned char)v->start[i] - '0';
+        if (d > 9 || acc > (0xFFFFFFFFu - d) / 10u) return -1;
+        acc = acc * 10u + d;
     }
-    if (acc > 0xFFFFFFFFu) return -1;
-    *out = (uint32_t)acc;
+    *out = acc;
     return 0;
 }
