@@ -8,8 +8,8 @@
  *          with a streaming SHA-256, resumable with Range -> compare the hash -> activate ->
  *          reboot.
  *
- * Everything that must survive a power cut is in `persist_t`, saved through the port, which
- * writes it atomically.
+ * Everything that must survive a power cut is in three records (id_rec_t, inst_rec_t,
+ * upd_rec_t), each saved through the port, which writes each one atomically.
  */
 #include <string.h>
 
@@ -53,7 +53,9 @@ typedef struct { /* "installed": the last confirmed release and the floor it set
     uint32_t crc;
 } inst_rec_t;
 
-typedef struct { /* "update": the update in progress; losing it costs at most a download */
+/* "update": the update in progress. Losing it costs at most a download, a report not yet
+ * delivered (a pending activation's too), or the memory of a release given up. */
+typedef struct {
     uint32_t flags;               /* the fields up to pend_from are in the order of layout 2 */
     uint32_t dl_size;
     uint32_t dl_offset;
