@@ -400,8 +400,12 @@ def test_simulator_cli(s, opts):
 
     def sim(*args):
         return subprocess.run([SIM, *args], capture_output=True, text=True)
-    r = sim("init", "--dir", work, "--image", p.base, "--bogus", "1")
-    check(r.returncode == 2 and "'--bogus'" in r.stderr, f"an unknown option is named: {r.returncode} {r.stderr}")
+    for bogus in (["--bogus", "1"], ["--bogus"]):
+        r = sim("init", "--dir", work, "--image", p.base, *bogus)
+        check(r.returncode == 2 and "unknown option '--bogus'" in r.stderr,
+              f"an unknown option is named: {r.returncode} {r.stderr}")
+    r = sim("init", "--dir", work, "--image")
+    check(r.returncode == 2 and "--image needs a value" in r.stderr, f"a missing value is named: {r.stderr}")
     r = sim("init", "--dir", work, "--image", p.base, "--slot-size", "lots")
     check(r.returncode == 2 and "--slot-size" in r.stderr and "'lots'" in r.stderr, f"a bad number is named: {r.stderr}")
     # The default slot holds a real 1.75 MB image (MicroPython ESP32) or one of that size.

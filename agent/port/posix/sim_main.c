@@ -292,6 +292,14 @@ int main(int argc, char **argv)
         if (strcmp(a, "--quiet") == 0) { sim.quiet = 1; continue; }
         if (strcmp(a, "--flash-encryption") == 0) { sim.flash_encryption = 1; continue; }
         if (strncmp(a, "--", 2) != 0) usagef("unexpected argument '%s'", a, NULL);
+        static const char *const valued[] = {
+            "--dir", "--image", "--slot-size", "--server", "--product", "--secret", "--hardware-id",
+            "--channel", "--chip", "--chip-id", "--key", "--until-version", "--max-polls",
+            "--fail-self-test", "--fail-self-test-once", "--cut-flash-at", "--cut-download-at",
+            "--cut-at-write", "--time-scale"};
+        size_t opt = 0;
+        while (opt < sizeof valued / sizeof valued[0] && strcmp(a, valued[opt]) != 0) opt++;
+        if (opt == sizeof valued / sizeof valued[0]) usagef("unknown option '%s'", a, NULL);
         if (i + 1 >= argc) usagef("%s needs a value", a, NULL);
         const char *v = argv[++i];
         if (strcmp(a, "--dir") == 0) snprintf(sim.dir, sizeof sim.dir, "%s", v);
