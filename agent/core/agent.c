@@ -8,8 +8,8 @@
  *          with a streaming SHA-256, resumable with Range -> compare the hash -> activate ->
  *          reboot.
  *
- * Everything that must survive a power cut is in `persist_t`, saved through the port, which
- * writes it atomically.
+ * Everything that must survive a power cut is in three records (id_rec_t, inst_rec_t,
+ * upd_rec_t), each saved through the port, which writes each one atomically.
  */
 #include <string.h>
 
@@ -29,19 +29,34 @@
 #define SAVE_EVERY OTTER_SAVE_EVERY
 #define REPORT_EVERY OTTER_REPORT_EVERY
 #define MAX_ATTEMPTS 3            /* downloads of one release that end in a bad hash */
-#define MAX_UNCONFIRMED 2         /* first boots of one release that never reached a verdict */
+#define MAX_FIRST_BOOTS 2         /* first boots of one release that ended in a rollback */
 #define BACKOFF_MIN_MS 5000u
 #define BACKOFF_MAX_MS 900000u
-#define STATE_MAGIC 0x5453544fu   /* "OTST" */
-#define STATE_VERSION 2u
+/* Mixed into every record's CRC: a record of another layout reads as damaged. Change it only
+ * together with a migration of the records it replaces (see migrate_v2). */
+#define RECORD_VERSION 3u
 
 #define FLAG_PENDING 0x1u         /* an image was activated and awaits its first boot */
 
+/* What must survive a power cut is kept in three records, each written atomically and checked
+ * on its own, so that damage to one (or a layout change of one) never costs the others: */
+typedef struct { /* "id": who the device is; written at enrolment */
+    char device_token[TOKEN_LEN];
+    char enrol_nonce[33];         /* chosen once, stored before the first enrolment attempt */
+    uint32_t crc;
+} id_rec_t;
+
+typedef struct { /* "installed": the last confirmed release and the floor it set */
+    uint32_t security_counter;    /* only ever rises */
+    uint8_t installed_sha256[32]; /* the last confirmed release's image (manifest hash) ... */
+    uint8_t installed_port[32];   /* ... and the port's identity of it */
+    uint32_t crc;
+} inst_rec_t;
+
+/* "update": the update in progress. Losing it costs at most a download, a report not yet
+ * delivered (a pending activation's too), or the memory of a release given up. */
 typedef struct {
-    uint32_t magic;
-    uint32_t version;
-    uint32_t security_counter;
-    uint32_t flags;
+    uint32_t flags;               /* the fields up to pend_from are in the order of layout 2 */
     uint32_t dl_size;
     uint32_t dl_offset;
     uint32_t dl_attempts;
@@ -49,25 +64,23 @@ typedef struct {
     uint8_t dl_sha256[32];
     uint8_t pend_sha256[32];      /* the pending release's image (manifest hash) */
     uint8_t pend_from[32];        /* the port's identity of the image it replaces */
-    uint8_t installed_sha256[32]; /* the last confirmed release's image (manifest hash) ... */
-    uint8_t installed_port[32];   /* ... and the port's identity of it */
-    char device_token[TOKEN_LEN];
-    char enrol_nonce[33];         /* chosen once, stored before the first enrolment attempt */
+    uint32_t failed_boots;        /* first boots of failed_boot_release_id that were rolled back */
+    char pend_release_id[ID_LEN]; /* the release ids, one after the other (see load_state) */
     char dl_release_id[ID_LEN];
-    char pend_release_id[ID_LEN];
     char bad_release_id[ID_LEN];  /* refused, or failed too often: not tried again */
-    char unconfirmed_release_id[ID_LEN]; /* rolled back without a self-test verdict ... */
-    uint32_t unconfirmed_count;          /* ... this many times */
+    char failed_boot_release_id[ID_LEN];
     char out_release_id[ID_LEN];  /* an outcome still to report */
     char out_state[16];
     char out_reason[128];
     uint32_t crc;
-} persist_t;
+} upd_rec_t;
 
 static struct {
     const otter_config_t *cfg;
     const otter_port_t *port;
-    persist_t st;
+    id_rec_t id;
+    inst_rec_t inst;
+    upd_rec_t st;
     uint8_t key_ids[OTTER_MAX_TRUSTED_KEYS][8];
     otter_running_image_t running;
     uint32_t poll_ms;
@@ -81,6 +94,8 @@ static struct {
 } A;
 
 /* ------------------------------------------------------------------------------------------ */
+
+static const char MALFORMED[] = "malformed answer: ";
 
 static void log_line(const char *a, const char *b)
 {
@@ -102,29 +117,64 @@ static void copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-static void save_state(void)
+static uint32_t *rec_crc(void *rec, size_t size)
 {
-    A.st.magic = STATE_MAGIC;
-    A.st.version = STATE_VERSION;
-    A.st.crc = otter_crc32((const uint8_t *)&A.st, offsetof(persist_t, crc));
-    if (A.port->state_save(A.port->ctx, &A.st, sizeof A.st) != 0) log_line("cannot save state", NULL);
+    return (uint32_t *)((uint8_t *)rec + size - 4);
+}
+
+static void save_rec(const char *key, void *rec, size_t size)
+{
+    *rec_crc(rec, size) = otter_crc32(rec, size - 4) ^ RECORD_VERSION;
+    if (A.port->state_save(A.port->ctx, key, rec, size) != 0) log_line("cannot save ", key);
+}
+
+/* Returns the bytes stored (0: none, negative: there but unreadable); a damaged record, or one
+ * of another layout, is zeroed. */
+static int load_rec(const char *key, void *rec, size_t size)
+{
+    int n = A.port->state_load(A.port->ctx, key, rec, size);
+    if (n != (int)size || *rec_crc(rec, size) != (otter_crc32(rec, size - 4) ^ RECORD_VERSION)) {
+        if (n > 0) log_line("record discarded: ", key);
+        memset(rec, 0, size);
+    }
+    return n;
+}
+
+#define SAVE(key, rec) save_rec(key, &(rec), sizeof(rec))
+static void save_state(void) { SAVE("update", A.st); }
+static void save_id(void) { SAVE("id", A.id); }
+static void save_inst(void) { SAVE("installed", A.inst); }
+
+/* Layout 2 (before records) was one blob, "state". Its identity, security counter, installed
+ * release and pending activation are carried over (the first boot of the image that brings this
+ * agent is such an activation); a half-done download starts over. */
+static void migrate_v2(void)
+{
+    uint8_t *b = (uint8_t *)A.io;
+    uint32_t crc;
+    /* 716 bytes with a good CRC: layout 2 was the only one of that size. */
+    if (A.port->state_load(A.port->ctx, "state", b, IO_BUF) != 716) return;
+    memcpy(&crc, b + 712, 4);
+    if (crc != otter_crc32(b, 712)) return;
+    memcpy(A.id.device_token, b + 192, TOKEN_LEN + 33);
+    memcpy(&A.inst.security_counter, b + 8, 4);
+    memcpy(A.inst.installed_sha256, b + 128, 64);
+    memcpy(&A.st, b + 12, 116);
+    memcpy(A.st.pend_release_id, b + 369, ID_LEN);
+    save_id();
+    save_inst();
+    save_state();
 }
 
 static void load_state(void)
 {
-    int n = A.port->state_load(A.port->ctx, &A.st, sizeof A.st);
-    if (n == (int)sizeof A.st && A.st.magic == STATE_MAGIC && A.st.version == STATE_VERSION &&
-        A.st.crc == otter_crc32((const uint8_t *)&A.st, offsetof(persist_t, crc))) {
-        /* Strings from storage are terminated before use, whatever is stored. */
-        A.st.device_token[TOKEN_LEN - 1] = A.st.dl_release_id[ID_LEN - 1] = '\0';
-        A.st.enrol_nonce[sizeof A.st.enrol_nonce - 1] = '\0';
-        A.st.pend_release_id[ID_LEN - 1] = A.st.bad_release_id[ID_LEN - 1] = '\0';
-        A.st.out_release_id[ID_LEN - 1] = A.st.out_state[15] = A.st.out_reason[127] = '\0';
-        A.st.unconfirmed_release_id[ID_LEN - 1] = '\0';
-        return;
-    }
-    if (n > 0) log_line("stored state damaged or old; starting fresh", NULL);
-    memset(&A.st, 0, sizeof A.st);
+    int have = load_rec("id", &A.id, sizeof A.id) | load_rec("installed", &A.inst, sizeof A.inst) |
+               load_rec("update", &A.st, sizeof A.st);
+    if (!have) migrate_v2(); /* none of the records: maybe the layout before them */
+    /* Strings from storage are terminated before use, whatever is stored. */
+    A.id.device_token[TOKEN_LEN - 1] = A.id.enrol_nonce[32] = '\0';
+    for (char *id = A.st.pend_release_id; id < A.st.out_state; id += ID_LEN) id[ID_LEN - 1] = '\0';
+    A.st.out_state[15] = A.st.out_reason[127] = '\0';
 }
 
 static void notify(otter_state_t s, const char *reason)
@@ -228,13 +278,13 @@ static int post_status(const char *release_id, const char *state, uint32_t progr
     ot_str(&t, "}");
     if (t.overflow) return -1;
     size_t len;
-    return exchange("POST", "/device/v1/status", A.st.device_token, &len);
+    return exchange("POST", "/device/v1/status", A.id.device_token, &len);
 }
 
+/* A progress report: best effort (what matters is kept as an outcome and sent until delivered). */
 static void report(const char *release_id, const char *state, uint32_t progress, const char *reason)
 {
-    int status = post_status(release_id, state, progress, reason);
-    if (status < 200 || status > 299) log_line("status report not accepted: ", state);
+    post_status(release_id, state, progress, reason);
 }
 
 /* One step of the current release, told to the server and to the application alike. */
@@ -262,15 +312,15 @@ static int flush_outcome(void)
 static int enrol(void)
 {
     otter_text_t t;
-    if (!A.st.enrol_nonce[0]) {
+    if (!A.id.enrol_nonce[0]) {
         uint8_t raw[16];
         for (size_t i = 0; i < sizeof raw; i += 4) {
             uint32_t r = A.port->random(A.port->ctx);
             memcpy(raw + i, &r, 4);
         }
-        ot_init(&t, A.st.enrol_nonce, sizeof A.st.enrol_nonce);
+        ot_init(&t, A.id.enrol_nonce, sizeof A.id.enrol_nonce);
         ot_hex(&t, raw, sizeof raw);
-        save_state();
+        save_id();
     }
     ot_init(&t, A.io, IO_BUF);
     ot_str(&t, "{\"product\":");
@@ -282,24 +332,23 @@ static int enrol(void)
     ot_str(&t, ",\"channel\":");
     ot_json_string(&t, channel());
     ot_str(&t, ",\"enrollment_nonce\":");
-    ot_json_string(&t, A.st.enrol_nonce);
+    ot_json_string(&t, A.id.enrol_nonce);
     ot_str(&t, "}");
     if (t.overflow) return -1;
     size_t len;
     int status = exchange("POST", "/device/v1/enroll", NULL, &len);
     if (status != 201) {
-        log_line(status == 409 ? "enrolment refused: hardware id enrolled already"
-                               : "enrolment failed", NULL);
+        log_line(status == 409 ? "enrolment refused (409)" : "enrolment failed", NULL);
         return -1;
     }
     oj_value_t v;
     if (oj_find(A.io, len, NULL, "device_token", &v) != 0 ||
-        oj_string(&v, A.st.device_token, TOKEN_LEN) <= 0) {
-        A.st.device_token[0] = '\0';
-        log_line("enrolment answer is malformed", NULL);
+        oj_string(&v, A.id.device_token, TOKEN_LEN) <= 0) {
+        A.id.device_token[0] = '\0';
+        log_line(MALFORMED, "enrol");
         return -1;
     }
-    save_state();
+    save_id();
     log_line("enrolled", NULL);
     return 0;
 }
@@ -333,11 +382,11 @@ static int check_release(const otter_envelope_t *env, const char **clock_note)
         ot_u32(&t, A.cfg->chip_id);
         return refuse(reason);
     }
-    if (env->security_counter < A.st.security_counter) {
+    if (env->security_counter < A.inst.security_counter) {
         ot_str(&t, "downgrade: counter ");
         ot_u32(&t, env->security_counter);
         ot_str(&t, " < ");
-        ot_u32(&t, A.st.security_counter);
+        ot_u32(&t, A.inst.security_counter);
         return refuse(reason);
     }
     if (env->flags & OTTER_MF_DELTA) return refuse("delta: whole images only");
@@ -417,12 +466,17 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
         int status = 0;
         uint32_t clen = 0;
         if (url_for(url_path) != 0) return DL_FAILED; /* a report in between reuses A.path */
-        if (A.port->http_open(A.port->ctx, "GET", A.path, A.st.device_token, NULL, offset, &status,
+        if (A.port->http_open(A.port->ctx, "GET", A.path, A.id.device_token, NULL, offset, &status,
                               &clen) != 0) {
             return DL_RETRY;
         }
         if (offset > 0 && status == 200) {
-            /* The server ignored the range: take the whole image from the start. */
+            /* The server ignored the range: take the whole image from the start, in a new write
+             * session (slot writes are sequential). */
+            if (A.port->slot_begin(A.port->ctx, size, 0) != 0) {
+                A.port->http_close(A.port->ctx);
+                return DL_RETRY;
+            }
             offset = 0;
             no_ranges = 1;
             A.port->sha256_begin(A.port->ctx);
@@ -440,19 +494,28 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
         }
         uint32_t saved = offset;
         uint32_t stop = !no_ranges && size - offset > REPORT_EVERY ? offset + REPORT_EVERY : size;
-        while (offset < stop) {
-            uint32_t want = stop - offset < IO_BUF ? stop - offset : IO_BUF;
-            int got = A.port->http_read(A.port->ctx, (uint8_t *)A.io, want);
+        uint32_t held = 0; /* received but not written yet: less than a 16-byte block */
+        while (offset + held < stop) {
+            uint32_t want = stop - offset - held;
+            if (want > IO_BUF - held) want = IO_BUF - held;
+            int got = A.port->http_read(A.port->ctx, (uint8_t *)A.io + held, want);
             if (got <= 0) break;
-            if (A.port->slot_write(A.port->ctx, offset, (const uint8_t *)A.io, (size_t)got) != 0) {
+            held += (uint32_t)got;
+            /* Whole 16-byte blocks only, but for the last bytes of the image: with flash
+             * encryption esp_ota_write keeps a partial block in RAM, and a resume within the same
+             * boot must find on flash every byte it hashes again. */
+            uint32_t n = offset + held == size ? held : held & ~15u;
+            if (n && A.port->slot_write(A.port->ctx, offset, (const uint8_t *)A.io, n) != 0) {
                 A.port->http_close(A.port->ctx);
                 forget_download();
                 save_state();
                 report(A.release_id, "failure", 0, "flash write failed");
                 return DL_FAILED;
             }
-            A.port->sha256_update(A.port->ctx, (const uint8_t *)A.io, (size_t)got);
-            offset += (uint32_t)got;
+            A.port->sha256_update(A.port->ctx, (const uint8_t *)A.io, n);
+            offset += n;
+            held -= n;
+            memmove(A.io, A.io + n, held);
             if (offset - saved >= SAVE_EVERY) {
                 A.st.dl_offset = saved = offset;
                 save_state();
@@ -471,7 +534,6 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     if (memcmp(digest, env->image_sha256, 32) != 0) {
         uint32_t attempts = ++A.st.dl_attempts;
         forget_download();
-        log_line("hash mismatch: image differs from the signed manifest", NULL);
         report(A.release_id, "failure", 0, "hash mismatch: image differs from the signed manifest");
         notify(OTTER_STATE_FAILURE, "hash mismatch");
         if (attempts >= MAX_ATTEMPTS) copy_str(A.st.bad_release_id, ID_LEN, A.release_id);
@@ -515,7 +577,6 @@ static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_m
         return give_up("cannot set the boot partition", wait_ms);
     }
     step(OTTER_STATE_REBOOTING, 0, NULL);
-    log_line("rebooting into the new image", NULL);
     A.port->reboot(A.port->ctx);
     *wait_ms = 0;
     return OTTER_POLL_REBOOT;
@@ -526,7 +587,7 @@ static otter_poll_result_t install(const otter_envelope_t *env, uint32_t *wait_m
  * is the release this agent confirmed last, its manifest hash is used. */
 static const uint8_t *running_sha256(void)
 {
-    if (memcmp(A.running.sha256, A.st.installed_port, 32) == 0) return A.st.installed_sha256;
+    if (memcmp(A.running.sha256, A.inst.installed_port, 32) == 0) return A.inst.installed_sha256;
     return A.running.sha256;
 }
 
@@ -537,7 +598,7 @@ static int checkin(size_t *len)
     ot_str(&t, "{\"version\":");
     ot_json_string(&t, A.running.version);
     ot_str(&t, ",\"security_counter\":");
-    ot_u32(&t, A.st.security_counter);
+    ot_u32(&t, A.inst.security_counter);
     ot_str(&t, ",\"image_sha256\":\"");
     ot_hex(&t, running_sha256(), 32);
     ot_str(&t, "\",\"chip\":");
@@ -546,7 +607,7 @@ static int checkin(size_t *len)
     ot_u32(&t, A.port->slot_capacity(A.port->ctx));
     ot_str(&t, "}");
     if (t.overflow) return -1;
-    return exchange("POST", "/device/v1/checkin", A.st.device_token, len);
+    return exchange("POST", "/device/v1/checkin", A.id.device_token, len);
 }
 
 otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
@@ -554,7 +615,7 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
     *wait_ms = A.poll_ms;
     if (!A.cfg) return OTTER_POLL_BAD_CONFIG;
     A.check_now = 0;
-    if (!A.st.device_token[0] && enrol() != 0) {
+    if (!A.id.device_token[0] && enrol() != 0) {
         *wait_ms = next_backoff();
         return OTTER_POLL_RETRY;
     }
@@ -565,8 +626,8 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
     size_t len;
     int status = checkin(&len);
     if (status == 401) { /* the token was revoked or the device deleted: enrol again */
-        A.st.device_token[0] = '\0';
-        save_state();
+        A.id.device_token[0] = '\0';
+        save_id();
     }
     if (status != 200) {
         log_line("check-in failed", NULL);
@@ -578,7 +639,7 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
     oj_value_t v;
     uint32_t poll_s;
     if (oj_find(A.io, len, NULL, "poll_interval_s", &v) != 0) {
-        log_line("check-in answer is malformed", NULL);
+        log_line(MALFORMED, "check-in");
         *wait_ms = next_backoff();
         return OTTER_POLL_RETRY;
     }
@@ -597,7 +658,7 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
         oj_find(A.io, len, "update", "download_url", &url) != 0 ||
         oj_string(&url, url_path, sizeof url_path) <= 0 ||
         strncmp(url_path, "/device/v1/", 11) != 0) {
-        log_line("the offered update is malformed", NULL);
+        log_line(MALFORMED, "update");
         *wait_ms = next_backoff();
         return OTTER_POLL_RETRY;
     }
@@ -634,6 +695,28 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
     return OTTER_POLL_RETRY;
 }
 
+/* A pending release came back: its first boot failed the self-test, or never reached a verdict
+ * (a crash, the watchdog, a power cut) and the bootloader went back. Neither proves the image bad
+ * (the self-test may have met a network outage), so it is tried once more, the next time the old
+ * image reaches the server and is offered it again; the second time it is given up. */
+static void first_boot_failed(const char *why)
+{
+    if (strcmp(A.st.failed_boot_release_id, A.st.pend_release_id) != 0) {
+        copy_str(A.st.failed_boot_release_id, ID_LEN, A.st.pend_release_id);
+        A.st.failed_boots = 0;
+    }
+    int give_up = ++A.st.failed_boots >= MAX_FIRST_BOOTS;
+    char reason[96];
+    otter_text_t t;
+    ot_init(&t, reason, sizeof reason);
+    ot_str(&t, why);
+    ot_str(&t, give_up ? " again; given up" : "; one more try");
+    set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK, reason);
+    if (give_up) copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id);
+    A.st.flags &= ~FLAG_PENDING;
+    save_state();
+}
+
 /* The first boot of a new image, and the report of what became of an activation. */
 static void boot_checks(void)
 {
@@ -643,13 +726,8 @@ static void boot_checks(void)
     if (A.port->boot_state(A.port->ctx) == OTTER_BOOT_PENDING_VERIFY) {
         int healthy = A.cfg->self_test ? A.cfg->self_test(A.cfg->user) == 0 : 1;
         if (!healthy) {
-            log_line("self-test failed: rolling back", NULL);
-            if (pending) {
-                set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK, "self-test failed on first boot");
-                copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id); /* not offered again */
-            }
-            A.st.flags &= ~FLAG_PENDING;
-            save_state();
+            log_line("self-test failed", NULL);
+            if (pending) first_boot_failed("self-test failed");
             A.port->boot_rollback(A.port->ctx);
             return;
         }
@@ -657,26 +735,15 @@ static void boot_checks(void)
     }
     if (!pending) return;
     if (is_new) {
-        if (A.st.pend_counter > A.st.security_counter) A.st.security_counter = A.st.pend_counter;
-        memcpy(A.st.installed_sha256, A.st.pend_sha256, 32);
-        memcpy(A.st.installed_port, A.running.sha256, 32);
+        /* The floor only rises. */
+        if (A.st.pend_counter > A.inst.security_counter) A.inst.security_counter = A.st.pend_counter;
+        memcpy(A.inst.installed_sha256, A.st.pend_sha256, 32);
+        memcpy(A.inst.installed_port, A.running.sha256, 32);
+        save_inst();
         set_outcome(A.st.pend_release_id, OTTER_STATE_SUCCESS, NULL);
-        log_line("new image confirmed", NULL);
     } else if (!A.st.out_state[0] || strcmp(A.st.out_release_id, A.st.pend_release_id) != 0) {
-        /* The new image booted but never reached a verdict (a crash, the watchdog, or a power
-         * cut during its first boot) and the bootloader went back. A power cut is no proof of a
-         * bad image, so it gets one more try; a second time it is given up. */
-        if (strcmp(A.st.unconfirmed_release_id, A.st.pend_release_id) == 0) {
-            A.st.unconfirmed_count++;
-        } else {
-            copy_str(A.st.unconfirmed_release_id, ID_LEN, A.st.pend_release_id);
-            A.st.unconfirmed_count = 1;
-        }
-        int give_up = A.st.unconfirmed_count >= MAX_UNCONFIRMED;
-        set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK,
-                    give_up ? "not confirmed on first boot, twice; not tried again"
-                            : "not confirmed on first boot; tried once more");
-        if (give_up) copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id);
+        first_boot_failed("not confirmed");
+        return;
     }
     A.st.flags &= ~FLAG_PENDING;
     save_state();

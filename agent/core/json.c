@@ -203,20 +203,14 @@ int oj_string(const oj_value_t *v, char *out, size_t cap)
         char c = *p++;
         if (c == '\\') {
             c = *p++;
-            switch (c) {
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            case 'u': {
+            /* The scanner let only valid escapes through; '"', '\\', '/' stand for themselves. */
+            const char *e = strchr("b\bf\fn\nr\rt\t", c);
+            if (e && c) c = e[1];
+            if (c == 'u') {
                 int code = (hexval(p[0]) << 12) | (hexval(p[1]) << 8) | (hexval(p[2]) << 4) | hexval(p[3]);
                 p += 4;
                 if (code <= 0 || code >= 0x80) return -1; /* only ASCII is expected here */
                 c = (char)code;
-                break;
-            }
-            default: break; /* '"', '\\', '/' stand for themselves */
             }
         }
         if (n + 1 >= cap) return -1;
@@ -229,13 +223,12 @@ int oj_string(const oj_value_t *v, char *out, size_t cap)
 int oj_u32(const oj_value_t *v, uint32_t *out)
 {
     if (v->type != OJ_NUMBER || v->len == 0 || v->len > 10) return -1;
-    uint64_t acc = 0;
+    uint32_t acc = 0;
     for (size_t i = 0; i < v->len; i++) {
-        char c = v->start[i];
-        if (c < '0' || c > '9') return -1;
-        acc = acc * 10 + (uint64_t)(c - '0');
+        uint32_t d = (uint32_t)(unsigned char)v->start[i] - '0';
+        if (d > 9 || acc > (0xFFFFFFFFu - d) / 10u) return -1;
+        acc = acc * 10u + d;
     }
-    if (acc > 0xFFFFFFFFu) return -1;
-    *out = (uint32_t)acc;
+    *out = acc;
     return 0;
 }

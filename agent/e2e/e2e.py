@@ -35,6 +35,7 @@ OTTER = os.path.abspath(os.environ.get("OTTER_BIN", "target/debug/otter"))
 SIM = os.path.abspath(os.environ.get("SIM_BIN", "target/agent/otter-agent-sim"))
 
 IMAGE_SIZE = 300_000  # a little over one 256 KiB download chunk
+REAL_FIRMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "firmware")
 CHIP_IDS = {"esp32": 0, "esp32c3": 5, "esp32s3": 9}
 
 
@@ -308,14 +309,144 @@ class DroppingProxy(HostileServer):
         return True
 
 
-def power_cut_trial(p, label, *cut_args):
+class RangeIgnoringProxy(DroppingProxy):
+    """Cuts the first image download after `drop_after` bytes; afterwards answers every image
+    request as a cache or proxy that ignores Range would: 200 and the whole image."""
+
+    def intercept_image(self, h):
+        if not self.dropped:
+            return super().intercept_image(h)
+        rng = h.headers.get("Range")
+        self.ranges.append(int(rng.split("=")[1].split("-")[0]) if rng else 0)
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
+        conn.request("GET", h.path, headers={"Authorization": h.headers["Authorization"]})  # no Range
+        r = conn.getresponse()
+        data = r.read()
+        h.send_response(r.status)
+        h.send_header("Content-Length", str(len(data)))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(data)
+        return True
+
+
+def test_proxy_ignoring_range_restarts_the_download(s, opts):
+    """A proxy that ignores Range answers a resume with the whole image (200): the agent starts a
+    new write session and writes from the first byte, never out of order (the simulator refuses a
+    write that is not where the session is, as esp_ota_write does)."""
+    p = Product(s, "norange")
+    p.push("2.0.0")
+    proxy = RangeIgnoringProxy(s.url, drop_after=100_007)
+    try:
+        d = p.device(server_url=proxy.url)
+        rc, res = d.run(until="2.0.0")
+        check(rc == 0 and res["version"] == "2.0.0", f"updated through the proxy: {rc} {res} {d.last_stderr[-600:]}")
+        check(proxy.dropped and any(r > 0 for r in proxy.ranges), f"a resume was asked for: {proxy.ranges}")
+        check(not d.reports("failure"), f"no failure on the way: {d.reports('failure')}")
+        check(len(d.reports("success")) == 1, "success reported")
+    finally:
+        proxy.stop()
+
+
+def test_flash_encryption_same_boot_resume(s, opts):
+    """With flash encryption, esp_ota_write keeps a partial 16-byte block in RAM. A download cut at
+    a byte that is not a multiple of 16 and resumed in the same boot must re-hash only what is on
+    flash: no hash mismatch, and the resume starts at the last whole block."""
+    p = Product(s, "encrypted")
+    p.push("2.0.0")
+    proxy = DroppingProxy(s.url, drop_after=100_007)
+    try:
+        d = p.device(server_url=proxy.url)
+        rc, res = d.run("--flash-encryption", until="2.0.0")
+        check(rc == 0 and res["version"] == "2.0.0", f"updated: {rc} {res} {d.last_stderr[-600:]}")
+        check(res["boots"] == 1, f"resumed in the same boot (one reboot, into 2.0.0): {res}")
+        check(100_000 in proxy.ranges, f"resumed at the last whole 16-byte block, 100000: {proxy.ranges}")
+        check(not d.reports("failure"), f"no hash mismatch: {d.reports('failure')}")
+    finally:
+        proxy.stop()
+
+
+def test_damaged_update_record_keeps_the_device(s, opts):
+    """The agent's update record is damaged (a flipped bit): the device keeps its identity (no
+    second enrolment, which otterd would refuse with 409) and its security counter."""
+    p = Product(s, "records")
+    p.push("2.0.0", counter=2)
     d = p.device()
-    rc, _ = d.run(*cut_args, until="2.0.0")
+    rc, res = d.run(until="2.0.0")
+    check(rc == 0, f"updated: {rc} {res}")
+    path = os.path.join(d.dir, "agent-update")
+    raw = bytearray(open(path, "rb").read())
+    raw[5] ^= 0x55
+    open(path, "wb").write(bytes(raw))
+    rc, res = d.run()
+    check(rc == 0 and res["result"] == "idle" and res["version"] == "2.0.0",
+          f"still works after the damage: {rc} {res} {d.last_stderr[-600:]}")
+    devices = [x for x in p.s.otter("device", "list", "--product", p.name)["devices"] if x["hardware_id"] == d.hw]
+    check(len(devices) == 1, f"one device: {devices}")
+    shown = p.s.otter("device", "show", devices[0]["id"])
+    check(shown.get("security_counter", shown.get("device", {}).get("security_counter")) == 2,
+          f"the check-in after the damage still carries counter 2: {shown}")
+
+
+def test_simulator_cli(s, opts):
+    """otter-agent-sim explains itself: --help, errors that name the option or the cause, a default
+    slot that fits real images, --chip and --chip-id that must agree."""
+    h = subprocess.run([SIM, "--help"], capture_output=True, text=True)
+    check(h.returncode == 0, f"--help exits 0: {h.returncode}")
+    for word in ("--slot-size", "--max-polls", "--time-scale", "--flash-encryption", "exit codes", "137"):
+        check(word in h.stdout, f"--help mentions {word}: {h.stdout}")
+    p = Product(s, "cli")
+    work = p.path("cli")
+
+    def sim(*args):
+        return subprocess.run([SIM, *args], capture_output=True, text=True)
+    for bogus in (["--bogus", "1"], ["--bogus"]):
+        r = sim("init", "--dir", work, "--image", p.base, *bogus)
+        check(r.returncode == 2 and "unknown option '--bogus'" in r.stderr,
+              f"an unknown option is named: {r.returncode} {r.stderr}")
+    r = sim("init", "--dir", work, "--image")
+    check(r.returncode == 2 and "--image needs a value" in r.stderr, f"a missing value is named: {r.stderr}")
+    r = sim("init", "--dir", work, "--image", p.base, "--slot-size", "lots")
+    check(r.returncode == 2 and "--slot-size" in r.stderr and "'lots'" in r.stderr, f"a bad number is named: {r.stderr}")
+    # The default slot holds a real 1.75 MB image (MicroPython ESP32) or one of that size.
+    real = os.path.join(REAL_FIRMWARE, "p2-esp32-mpy-st7789-patch", "old.bin")
+    big = real if os.path.exists(real) else p.image("1.0.0", seed=1, size=1_752_656)
+    print(f"    default slot size checked with {'the real image ' + real if big == real else 'a synthetic image'}")
+    r = sim("init", "--dir", p.path("big"), "--image", big)
+    check(r.returncode == 0, f"the default slot holds {os.path.getsize(big)} bytes: {r.stderr}")
+    r = sim("init", "--dir", p.path("small"), "--image", big, "--slot-size", "0x100000")
+    check(r.returncode == 2 and "do not fit" in r.stderr and "1048576" in r.stderr, f"too big is explained: {r.stderr}")
+    d = p.device()
+    base = ["run", "--dir", d.dir, "--product", p.name, "--hardware-id", d.hw, "--key", p.pub, "--max-polls", "2"]
+    r = sim(*base, "--server", s.url, "--secret", p.secret, "--chip", "esp32c3", "--chip-id", "9")
+    check(r.returncode == 2 and "esp32c3" in r.stderr and "9" in r.stderr, f"--chip and --chip-id disagree: {r.stderr}")
+    r = sim(*base, "--server", s.url, "--secret", p.secret)
+    check(r.returncode == 2 and "--chip is required" in r.stderr, f"a missing option is named: {r.stderr}")
+    # A wrong port and a wrong secret fail differently, and say so.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    r = sim(*base, "--server", dead, "--secret", p.secret, "--chip", "esp32c3")
+    port_err = json.loads(r.stdout.strip().splitlines()[-1])["last_error"]
+    check(r.returncode == 3 and "cannot connect" in port_err, f"wrong port: {r.returncode} {port_err}")
+    check("cannot connect" in r.stderr, f"wrong port, on stderr: {r.stderr[-400:]}")
+    r = sim(*base, "--server", s.url, "--secret", "ote_wrong", "--chip", "esp32c3")
+    secret_err = json.loads(r.stdout.strip().splitlines()[-1])["last_error"]
+    check(r.returncode == 3 and "/device/v1/enroll" in secret_err and "HTTP 4" in secret_err,
+          f"wrong secret: {r.returncode} {secret_err}")
+    # --chip alone is enough for a known chip.
+    r = sim(*base, "--server", s.url, "--secret", p.secret, "--chip", "esp32c3")
+    check(r.returncode == 0 and json.loads(r.stdout)["result"] == "idle", f"--chip alone: {r.returncode} {r.stderr[-400:]}")
+
+
+def power_cut_trial(p, label, *cut_args, always=()):
+    d = p.device()
+    rc, _ = d.run(*cut_args, *always, until="2.0.0")
     check(rc in (0, 137), f"{label}: rc {rc}: {d.last_stderr[-400:]}")
     st = d.status()
     check(st["valid"], f"{label}: no valid image in the boot slot after the cut: {st}")
     check(st["version"] in ("1.0.0", "2.0.0"), f"{label}: {st}")
-    rc, res = d.run(until="2.0.0")
+    rc, res = d.run(*always, until="2.0.0")
     check(rc == 0 and res and res["version"] == "2.0.0",
           f"{label}: after the cut the device ends on 2.0.0: rc {rc} {res} {d.last_stderr[-600:]}")
     # Reports are delivered at least once: a cut after the server took one but before the device
@@ -354,10 +485,18 @@ def test_power_cuts(s, opts):
     for _ in range(opts.trials // 3):
         at = rng.randrange(0, IMAGE_SIZE)
         power_cut_trial(p, f"cut at flash byte {at}", "--cut-flash-at", str(at))
-    print(f"    {len(points) + 2 * (opts.trials // 3)} power-cut trials, every one bootable and ending on 2.0.0")
+    # With flash encryption a cut also loses the partial 16-byte block the write session held.
+    encrypted = max(2, opts.trials // 6)
+    for _ in range(encrypted):
+        at = rng.randrange(0, IMAGE_SIZE)
+        power_cut_trial(p, f"cut at flash byte {at}, flash encryption", "--cut-flash-at", str(at),
+                        always=("--flash-encryption",))
+    print(f"    {len(points) + 2 * (opts.trials // 3) + encrypted} power-cut trials, every one bootable and ending on 2.0.0")
 
 
 def test_self_test_failure_rolls_back(s, opts):
+    """A release whose self-test fails is rolled back, tried once more when the old image is back
+    on the server, and given up after the second failure."""
     p = Product(s, "selftest")
     rid = p.push("2.0.0")
     d = p.device()
@@ -365,13 +504,28 @@ def test_self_test_failure_rolls_back(s, opts):
     check(rc == 0 and res["version"] == "1.0.0" and res["slot"] == 0, f"back on 1.0.0: {rc} {res} {d.last_stderr}")
     st = d.status()
     check(st["state"][1] == 4, f"slot 1 marked invalid in otadata: {st}")
-    rolled = d.reports("rolled_back")
-    check(len(rolled) == 1 and rolled[0]["release_id"] == rid and "self-test" in rolled[0]["reason"],
-          f"rolled_back reported with its reason: {rolled}")
-    # The release is not tried again.
+    rolled = sorted(d.reports("rolled_back"), key=lambda h: "given up" in h["reason"])
+    check(len(rolled) == 2 and all(r["release_id"] == rid and "self-test" in r["reason"] for r in rolled),
+          f"rolled_back reported twice with its reason: {rolled}")
+    check("one more try" in rolled[0]["reason"] and "given up" in rolled[1]["reason"], f"then given up: {rolled}")
+    # The release is not tried a third time.
     rc, res = d.run()
     check(rc == 0 and res["version"] == "1.0.0", f"stays on 1.0.0: {res}")
-    check(len([h for h in d.reports("downloaded")]) == 1, "downloaded once")
+    check(len(d.reports("downloaded")) == 2, f"downloaded twice: {d.history()}")
+
+
+def test_self_test_failing_once_is_retried_and_kept(s, opts):
+    """The self-test of a good release fails once (say, Wi-Fi was down during its first boot): the
+    release is installed again once the old image reaches the server, and kept."""
+    p = Product(s, "selftestonce")
+    rid = p.push("2.0.0")
+    d = p.device()
+    rc, res = d.run("--fail-self-test-once", "2.0.0", until="2.0.0")
+    check(rc == 0 and res["version"] == "2.0.0", f"updated on the second try: {rc} {res} {d.last_stderr[-600:]}")
+    rolled = d.reports("rolled_back")
+    check(len(rolled) == 1 and rolled[0]["release_id"] == rid and "one more try" in rolled[0]["reason"],
+          f"one rollback reported: {rolled}")
+    check(len(d.reports("success")) == 1, f"success reported: {d.history()}")
 
 
 def test_untrusted_key_refused(s, opts):

@@ -49,7 +49,11 @@ typedef struct otter_port {
      * bytes written by an earlier, interrupted attempt (0: start over), and erasing the rest.
      * Returns how many bytes it kept (a port may keep fewer, e.g. down to a flash sector
      * boundary, or none when it cannot resume), or a negative value on failure. Writes then
-     * continue sequentially from there. */
+     * continue sequentially from there: a write anywhere else fails (esp_ota_write). The bytes
+     * kept must be on flash, readable with slot_read; the core writes whole 16-byte blocks
+     * until the last write of an image, so that a write session that buffers a partial block
+     * in RAM (esp_ota_write with flash encryption) holds nothing when a download stops. A
+     * call with `keep` 0 ends any session still open and starts a new one. */
     int (*slot_begin)(void *ctx, uint32_t image_size, uint32_t keep);
     int (*slot_write)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
     int (*slot_read)(void *ctx, uint32_t offset, uint8_t *data, size_t len);
@@ -67,10 +71,12 @@ typedef struct otter_port {
     void (*boot_rollback)(void *ctx);
     void (*reboot)(void *ctx);        /* does not return on a device */
 
-    /* --- Persistent state: one small blob, written atomically. load returns the number of
-     * bytes read (0 when there is none). */
-    int (*state_load)(void *ctx, void *buf, size_t cap);
-    int (*state_save)(void *ctx, const void *buf, size_t len);
+    /* --- Persistent state: a few small blobs, each named by `key` (at most 15 characters, an
+     * NVS key) and each written atomically on its own. load returns the number of bytes read (0
+     * when there is none). The core uses the keys "id", "installed", "update", and reads the
+     * older single blob "state" once to migrate it. */
+    int (*state_load)(void *ctx, const char *key, void *buf, size_t cap);
+    int (*state_save)(void *ctx, const char *key, const void *buf, size_t len);
 
     /* --- Crypto. */
     void (*sha256_begin)(void *ctx);

@@ -49,6 +49,16 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
         return 0;
     }
     if (strcmp(path, "/device/v1/enroll") == 0) {
+        /* As otterd: a hardware id enrols once; a repeat needs the nonce of the first. */
+        const char *n = body ? strstr(body, "\"enrollment_nonce\":\"") : NULL;
+        char nonce[40] = "";
+        if (n) sscanf(n + 20, "%39[0-9a-f]", nonce);
+        if (f->enrolled_nonce[0] && strcmp(nonce, f->enrolled_nonce) != 0) {
+            respond(f, status, 409, "{\"error\":\"already_enrolled\"}", 28);
+            *clen = (uint32_t)f->resp_len;
+            return 0;
+        }
+        snprintf(f->enrolled_nonce, sizeof f->enrolled_nonce, "%s", nonce[0] ? nonce : "-");
         f->enroll_count++;
         f->reject_token = 0;
         respond(f, status, 201, ENROLLED, strlen(ENROLLED));
@@ -112,16 +122,47 @@ static int slot_begin(void *ctx, uint32_t size, uint32_t keep)
 {
     fake_t *f = ctx;
     if (size > f->slot_cap) return -1;
+    /* Still open from an attempt in this boot, exactly where the core goes on (the ESP-IDF
+     * port does the same). */
+    if (keep > 0 && f->ota_open && f->ota_written == keep) return (int)keep;
     keep &= ~63u; /* 64-byte "sectors": a port may keep less than asked */
     memset(f->slot[f->running_slot ^ 1] + keep, 0xFF, FAKE_SLOT - keep);
+    f->ota_open = 1;
+    f->ota_written = keep;
+    f->partial_len = 0;
     return (int)keep;
+}
+
+static void program(fake_t *f, uint32_t off, const uint8_t *d, size_t n)
+{
+    memcpy(f->slot[f->running_slot ^ 1] + off, d, n);
 }
 
 static int slot_write(void *ctx, uint32_t off, const uint8_t *d, size_t n)
 {
     fake_t *f = ctx;
-    if (off + n > f->slot_cap) return -1;
-    memcpy(f->slot[f->running_slot ^ 1] + off, d, n);
+    if (!f->ota_open || off != f->ota_written || off + n > f->slot_cap) {
+        f->bad_writes++;
+        return -1;
+    }
+    f->ota_written += (uint32_t)n;
+    if (!f->encrypted) {
+        program(f, off, d, n);
+        return 0;
+    }
+    uint32_t at = off - f->partial_len; /* where the buffered block begins */
+    while (n) {
+        size_t k = 16 - f->partial_len < n ? 16 - f->partial_len : n;
+        memcpy(f->partial + f->partial_len, d, k);
+        f->partial_len += (uint32_t)k;
+        d += k;
+        n -= k;
+        if (f->partial_len == 16) {
+            program(f, at, f->partial, 16);
+            at += 16;
+            f->partial_len = 0;
+        }
+    }
     return 0;
 }
 
@@ -135,6 +176,12 @@ static int slot_read(void *ctx, uint32_t off, uint8_t *d, size_t n)
 static int slot_finish(void *ctx)
 {
     fake_t *f = ctx;
+    if (!f->ota_open) return -1;
+    if (f->partial_len) { /* esp_ota_end pads and writes the last block */
+        memset(f->partial + f->partial_len, 0xFF, 16 - f->partial_len);
+        program(f, f->ota_written - f->partial_len, f->partial, 16);
+    }
+    f->ota_open = 0;
     char v[33];
     uint8_t sha[32];
     return sim_check_image(f->slot[f->running_slot ^ 1], f->slot_cap, v, sha) > 0 ? 0 : -1;
@@ -168,20 +215,43 @@ static int boot_confirm(void *ctx)
 static void boot_rollback(void *ctx) { ((fake_t *)ctx)->rolled_back++; }
 static void reboot(void *ctx) { ((fake_t *)ctx)->reboots++; }
 
-static int state_load(void *ctx, void *buf, size_t cap)
+uint8_t *fake_record(fake_t *f, const char *key, size_t **len)
+{
+    for (size_t i = 0; i < sizeof f->records / sizeof f->records[0]; i++) {
+        if (strcmp(f->records[i].key, key) == 0) {
+            if (len) *len = &f->records[i].len;
+            return f->records[i].data;
+        }
+    }
+    return NULL;
+}
+
+static int state_load(void *ctx, const char *key, void *buf, size_t cap)
 {
     fake_t *f = ctx;
-    size_t n = f->state_len < cap ? f->state_len : cap;
-    memcpy(buf, f->state, n);
+    size_t *len;
+    uint8_t *data = fake_record(f, key, &len);
+    if (!data) return 0;
+    size_t n = *len < cap ? *len : cap;
+    memcpy(buf, data, n);
     return (int)n;
 }
 
-static int state_save(void *ctx, const void *buf, size_t len)
+static int state_save(void *ctx, const char *key, const void *buf, size_t len)
 {
     fake_t *f = ctx;
-    if (len > sizeof f->state) return -1;
-    memcpy(f->state, buf, len);
-    f->state_len = len;
+    size_t *plen;
+    uint8_t *data = fake_record(f, key, &plen);
+    for (size_t i = 0; !data && i < sizeof f->records / sizeof f->records[0]; i++) {
+        if (!f->records[i].key[0]) {
+            snprintf(f->records[i].key, sizeof f->records[i].key, "%s", key);
+            data = f->records[i].data;
+            plen = &f->records[i].len;
+        }
+    }
+    if (!data || len > sizeof f->records[0].data) return -1;
+    memcpy(data, buf, len);
+    *plen = len;
     return 0;
 }
 
@@ -207,6 +277,12 @@ static uint32_t rnd(void *ctx)
     fake_t *f = ctx;
     f->random_state = f->random_state * 1103515245u + 12345u; /* varies, and repeats per test */
     return f->random_state >> 1;
+}
+
+void fake_power_off(fake_t *f)
+{
+    f->ota_open = 0;
+    f->partial_len = 0;
 }
 
 void fake_put_image(fake_t *f, uint32_t slot, const uint8_t *img, size_t len)

@@ -25,6 +25,8 @@ typedef struct {
     int busy;                  /* answer this many requests 429 with Retry-After: retry_after */
     uint32_t retry_after;
     int reject_token;          /* answer 401 to the device token until it enrols again */
+    char enrolled_nonce[40];   /* the nonce of the first enrolment ("": not enrolled yet); a
+                                * later one without it is refused with 409, as otterd does */
     char last_checkin[600];    /* the body of the last check-in */
     char last_enrol[600];      /* the body of the last enrolment */
     uint32_t ranges[64];       /* range_from of each download request */
@@ -34,12 +36,25 @@ typedef struct {
     /* The device. */
     uint8_t slot[2][FAKE_SLOT];
     uint32_t slot_cap;
+    /* The write session of the spare slot, as esp_ota_begin/write/end: writes are sequential
+     * from where the session is (a write elsewhere fails and is counted), and with `encrypted`
+     * the last partial 16-byte block stays in RAM until it is complete or the session ends. */
+    int ota_open;
+    uint32_t ota_written;
+    int encrypted;
+    uint8_t partial[16];
+    uint32_t partial_len;
+    int bad_writes;
     uint32_t running_slot;
     int pending_verify;
     int own_image_ids;         /* running_image reports its own hash, not the file's (as ESP-IDF) */
     int rolled_back, reboots, activated;
-    uint8_t state[2048];
-    size_t state_len;
+    /* Persistent records by key (NVS blobs). */
+    struct {
+        char key[16];
+        uint8_t data[1024];
+        size_t len;
+    } records[4];
     uint64_t now;
     uint32_t random_state;
     uint64_t slept_ms;
@@ -51,6 +66,11 @@ typedef struct {
 } fake_t;
 
 void fake_init(fake_t *f, otter_port_t *p);
+/* A reboot as the port sees it: RAM is lost, so an open write session (and the partial block
+ * it held) is gone. */
+void fake_power_off(fake_t *f);
+/* The stored record `key`, or NULL; *len its length. */
+uint8_t *fake_record(fake_t *f, const char *key, size_t **len);
 /* Installs an image in a slot (the rest 0xFF). */
 void fake_put_image(fake_t *f, uint32_t slot, const uint8_t *img, size_t len);
 /* The first report whose text contains `needle`, or NULL. */

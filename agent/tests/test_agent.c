@@ -3,6 +3,7 @@
  *
  * Built twice: against the core as shipped, and (test_agent_small_chunks) against a core whose
  * download chunks are 256 bytes, so that the 704-byte test image crosses chunk boundaries. */
+#include <stddef.h>
 #include <string.h>
 
 #include "check.h"
@@ -57,9 +58,17 @@ static void new_device(const uint8_t *env, size_t env_len)
     CHECK(otter_agent_init(&C, &P) == 0);
 }
 
+/* A restart of the same image (a reboot, a crash): RAM is lost. */
+static void restart(void)
+{
+    fake_power_off(&F);
+    CHECK(otter_agent_init(&C, &P) == 0);
+}
+
 /* What the bootloader does after the agent activated the spare slot and rebooted. */
 static void boot_new_image(void)
 {
+    fake_power_off(&F);
     F.running_slot ^= 1;
     F.pending_verify = 1;
     F.activated = 0;
@@ -69,6 +78,7 @@ static void boot_new_image(void)
 /* What the bootloader does after a rollback: the previous image, confirmed. */
 static void boot_previous_image(void)
 {
+    fake_power_off(&F);
     F.running_slot ^= 1;
     F.pending_verify = 0;
     CHECK(otter_agent_init(&C, &P) == 0);
@@ -134,7 +144,8 @@ static void port_with_its_own_image_ids_does_not_loop(void)
     CHECK(strstr(F.last_checkin, hex) != NULL);
 }
 
-static void failed_self_test_rolls_back_and_reports(void)
+/* A device whose update to rel_1 failed its self-test on the first boot and rolled back. */
+static void device_after_a_failed_self_test(void)
 {
     new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
@@ -143,12 +154,37 @@ static void failed_self_test_rolls_back_and_reports(void)
     CHECK(F.rolled_back == 1);
     boot_previous_image();
     CHECK(self_test_runs == 1); /* the old image is not pending: no self-test */
-    CHECK(poll(NULL) == OTTER_POLL_IDLE);
+}
+
+static void failed_self_test_is_retried_once_after_the_old_image_is_back(void)
+{
+    /* A self-test that failed for a passing reason (the network was down during the first boot)
+     * must not blacklist a good release: once the old image reaches the server again, the release
+     * is installed once more, and this time it passes. */
+    device_after_a_failed_self_test();
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
     const char *r = fake_find_report(&F, "\"rolled_back\"");
-    CHECK(r && strstr(r, "self-test failed") && strstr(r, "rel_1"));
+    CHECK(r && strstr(r, "self-test failed") && strstr(r, "one more try") && strstr(r, "rel_1"));
     CHECK(strstr(F.last_checkin, "\"version\":\"1.0.0\"") && strstr(F.last_checkin, "\"security_counter\":0"));
+    CHECK(fake_fresh_downloads(&F) == 2);
+    self_test_result = 0;
+    boot_new_image();
+    CHECK(F.pending_verify == 0 && F.rolled_back == 1); /* confirmed */
+    CHECK(poll(NULL) == OTTER_POLL_IDLE);
+    CHECK(report_count_with("\"success\"") == 1 && strstr(F.last_checkin, "\"version\":\"2.0.0\""));
+}
+
+static void failed_self_test_twice_gives_the_release_up(void)
+{
+    device_after_a_failed_self_test();
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT); /* the one retry */
+    boot_new_image();                       /* fails again */
+    CHECK(F.rolled_back == 2);
+    boot_previous_image();
+    CHECK(poll(NULL) == OTTER_POLL_IDLE);
+    CHECK(report_count_with("\"rolled_back\"") == 2 && fake_find_report(&F, "again; given up"));
     /* Not downloaded again. */
-    CHECK(poll(NULL) == OTTER_POLL_IDLE && fake_fresh_downloads(&F) == 1);
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && fake_fresh_downloads(&F) == 2);
 }
 
 static void image_that_never_confirms_is_retried_once(void)
@@ -157,14 +193,14 @@ static void image_that_never_confirms_is_retried_once(void)
      * old one. That is tried once more, then given up. */
     new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
-    CHECK(otter_agent_init(&C, &P) == 0); /* still the old image, not pending */
+    restart(); /* still the old image, not pending */
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
     const char *r = fake_find_report(&F, "\"rolled_back\"");
-    CHECK(r && strstr(r, "not confirmed") && strstr(r, "tried once more"));
+    CHECK(r && strstr(r, "not confirmed") && strstr(r, "one more try"));
     CHECK(fake_fresh_downloads(&F) == 2);
-    CHECK(otter_agent_init(&C, &P) == 0); /* and again */
+    restart(); /* and again */
     CHECK(poll(NULL) == OTTER_POLL_IDLE);
-    CHECK(report_count_with("\"rolled_back\"") == 2 && fake_find_report(&F, "not tried again"));
+    CHECK(report_count_with("\"rolled_back\"") == 2 && fake_find_report(&F, "given up"));
     CHECK(poll(NULL) == OTTER_POLL_IDLE && fake_fresh_downloads(&F) == 2);
 }
 
@@ -203,19 +239,41 @@ static void dropped_download_resumes_with_range(void)
 {
     device_with_an_interrupted_download();
     /* The agent restarts (a reboot or a crash) before the next attempt. */
-    CHECK(otter_agent_init(&C, &P) == 0);
+    restart();
     CHECK(poll(NULL) == OTTER_POLL_REBOOT);
     /* Resumed from the last whole 64-byte "sector" the fake port kept. */
     CHECK(fake_fresh_downloads(&F) == 1 && fake_requested_range(&F, DROP_AT & ~63u));
     CHECK(memcmp(F.slot[1], VEC_IMAGE, sizeof VEC_IMAGE) == 0);
 }
 
-static void server_ignoring_range_is_handled(void)
+static void same_boot_resume_under_flash_encryption_hashes_only_what_is_on_flash(void)
 {
-    device_with_an_interrupted_download();
-    F.ignore_range = 1;
-    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    /* With flash encryption the write session keeps a partial 16-byte block in RAM. A download
+     * resumed in the same boot must go on from bytes that are on flash, or the hash of the kept
+     * bytes is wrong and a good release ends up refused. */
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    F.encrypted = 1;
+    F.drop_after = DROP_AT; /* not a multiple of 16 */
+    CHECK(poll(NULL) == OTTER_POLL_RETRY);
+    F.drop_after = 0;
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT); /* the same boot: the session is still open */
+    CHECK(!fake_find_report(&F, "hash mismatch") && F.bad_writes == 0);
+    CHECK(fake_fresh_downloads(&F) == 1 && fake_requested_range(&F, DROP_AT & ~15u));
     CHECK(memcmp(F.slot[1], VEC_IMAGE, sizeof VEC_IMAGE) == 0);
+}
+
+static void server_ignoring_range_restarts_the_write_session(void)
+{
+    /* A proxy that ignores Range answers 200 with the whole image: the slot is written again from
+     * its first byte in a new write session, never out of order (esp_ota_write is sequential). */
+    for (int reboot = 0; reboot < 2; reboot++) {
+        device_with_an_interrupted_download();
+        if (reboot) restart();
+        F.ignore_range = 1;
+        CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+        CHECK(F.bad_writes == 0 && !fake_find_report(&F, "flash write failed"));
+        CHECK(memcmp(F.slot[1], VEC_IMAGE, sizeof VEC_IMAGE) == 0);
+    }
 }
 
 static void damaged_partial_download_is_not_trusted(void)
@@ -382,22 +440,104 @@ static void enrolment_nonce_is_stored_before_the_first_attempt(void)
     char first[33] = "";
     if (n) memcpy(first, n + 20, 32);
     CHECK(strspn(first, "0123456789abcdef") == 32);
-    CHECK(otter_agent_init(&C, &P) == 0); /* a reboot in between */
+    restart(); /* a reboot in between */
     F.server_down = 0;
     CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 1);
     CHECK(strstr(F.last_enrol, first) != NULL);
 }
 
-static void damaged_state_starts_fresh(void)
+/* Damages the stored record `key` (a flipped bit, or a record of another layout). */
+static void damage_record(const char *key)
 {
+    uint8_t *r = fake_record(&F, key, NULL);
+    CHECK(r != NULL);
+    if (r) r[5] ^= 0x55;
+}
+
+static void damaged_update_record_keeps_identity_and_counter(void)
+{
+    /* The device runs release rel_1 (counter 3). Its update record is damaged: it must keep its
+     * token (a second enrolment without the right nonce is refused with 409 for good, as otterd
+     * does) and its security counter (a downgrade stays refused). */
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    boot_new_image();
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 1);
+    damage_record("update");
+    restart();
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 1);
+    CHECK(strstr(F.last_checkin, "\"security_counter\":3") != NULL);
+    F.envelope = VEC_ENV_LOW; /* 1.0.0 signed with counter 1 */
+    F.envelope_len = sizeof VEC_ENV_LOW;
+    F.image = VEC_BASE_IMAGE;
+    F.image_len = sizeof VEC_BASE_IMAGE;
+    CHECK(poll(NULL) == OTTER_POLL_IDLE);
+    CHECK(fake_find_report(&F, "downgrade: counter 1 < 3") != NULL);
+    /* A short or foreign blob in place of a record is no different. */
+    size_t *len;
+    CHECK(fake_record(&F, "update", &len) != NULL);
+    *len = 7;
+    restart();
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 1);
+}
+
+static void damaged_identity_enrols_again_and_is_refused(void)
+{
+    /* Without its nonce the device cannot prove it is the one that enrolled: otterd (and the fake)
+     * answer 409, and the agent reports and retries rather than pretending to work. */
     new_device(NULL, 0);
     CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 1);
-    F.state[20] ^= 0x55;
-    CHECK(otter_agent_init(&C, &P) == 0);
-    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 2);
-    F.state_len = 7; /* a short blob */
-    CHECK(otter_agent_init(&C, &P) == 0);
-    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 3);
+    damage_record("id");
+    restart();
+    CHECK(poll(NULL) == OTTER_POLL_RETRY && F.enroll_count == 1);
+}
+
+/* The stored state of agents before records (layout 2): one blob, "state". */
+typedef struct {
+    uint32_t magic, version, security_counter, flags, dl_size, dl_offset, dl_attempts, pend_counter;
+    uint8_t dl_sha256[32], pend_sha256[32], pend_from[32], installed_sha256[32], installed_port[32];
+    char device_token[96], enrol_nonce[33], dl_release_id[48], pend_release_id[48], bad_release_id[48],
+        unconfirmed_release_id[48];
+    uint32_t unconfirmed_count;
+    char out_release_id[48], out_state[16], out_reason[128];
+    uint32_t crc;
+} layout2_t;
+
+static void layout_2_state_is_migrated(void)
+{
+    /* A device updates from an agent with layout 2 to this one: the first boot of the new image
+     * keeps the device's identity and counter, and reports the activation that brought it. */
+    static const char nonce[] = "00112233445566778899aabbccddeeff";
+    new_device(NULL, 0);
+    F.records[0].key[0] = '\0'; /* a clean slate: nothing but the old blob */
+    F.records[1].key[0] = F.records[2].key[0] = F.records[3].key[0] = '\0';
+    layout2_t old;
+    memset(&old, 0, sizeof old);
+    old.magic = 0x5453544fu;
+    old.version = 2;
+    old.security_counter = 2;
+    old.flags = 1; /* an activation pending ... */
+    old.pend_counter = 3;
+    memset(old.pend_from, 0xAB, 32); /* ... from an image that is not the one running */
+    snprintf(old.pend_release_id, sizeof old.pend_release_id, "rel_1");
+    snprintf(old.device_token, sizeof old.device_token, "otd_test");
+    memcpy(old.enrol_nonce, nonce, 33);
+    old.crc = otter_crc32((const uint8_t *)&old, offsetof(layout2_t, crc));
+    CHECK(sizeof old == 716);
+    snprintf(F.records[0].key, sizeof F.records[0].key, "state");
+    memcpy(F.records[0].data, &old, sizeof old);
+    F.records[0].len = sizeof old;
+    memcpy(F.enrolled_nonce, nonce, 33); /* the server knows this device */
+    F.pending_verify = 1;
+    restart();
+    CHECK(F.pending_verify == 0); /* confirmed */
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 0);
+    const char *r = fake_find_report(&F, "\"success\"");
+    CHECK(r && strstr(r, "rel_1"));
+    CHECK(strstr(F.last_checkin, "\"security_counter\":3") != NULL);
+    /* Migrated once: the records are what is read from now on. */
+    restart();
+    CHECK(poll(NULL) == OTTER_POLL_IDLE && F.enroll_count == 0 && report_count_with("\"success\"") == 1);
 }
 
 static void outcome_survives_an_unreachable_server(void)
@@ -407,7 +547,7 @@ static void outcome_survives_an_unreachable_server(void)
     F.server_down = 1;
     boot_new_image();
     CHECK(poll(NULL) == OTTER_POLL_RETRY);
-    CHECK(otter_agent_init(&C, &P) == 0); /* and a restart */
+    restart(); /* and a restart */
     F.server_down = 0;
     CHECK(poll(NULL) == OTTER_POLL_IDLE);
     CHECK(report_count_with("\"success\"") == 1);
@@ -431,12 +571,14 @@ int main(void)
 {
     RUN(happy_path_installs_confirms_and_reports);
     RUN(port_with_its_own_image_ids_does_not_loop);
-    RUN(failed_self_test_rolls_back_and_reports);
+    RUN(failed_self_test_is_retried_once_after_the_old_image_is_back);
+    RUN(failed_self_test_twice_gives_the_release_up);
     RUN(image_that_never_confirms_is_retried_once);
     RUN(untrusted_signature_is_refused_once);
     RUN(tampered_image_is_never_activated);
     RUN(dropped_download_resumes_with_range);
-    RUN(server_ignoring_range_is_handled);
+    RUN(same_boot_resume_under_flash_encryption_hashes_only_what_is_on_flash);
+    RUN(server_ignoring_range_restarts_the_write_session);
     RUN(damaged_partial_download_is_not_trusted);
     RUN(downgrade_is_refused);
     RUN(refusals_before_download);
@@ -447,7 +589,9 @@ int main(void)
     RUN(malformed_answers_change_nothing);
     RUN(revoked_token_enrols_again);
     RUN(enrolment_nonce_is_stored_before_the_first_attempt);
-    RUN(damaged_state_starts_fresh);
+    RUN(damaged_update_record_keeps_identity_and_counter);
+    RUN(damaged_identity_enrols_again_and_is_refused);
+    RUN(layout_2_state_is_migrated);
     RUN(outcome_survives_an_unreachable_server);
     RUN(bad_configuration_is_refused);
     return check_failures != 0;

@@ -35,7 +35,6 @@
 static const char *TAG = "otter";
 
 #define NVS_NAMESPACE "otter"
-#define NVS_KEY "state"
 #define SECTOR 4096u
 /* Before this (2023-11-14) the clock was never set: SNTP has not run. */
 #define CLOCK_SET_AFTER 1700000000ull
@@ -292,24 +291,27 @@ static void reboot(void *ctx)
 
 /* ---------------------------------------------------------------- state in NVS */
 
-/* NVS writes a blob atomically: after a power cut the old value or the new one is there. */
-static int state_load(void *ctx, void *buf, size_t cap)
+/* One NVS blob per record key ("id", "installed", "update"; "state" is the layout before
+ * records, read once to migrate it). NVS writes a blob atomically: after a power cut the old
+ * value or the new one is there. */
+static int state_load(void *ctx, const char *key, void *buf, size_t cap)
 {
     (void)ctx;
     nvs_handle_t nvs;
     if (nvs_open(NVS_NAMESPACE, NVS_READONLY, &nvs) != ESP_OK) return 0;
     size_t len = cap;
-    esp_err_t err = nvs_get_blob(nvs, NVS_KEY, buf, &len);
+    esp_err_t err = nvs_get_blob(nvs, key, buf, &len);
     nvs_close(nvs);
+    if (err == ESP_ERR_NVS_INVALID_LENGTH) return -1; /* there, but larger: another layout */
     return err == ESP_OK ? (int)len : 0;
 }
 
-static int state_save(void *ctx, const void *buf, size_t len)
+static int state_save(void *ctx, const char *key, const void *buf, size_t len)
 {
     (void)ctx;
     nvs_handle_t nvs;
     if (nvs_open(NVS_NAMESPACE, NVS_READWRITE, &nvs) != ESP_OK) return -1;
-    esp_err_t err = nvs_set_blob(nvs, NVS_KEY, buf, len);
+    esp_err_t err = nvs_set_blob(nvs, key, buf, len);
     if (err == ESP_OK) err = nvs_commit(nvs);
     nvs_close(nvs);
     return err == ESP_OK ? 0 : -1;

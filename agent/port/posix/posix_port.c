@@ -3,6 +3,7 @@
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -143,6 +144,17 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Remembers (and, unless --quiet, logs) why an exchange failed: a wrong port and a wrong secret
+ * must not look alike. */
+static void http_error(sim_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->last_error, sizeof s->last_error, fmt, ap);
+    va_end(ap);
+    if (!s->quiet) fprintf(stderr, "sim: %s\n", s->last_error);
+}
+
 static uint32_t http_retry_after(void *ctx)
 {
     return ((sim_t *)ctx)->retry_after;
@@ -161,10 +173,16 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
     sim_t *s = ctx;
     char host[128], port[8];
     const char *path;
-    if (parse_url(url, host, sizeof host, port, sizeof port, &path) != 0) return -1;
+    if (parse_url(url, host, sizeof host, port, sizeof port, &path) != 0) {
+        http_error(s, "%s: not a plain http:// URL with a host", url);
+        return -1;
+    }
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) return -1;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
+        http_error(s, "%s %s: cannot resolve %s", method, url, host);
+        return -1;
+    }
     s->sock = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     struct timeval tv = {10, 0};
     if (s->sock >= 0) {
@@ -174,6 +192,7 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
     int rc = s->sock < 0 ? -1 : connect(s->sock, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
     if (rc != 0) {
+        http_error(s, "%s %s: cannot connect to %s:%s (%s)", method, url, host, port, strerror(errno));
         http_close(s);
         return -1;
     }
@@ -229,6 +248,10 @@ static int http_open(void *ctx, const char *method, const char *url, const char 
     }
     s->rx_pos = (size_t)(end + 4 - (char *)s->rx);
     s->body_left = *clen;
+    if (*status >= 400) { /* with the start of the server's error body, when it came along */
+        size_t shown = s->rx_len - s->rx_pos < 160 ? s->rx_len - s->rx_pos : 160;
+        http_error(s, "%s %s: HTTP %d %.*s", method, path, *status, (int)shown, (char *)s->rx + s->rx_pos);
+    }
     return 0;
 }
 
@@ -276,10 +299,18 @@ static int open_spare(sim_t *s, int flags)
     return open(path, flags, 0600);
 }
 
+/* The write session of the spare slot follows esp_ota_begin/esp_ota_resume/esp_ota_write/
+ * esp_ota_end as the ESP-IDF port uses them: a session still open from this boot goes on where it
+ * is; otherwise whole sectors are kept (esp_ota_resume) and the rest erased. Writes are
+ * sequential, and with --flash-encryption a partial 16-byte block stays in RAM until it is
+ * complete or the session ends, as esp_ota_write does with flash encryption. */
 static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
 {
     sim_t *s = ctx;
     if (image_size > s->slot_size || keep > image_size) return -1;
+    if (keep > 0 && s->ota_open && s->ota_written == keep) return (int)keep;
+    s->ota_open = 0;          /* esp_ota_abort: a buffered partial block is lost */
+    s->partial_len = 0;
     keep &= ~(uint32_t)(SIM_SECTOR - 1); /* erasing works on whole sectors, as on flash */
     int fd = open_spare(s, O_RDWR | O_CREAT);
     if (fd < 0) return -1;
@@ -298,14 +329,15 @@ static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
         s->otadata.state[spare_slot(s)] = IMG_EMPTY;
         rc = sim_write_otadata(s);
     }
-    return rc == 0 ? (int)keep : -1;
+    if (rc != 0) return -1;
+    s->ota_open = 1;
+    s->ota_written = keep;
+    return (int)keep;
 }
 
-static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+/* Programs flash as NOR flash does; the power may be cut at a chosen byte. */
+static int program(sim_t *s, uint32_t offset, const uint8_t *data, size_t len)
 {
-    sim_t *s = ctx;
-    if ((uint64_t)offset + len > s->slot_size) return -1;
-    sim_count_write(s, "slot");
     int fd = open_spare(s, O_RDWR);
     if (fd < 0) return -1;
     size_t n = len;
@@ -331,6 +363,38 @@ static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t le
     return rc;
 }
 
+static int slot_write(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+{
+    sim_t *s = ctx;
+    if (!s->ota_open || offset != s->ota_written) {
+        fprintf(stderr, "sim: slot write at %u refused: the write session %s (esp_ota_write is sequential)\n",
+                offset, s->ota_open ? "is elsewhere" : "is not open");
+        if (s->ota_open) fprintf(stderr, "sim:   the session is at %u\n", s->ota_written);
+        return -1;
+    }
+    if ((uint64_t)offset + len > s->slot_size) return -1;
+    sim_count_write(s, "slot");
+    s->ota_written += (uint32_t)len;
+    if (!s->flash_encryption) return program(s, offset, data, len);
+    uint32_t at = offset - s->partial_len; /* where the buffered block begins */
+    if (s->partial_len) {
+        size_t k = 16 - s->partial_len < len ? 16 - s->partial_len : len;
+        memcpy(s->partial + s->partial_len, data, k);
+        s->partial_len += (uint32_t)k;
+        data += k;
+        len -= k;
+        if (s->partial_len < 16) return 0;
+        if (program(s, at, s->partial, 16) != 0) return -1;
+        at += 16;
+        s->partial_len = 0;
+    }
+    size_t whole = len & ~(size_t)15;
+    if (whole && program(s, at, data, whole) != 0) return -1;
+    memcpy(s->partial, data + whole, len - whole);
+    s->partial_len = (uint32_t)(len - whole);
+    return 0;
+}
+
 static int slot_read(void *ctx, uint32_t offset, uint8_t *data, size_t len)
 {
     sim_t *s = ctx;
@@ -344,6 +408,13 @@ static int slot_read(void *ctx, uint32_t offset, uint8_t *data, size_t len)
 static int slot_finish(void *ctx)
 {
     sim_t *s = ctx;
+    if (!s->ota_open) return -1;
+    s->ota_open = 0;
+    if (s->partial_len) { /* esp_ota_end pads the last block and writes it */
+        memset(s->partial + s->partial_len, 0xFF, 16 - s->partial_len);
+        if (program(s, s->ota_written - s->partial_len, s->partial, 16) != 0) return -1;
+        s->partial_len = 0;
+    }
     uint8_t *img = sim_read_slot(s, spare_slot(s));
     char version[33];
     uint8_t sha[32];
@@ -403,15 +474,20 @@ static void reboot(void *ctx)
 
 /* ---------------------------------------------------------------- state, crypto, time */
 
-static int state_load(void *ctx, void *buf, size_t cap)
+/* Each record is a file "agent-KEY", written atomically (NVS writes a blob atomically). */
+static int state_load(void *ctx, const char *key, void *buf, size_t cap)
 {
-    return read_file(ctx, "agent-state", buf, cap);
+    char name[40];
+    snprintf(name, sizeof name, "agent-%s", key);
+    return read_file(ctx, name, buf, cap);
 }
 
-static int state_save(void *ctx, const void *buf, size_t len)
+static int state_save(void *ctx, const char *key, const void *buf, size_t len)
 {
+    char name[40];
+    snprintf(name, sizeof name, "agent-%s", key);
     sim_count_write(ctx, "state");
-    return sim_write_file_atomic(ctx, "agent-state", buf, len);
+    return sim_write_file_atomic(ctx, name, buf, len);
 }
 
 static void sha_begin(void *ctx) { otter_mbedtls_sha256_begin(&((sim_t *)ctx)->sha); }

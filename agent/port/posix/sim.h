@@ -29,6 +29,11 @@ typedef struct {
     char cut_kind[16];
     int64_t writes;          /* persistent writes of that kind so far in this boot */
     int64_t flash_written;
+    int ota_open;             /* the spare slot's write session (esp_ota_begin ... esp_ota_end) */
+    uint32_t ota_written;     /* where the next write must go */
+    int flash_encryption;     /* write whole 16-byte blocks, buffering a partial one in RAM */
+    uint8_t partial[16];
+    uint32_t partial_len;
     int64_t downloaded;
     int sock;
     uint8_t rx[2048];
@@ -39,6 +44,7 @@ typedef struct {
     double time_scale;        /* real sleep = requested * time_scale */
     uint64_t slept_ms;        /* simulated time asleep, for the backoff log */
     int quiet;
+    char last_error[256];     /* the last failed exchange: no connection, or an HTTP error */
 } sim_t;
 
 /* Fills `port` with the simulator's functions. */

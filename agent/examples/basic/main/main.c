@@ -69,6 +69,9 @@ static otter_config_t cfg;
 void app_main(void)
 {
     esp_err_t err = nvs_flash_init();
+    /* ESP-IDF's usual recovery. Beware: erasing NVS also erases the Otter agent's identity and
+     * security counter (namespace "otter"); the server then refuses the device's new enrolment
+     * (409) until an admin allows it again. See docs/agent.md, "Do not erase NVS lightly". */
     if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
         ESP_ERROR_CHECK(nvs_flash_erase());
         err = nvs_flash_init();

@@ -166,6 +166,8 @@ esp_err_t esp_http_client_cleanup(esp_http_client_handle_t client);
 esp_err_t esp_crt_bundle_attach(void *conf);
 
 /* nvs.h (nvs_flash) */
+#define ESP_ERR_NVS_BASE 0x1100
+#define ESP_ERR_NVS_INVALID_LENGTH (ESP_ERR_NVS_BASE + 0x0c)
 typedef uint32_t nvs_handle_t;
 typedef enum { NVS_READONLY, NVS_READWRITE } nvs_open_mode_t;
 esp_err_t nvs_open(const char *namespace_name, nvs_open_mode_t open_mode, nvs_handle_t *out_handle);
