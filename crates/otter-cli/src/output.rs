@@ -1,5 +1,7 @@
 //! Printing results: human text by default, one JSON document on stdout with `--json`.
 
+use std::io::Write;
+
 use serde_json::Value;
 
 use crate::error::CliError;
@@ -14,14 +16,11 @@ impl Output {
     /// Prints a result: `value` as JSON, or the text `human` builds for people.
     pub fn emit(&self, value: &Value, human: impl FnOnce() -> String) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).expect("JSON values serialise")
-            );
+            stdout_line(&serde_json::to_string_pretty(value).expect("JSON values serialise"));
         } else {
             let text = human();
             if !text.is_empty() {
-                println!("{}", text.trim_end());
+                stdout_line(text.trim_end());
             }
         }
     }
@@ -29,21 +28,38 @@ impl Output {
     /// A side note for people (stderr), silent in JSON mode.
     pub fn note(&self, text: &str) {
         if !self.json {
-            eprintln!("{text}");
+            stderr_line(text);
         }
     }
 
     /// Prints an error on stderr: `{"error", "message"}` in JSON mode.
     pub fn error(&self, err: &CliError) {
         if self.json {
-            eprintln!(
-                "{}",
-                serde_json::json!({"error": err.code, "message": err.message})
+            stderr_line(
+                &serde_json::json!({"error": err.code, "message": err.message}).to_string(),
             );
         } else {
-            eprintln!("error: {}", err.message);
+            stderr_line(&format!("error: {}", err.message));
         }
     }
+}
+
+/// Writes a line on stdout. When the reader has gone (`otter inspect fw.bin | head`), the command
+/// ends quietly with exit code 0, as Unix tools do; any other write error ends it with exit code 2.
+fn stdout_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        stderr_line(&format!("error: cannot write the output: {e}"));
+        std::process::exit(2);
+    }
+}
+
+/// Writes a line on stderr; a closed stderr is ignored (there is nowhere left to say so).
+fn stderr_line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// Formats rows as aligned columns, with a header row.

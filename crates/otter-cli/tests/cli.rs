@@ -666,3 +666,240 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/fw.bin"));
 }
+
+// ---------- issue 8: real firmware, broken pipes, and what a newcomer met ----------
+
+/// The real firmware corpus: `OTTER_FIRMWARE_DIR`, else `../shared/firmware` beside the
+/// repository (CI has it); `None` only when the folder is really absent.
+fn firmware_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("OTTER_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/firmware")
+        });
+    dir.is_dir().then_some(dir)
+}
+
+/// An ESP-IDF image whose `esp_app_desc_t.version` is empty, as every MicroPython build has.
+fn write_unversioned_image(path: &std::path::Path, chip: otter_core::Chip, seed: u64) {
+    let bytes = otter_core::image::synth::build(&otter_core::image::synth::SynthApp {
+        chip,
+        version: String::new(),
+        payload_len: 40_000,
+        seed,
+        ..Default::default()
+    });
+    assert_eq!(
+        otter_core::image::parse(&bytes)
+            .unwrap()
+            .app
+            .unwrap()
+            .version,
+        ""
+    );
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn checkin(s: &Server, device_token: &str, version: &str, image: &[u8], chip: &str) -> Value {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/device/v1/checkin", s.url))
+        .bearer_auth(device_token)
+        .json(&json!({"version": version, "security_counter": 0,
+            "image_sha256": hex::encode(Sha256::digest(image)), "chip": chip}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "check-in with version {version:?}");
+    r.json().unwrap()
+}
+
+fn enroll(s: &Server, product: &str, secret: &str, hardware_id: &str) -> String {
+    let v: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/device/v1/enroll", s.url))
+        .json(&json!({"product": product, "enrollment_secret": secret, "hardware_id": hardware_id}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["device_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn images_without_a_built_in_version_are_signed_with_version_and_their_devices_check_in() {
+    let s = start_server();
+    let secret = product_with_key(&s);
+    write_unversioned_image(&s.path("old.bin"), otter_core::Chip::Esp32C3, 1);
+    write_unversioned_image(&s.path("new.bin"), otter_core::Chip::Esp32C3, 2);
+
+    // Without --version: a clear request for one, never an empty value in the message.
+    for cmd in [
+        vec![
+            "sign",
+            "new.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+        vec![
+            "release",
+            "push",
+            "new.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+    ] {
+        let e = s.fails(&s.admin, &cmd, 2);
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("--version"), "{msg}");
+        assert!(msg.contains("empty"), "{msg}");
+        assert!(!msg.contains("as  or"), "{msg}");
+    }
+    let signed = s.json(
+        &s.admin,
+        &[
+            "sign",
+            "new.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--version",
+            "1.20.1",
+            "--out",
+            "new.otter",
+        ],
+    );
+    assert_eq!(signed["manifest"]["version"], "1.20.1");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "new.bin",
+            "--version",
+            "1.20.1",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+    );
+    assert_eq!(pushed["version"], "1.20.1");
+
+    // A device running the old unversioned image checks in, is offered 1.20.1, and after the
+    // update is recognised by its image hash: nothing more is offered.
+    let token = enroll(&s, "thermo", &secret, "24:6f:28:00:00:01");
+    let old = std::fs::read(s.path("old.bin")).unwrap();
+    let new = std::fs::read(s.path("new.bin")).unwrap();
+    let offer = checkin(&s, &token, "", &old, "esp32c3");
+    assert_eq!(offer["update"]["version"], "1.20.1");
+    let after = checkin(&s, &token, "", &new, "esp32c3");
+    assert!(after["update"].is_null(), "{after}");
+    s.otter(&s.admin)
+        .args(["device", "list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("unknown"));
+    let id = s.json(&s.admin, &["device", "list"])["devices"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.otter(&s.admin)
+        .args(["device", "show", &id])
+        .assert()
+        .success()
+        .stdout(predicates::str::is_match(r"version\s+unknown").unwrap());
+
+    // An image with a version of its own and a different --version: refused, naming both.
+    synth(&s, "esp32c3", "2.0.0", "v2.bin");
+    let e = s.fails(
+        &s.admin,
+        &[
+            "sign",
+            "v2.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--version",
+            "2.0.1",
+        ],
+        2,
+    );
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("sign it as 2.0.0"), "{msg}");
+    assert!(msg.contains("2.0.1"), "{msg}");
+}
+
+#[test]
+fn real_micropython_pair_is_pushed_with_version_and_its_device_updates() {
+    let Some(dir) = firmware_dir() else {
+        eprintln!("../shared/firmware is absent: the real MicroPython pair was not tried (the synthetic test covers the same path)");
+        return;
+    };
+    let pair = dir.join("p2-esp32-mpy-st7789-patch");
+    let s = start_server();
+    s.json(&s.admin, &["keygen", "--out", "release.key"]);
+    let secret = s.json(&s.admin, &["product", "create", "mpy", "--chip", "esp32"])
+        ["enrollment_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.json(
+        &s.admin,
+        &["product", "key", "add", "mpy", "--pub", "release.pub.pem"],
+    );
+    let new_bin = pair.join("new.bin");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            new_bin.to_str().unwrap(),
+            "--version",
+            "1.20.1",
+            "--product",
+            "mpy",
+            "--key",
+            "release.key",
+        ],
+    );
+    assert_eq!(pushed["version"], "1.20.1", "{}", new_bin.display());
+    let token = enroll(&s, "mpy", &secret, "24:6f:28:00:00:02");
+    let old = std::fs::read(pair.join("old.bin")).unwrap();
+    let new = std::fs::read(&new_bin).unwrap();
+    assert_eq!(
+        checkin(&s, &token, "", &old, "esp32")["update"]["version"],
+        "1.20.1"
+    );
+    assert!(checkin(&s, &token, "", &new, "esp32")["update"].is_null());
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = TempDir::new().unwrap();
+    write_unversioned_image(&dir.path().join("fw.bin"), otter_core::Chip::Esp32, 3);
+    let otter = assert_cmd::cargo::cargo_bin("otter");
+    for json in [false, true] {
+        // The shell waits until the reader below has closed the pipe, then runs otter.
+        let mut child = Process::new("sh")
+            .arg("-c")
+            .arg(r#"sleep 0.3; exec "$0" "$@""#)
+            .arg(&otter)
+            .args(json.then_some("--json"))
+            .args(["inspect", "fw.bin"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+}
