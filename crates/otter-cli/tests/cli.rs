@@ -903,3 +903,43 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(stderr.is_empty(), "{stderr}");
     }
 }
+
+#[test]
+fn inspect_reads_esp8266_flash_sizes_with_the_esp8266_table() {
+    let dir = TempDir::new().unwrap();
+    let mut img = otter_core::image::synth::build(&otter_core::image::synth::SynthApp {
+        chip: otter_core::Chip::Esp8266,
+        ..Default::default()
+    });
+    img[3] = 0x50 | (img[3] & 0x0F); // esptool: 2MB-c1 (the ESP32 table would say 32MB)
+    std::fs::write(dir.path().join("fw.bin"), &img).unwrap();
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["--json", "inspect", "fw.bin"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["flash"]["size"], "2MB-c1");
+    assert_eq!(v["flash"]["size_bytes"], 2 * 1024 * 1024);
+    assert_eq!(v["flash"]["freq"], "40m");
+    Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["inspect", "fw.bin"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("2MB-c1"))
+        .stdout(predicates::str::contains("checksum"));
+    if let Some(corpus) = firmware_dir() {
+        let p5 = corpus.join("p5-esp8266-mpy-release/new.bin");
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(["--json", "inspect", p5.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["flash"]["size"], "512KB", "{}", p5.display());
+        assert_eq!(v["segments"].as_array().unwrap().len(), 3);
+    }
+}
