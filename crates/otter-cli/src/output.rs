@@ -98,3 +98,19 @@ pub fn text(v: &Value, key: &str) -> String {
 pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v[key].as_array().map(Vec::as_slice).unwrap_or_default()
 }
+
+/// Unix seconds as ISO 8601 UTC (`2026-11-30T23:35:42Z`), the form of every time in human output.
+pub fn iso8601(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
+}
+
+/// A JSON field holding Unix seconds, as ISO 8601 UTC text ("-" when missing or null).
+pub fn time_text(v: &Value, key: &str) -> String {
+    v[key].as_i64().map_or_else(|| text(v, key), iso8601)
+}

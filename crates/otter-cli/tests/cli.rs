@@ -445,12 +445,12 @@ fn refusals_are_clear_and_store_nothing() {
         .unwrap()
         .args([
             "--json",
+            "release",
+            "list",
             "--server",
             "http://127.0.0.1:9",
             "--token",
             "ott_x",
-            "release",
-            "list",
         ])
         .output()
         .unwrap();
@@ -941,5 +941,161 @@ fn inspect_reads_esp8266_flash_sizes_with_the_esp8266_table() {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["flash"]["size"], "512KB", "{}", p5.display());
         assert_eq!(v["segments"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn pushing_a_file_that_is_not_firmware_says_so_before_asking_for_a_key() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("pic.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["release", "push", "pic.png", "--product", "thermo"])
+        .env("OTTER_SERVER", "http://127.0.0.1:9")
+        .env("OTTER_TOKEN", "ott_x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pic.png is not a valid firmware image"),
+        "{err}"
+    );
+    assert!(!err.contains("is a firmware image"), "{err}");
+    assert!(!err.contains("--key"), "{err}");
+}
+
+#[test]
+fn server_url_mistakes_are_named() {
+    let s = start_server();
+    // https:// against otterd's plain HTTP.
+    let https = s.url.replacen("http://", "https://", 1);
+    let e = s.fails(&s.admin, &["release", "list", "--server", &https], 3);
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("does not speak TLS"), "{msg}");
+    assert!(msg.contains(&s.url), "names the http:// URL to use: {msg}");
+    assert!(!msg.contains("InvalidContentType"), "{msg}");
+    // An API path in the server URL: refused before sending, naming the base URL.
+    let with_api = format!("{}/api/v1", s.url);
+    let e = s.fails(&s.admin, &["release", "list", "--server", &with_api], 2);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&with_api) && msg.contains(&format!("({})", s.url)),
+        "{msg}"
+    );
+    // Another path: the server knows no such route; the message names the URL asked.
+    let prefixed = format!("{}/otter", s.url);
+    let e = s.fails(&s.admin, &["release", "list", "--server", &prefixed], 1);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("{prefixed}/api/v1/releases")),
+        "{msg}"
+    );
+    assert!(msg.contains("base URL"), "{msg}");
+}
+
+#[test]
+fn the_no_key_hint_is_a_command_that_works() {
+    let s = start_server();
+    s.json(&s.admin, &["keygen", "--out", "release.key"]);
+    s.json(
+        &s.admin,
+        &["product", "create", "nokey", "--chip", "esp32c3"],
+    );
+    synth(&s, "esp32c3", "1.0.0", "fw.bin");
+    let push = [
+        "release",
+        "push",
+        "fw.bin",
+        "--product",
+        "nokey",
+        "--key",
+        "release.key",
+    ];
+    let e = s.fails(&s.admin, &push, 1);
+    let msg = e["message"].as_str().unwrap();
+    let hint = "otter product key add nokey --pub release.pub.pem";
+    assert!(msg.contains(hint), "{msg}");
+    // Running the hint as written makes the push work.
+    let hint_args: Vec<&str> = hint.split(' ').skip(1).collect();
+    s.json(&s.admin, &hint_args);
+    s.json(&s.admin, &push);
+}
+
+#[test]
+fn release_show_gives_every_time_in_iso_8601() {
+    let s = start_server();
+    product_with_key(&s);
+    synth(&s, "esp32c3", "1.0.0", "fw.bin");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "fw.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--expires-in",
+            "90d",
+        ],
+    );
+    let id = pushed["id"].as_str().unwrap();
+    let out = s
+        .otter(&s.admin)
+        .args(["release", "show", id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in ["created_at", "expires_at", "published_at"] {
+        let re = format!(r"(?m)^{key}\s+\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ$");
+        assert!(
+            predicates::prelude::Predicate::eval(
+                &predicates::str::is_match(re.as_str()).unwrap(),
+                text.as_str()
+            ),
+            "{key} is not ISO 8601 UTC:\n{text}"
+        );
+    }
+    // JSON keeps the API's fields as they are (docs/api.md).
+    assert!(s.json(&s.admin, &["release", "show", id])["created_at"].is_i64());
+}
+
+#[test]
+fn offline_commands_do_not_offer_server_options() {
+    for cmd in [
+        &["keygen"][..],
+        &["inspect"],
+        &["sign"],
+        &["verify"],
+        &["dev", "synth-image"],
+    ] {
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            !help.contains("--server") && !help.contains("--token"),
+            "{cmd:?}: {help}"
+        );
+    }
+    for cmd in [&["release", "push"][..], &["device", "list"], &["whoami"]] {
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("--server") && help.contains("--token"),
+            "{cmd:?}: {help}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use otter_core::manifest::{BundleHead, Envelope, Manifest, BUNDLE_MAGIC};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, CliResult};
-use crate::output::Output;
+use crate::output::{iso8601, Output};
 
 pub fn inspect(path: &Path, o: Output) -> CliResult<()> {
     let bytes = std::fs::read(path).map_err(|e| CliError::io(path, "read", e))?;
@@ -90,10 +90,16 @@ pub fn manifest_text(m: &Manifest) -> String {
         ("security counter", m.security_counter.to_string()),
         ("image size", format!("{} bytes", m.image_size)),
         ("image sha256", m.image_sha256_hex()),
-        ("created at", format!("{} (Unix s)", m.created_at)),
+        (
+            "created at",
+            iso8601(i64::try_from(m.created_at).unwrap_or(i64::MAX)),
+        ),
     ];
     if let Some(exp) = m.expires_at {
-        rows.push(("expires at", format!("{exp} (Unix s)")));
+        rows.push((
+            "expires at",
+            iso8601(i64::try_from(exp).unwrap_or(i64::MAX)),
+        ));
     }
     rows.iter()
         .map(|(k, v)| format!("  {k:<17} {v}\n"))

@@ -217,7 +217,8 @@ pub fn verify(
     if let Some(exp) = m.expires_at {
         if exp <= now() {
             return Err(fail(format!(
-                "the manifest expired at {exp} (Unix s); devices refuse it"
+                "the manifest expired at {}; devices refuse it",
+                crate::output::iso8601(i64::try_from(exp).unwrap_or(i64::MAX))
             )));
         }
     }
