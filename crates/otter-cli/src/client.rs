@@ -40,6 +40,7 @@ impl Api {
                 "the server {base:?} must start with https:// (or http:// for a local test server)"
             )));
         }
+        check_base_url(&base)?;
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
@@ -159,6 +160,19 @@ impl Api {
             cause = format!("{cause}: {s}");
             source = s.source();
         }
+        // A TLS handshake answered in plain HTTP: rustls sees an "InvalidContentType" record.
+        if let Some(rest) = self.base.strip_prefix("https://") {
+            if cause.contains("InvalidContentType") || cause.contains("wrong version number") {
+                return CliError::new(
+                    Exit::Server,
+                    "unreachable",
+                    format!(
+                        "the server at {} does not speak TLS (it answered in plain HTTP); use http://{rest}, or put otterd behind a TLS proxy",
+                        self.base
+                    ),
+                );
+            }
+        }
         CliError::new(
             Exit::Server,
             "unreachable",
@@ -170,9 +184,29 @@ impl Api {
     }
 }
 
+/// Refuses a server URL that names an API path rather than otterd's base URL (the CLI adds
+/// `/api/v1/…` itself). Another path is allowed: otterd may be served under a prefix by a proxy.
+fn check_base_url(base: &str) -> CliResult<()> {
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| CliError::usage(format!("the server URL {base:?} is not a URL: {e}")))?;
+    let path = url.path().trim_end_matches('/');
+    if ["/api", "/api/v1", "/device", "/device/v1"]
+        .iter()
+        .any(|api| path.ends_with(api))
+    {
+        let root = base.trim_end_matches('/');
+        let root = &root[..root.len() - path.len()];
+        return Err(CliError::usage(format!(
+            "the server URL {base} names an API path; give otterd's base URL ({root}): the CLI adds {path}/… itself"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads a JSON answer, or turns the server's `{"error", "message"}` into a [`CliError`].
 fn read_json(response: Response) -> CliResult<Value> {
     let status = response.status();
+    let url = response.url().clone();
     let text = response.text().unwrap_or_default();
     let body: Value = if text.is_empty() {
         Value::Null
@@ -193,9 +227,13 @@ fn read_json(response: Response) -> CliResult<Value> {
         _ => Exit::Refused,
     };
     let hint = match status.as_u16() {
-        401 => " (check --token / OTTER_TOKEN)",
-        403 => " (this token's role or products do not allow it; see `otter whoami`)",
-        _ => "",
+        401 => " (check --token / OTTER_TOKEN)".to_string(),
+        403 => " (this token's role or products do not allow it; see `otter whoami`)".to_string(),
+        // The server knows no such route: most often --server carries a path it should not.
+        404 if message.starts_with("no such route") => format!(
+            " (asked {url}: is --server / OTTER_SERVER otterd's base URL, e.g. https://otter.example.com, with no extra path?)"
+        ),
+        _ => String::new(),
     };
     Err(CliError::new(exit, &code, format!("{message}{hint}")))
 }

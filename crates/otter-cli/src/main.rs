@@ -26,20 +26,34 @@ struct Cli {
     /// Print one JSON document on stdout (errors as JSON on stderr).
     #[arg(long, global = true)]
     json: bool,
-    #[command(flatten)]
-    server: ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where otterd is and who we are: only the commands that talk to a server take these.
 #[derive(Args, Debug)]
 struct ServerArgs {
-    /// The otterd URL, e.g. https://otter.example.com.
+    /// otterd's base URL, e.g. https://otter.example.com (no path such as /api/v1).
     #[arg(long, global = true, env = "OTTER_SERVER", value_name = "URL")]
     server: Option<String>,
-    /// An API token (ott_...).
-    #[arg(long, global = true, env = "OTTER_TOKEN", hide_env_values = true)]
+    /// An API token (ott_...), from `otter token create` or otterd's initial-admin-token.
+    #[arg(
+        long,
+        global = true,
+        env = "OTTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     token: Option<String>,
+}
+
+/// A group of commands that talk to otterd: the server options, then the command.
+#[derive(Args, Debug)]
+struct Online<C: Subcommand> {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: C,
 }
 
 impl ServerArgs {
@@ -92,19 +106,15 @@ enum Command {
         threshold: usize,
     },
     /// Publish and list releases.
-    #[command(subcommand)]
-    Release(ReleaseCommand),
+    Release(Online<ReleaseCommand>),
     /// Products, their release keys and enrolment secrets.
-    #[command(subcommand)]
-    Product(ProductCommand),
+    Product(Online<ProductCommand>),
     /// API tokens.
-    #[command(subcommand)]
-    Token(TokenCommand),
+    Token(Online<TokenCommand>),
     /// Devices and their update history.
-    #[command(subcommand)]
-    Device(DeviceCommand),
+    Device(Online<DeviceCommand>),
     /// Show who the token belongs to and what it may do.
-    Whoami,
+    Whoami(ServerArgs),
     /// Tools for developing and testing Otter.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -125,47 +135,61 @@ enum ReleaseCommand {
         /// Private key(s) to sign a .bin with.
         #[arg(long = "key", value_name = "FILE")]
         keys: Vec<PathBuf>,
-        /// The release version (default: the image's own).
+        /// The release version; defaults to the image's own (esp_app_desc_t). Required for ESP8266
+        /// images and for images whose built-in version is empty (e.g. MicroPython).
         #[arg(long)]
         version: Option<String>,
-        /// Anti-downgrade counter.
+        /// Anti-downgrade counter: devices refuse a release with a lower one than they hold.
         #[arg(long, default_value_t = 0)]
         security_counter: u32,
-        /// Expiry, Unix seconds.
+        /// Devices refuse the release after this time (Unix seconds).
         #[arg(long, value_name = "UNIX_SECONDS", conflicts_with = "expires_in")]
         expires_at: Option<u64>,
-        /// Expiry from now, e.g. 90d.
+        /// Devices refuse the release after this long, e.g. 90d, 12h, 30m.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
     },
     /// List releases, newest first.
     List {
+        /// Only this product's releases.
         #[arg(long)]
         product: Option<String>,
+        /// Only this channel's releases.
         #[arg(long)]
         channel: Option<String>,
     },
     /// Show one release.
-    Show { id: String },
+    Show {
+        /// The release id (rel_...), as `otter release list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum ProductCommand {
     /// Create a product; prints its device enrolment secret once.
     Create {
+        /// The product's name, as devices and releases name it.
         name: String,
         /// The chip, e.g. esp32c3 (esp32, esp32c3, esp32s3, esp8266, ...).
         #[arg(long)]
         chip: String,
+        /// A description for people.
         #[arg(long)]
         description: Option<String>,
     },
     /// List products.
     List,
     /// Show a product and its keys.
-    Show { name: String },
+    Show {
+        /// The product's name.
+        name: String,
+    },
     /// Replace the enrolment secret (the old one stops working).
-    RotateSecret { name: String },
+    RotateSecret {
+        /// The product's name.
+        name: String,
+    },
     /// Release public keys of a product.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -175,15 +199,22 @@ enum ProductCommand {
 enum KeyCommand {
     /// Register a public key: releases signed with its private key are accepted.
     Add {
+        /// The product's name.
         product: String,
         /// The public key (PEM), e.g. release.pub.pem from `otter keygen`.
         #[arg(long = "pub", value_name = "FILE")]
         public_key: PathBuf,
+        /// A name for people (default: the file name).
         #[arg(long)]
         name: Option<String>,
     },
     /// Remove a key by its id.
-    Remove { product: String, key_id: String },
+    Remove {
+        /// The product's name.
+        product: String,
+        /// The key id, as `otter product show` lists it.
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,44 +227,61 @@ enum TokenCommand {
         /// Products a publisher may push to; repeat for several.
         #[arg(long = "product")]
         products: Vec<String>,
+        /// A name for people, e.g. the CI job that uses it.
         #[arg(long)]
         name: Option<String>,
     },
     /// List tokens (never their secrets).
     List,
     /// Revoke a token by its id.
-    Revoke { id: String },
+    Revoke {
+        /// The token id, as `otter token list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum DeviceCommand {
     /// List devices.
     List {
+        /// Only this product's devices.
         #[arg(long)]
         product: Option<String>,
     },
     /// Show a device and its update history.
-    Show { id: String },
+    Show {
+        /// The device id, as `otter device list` shows it.
+        id: String,
+    },
     /// Move a device to another channel.
-    SetChannel { id: String, channel: String },
+    SetChannel {
+        /// The device id, as `otter device list` shows it.
+        id: String,
+        /// The channel it follows from now on, e.g. beta.
+        channel: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum DevCommand {
     /// Write a format-valid (not runnable) application image.
     SynthImage {
+        /// The target chip, e.g. esp32c3 (esp8266 gives an ESP8266 ROM image).
         #[arg(long)]
         chip: String,
+        /// esp_app_desc_t.version, 1 to 31 bytes.
         #[arg(long)]
         version: String,
         /// Approximate total size in bytes (default about 64 KiB).
         #[arg(long)]
         size: Option<usize>,
+        /// esp_app_desc_t.secure_version (ESP-IDF's anti-rollback counter).
         #[arg(long, default_value_t = 0)]
         secure_version: u32,
         /// Seed of the pseudo-random payload.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Where to write the image.
         #[arg(long)]
         out: PathBuf,
     },
@@ -255,9 +303,9 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
             public_keys,
             threshold,
         } => signing::verify(&bundle, &public_keys, threshold, o),
-        Command::Release(c) => {
-            let api = cli.server.api()?;
-            match c {
+        Command::Release(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
                 ReleaseCommand::Push {
                     file,
                     product,
@@ -290,9 +338,9 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 ReleaseCommand::Show { id } => release::show(&api, &id, o),
             }
         }
-        Command::Product(c) => {
-            let api = cli.server.api()?;
-            match c {
+        Command::Product(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
                 ProductCommand::Create {
                     name,
                     chip,
@@ -311,9 +359,9 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 }
             }
         }
-        Command::Token(c) => {
-            let api = cli.server.api()?;
-            match c {
+        Command::Token(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
                 TokenCommand::Create {
                     role,
                     products,
@@ -323,9 +371,9 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 TokenCommand::Revoke { id } => token::revoke(&api, &id, o),
             }
         }
-        Command::Device(c) => {
-            let api = cli.server.api()?;
-            match c {
+        Command::Device(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
                 DeviceCommand::List { product } => device::list(&api, product.as_deref(), o),
                 DeviceCommand::Show { id } => device::show(&api, &id, o),
                 DeviceCommand::SetChannel { id, channel } => {
@@ -333,7 +381,7 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 }
             }
         }
-        Command::Whoami => token::whoami(&cli.server.api()?, o),
+        Command::Whoami(server) => token::whoami(&server.api()?, o),
         Command::Dev(DevCommand::SynthImage {
             chip,
             version,
@@ -353,6 +401,60 @@ fn main() -> ExitCode {
         Err(e) => {
             o.error(&e);
             ExitCode::from(e.exit as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, with the path of commands leading to it.
+    fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_help_text() {
+        let mut args = Vec::new();
+        all_args(&Cli::command(), "otter", &mut args);
+        let missing: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| {
+                a.get_help().is_none() && !matches!(a.get_id().as_str(), "help" | "version")
+            })
+            .map(|(path, a)| format!("{path} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn only_commands_that_talk_to_a_server_take_server_and_token() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        for sub in cmd.get_subcommands() {
+            let online =
+                ["release", "product", "token", "device", "whoami"].contains(&sub.get_name());
+            let mut args = Vec::new();
+            all_args(sub, sub.get_name(), &mut args);
+            for (path, a) in args {
+                if matches!(a.get_id().as_str(), "server" | "token") {
+                    assert!(online, "`otter {path}` lists --{}", a.get_id());
+                }
+            }
+            if online {
+                assert!(
+                    sub.get_arguments().any(|a| a.get_id() == "server"),
+                    "{}",
+                    sub.get_name()
+                );
+            }
         }
     }
 }

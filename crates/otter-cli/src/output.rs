@@ -1,5 +1,7 @@
 //! Printing results: human text by default, one JSON document on stdout with `--json`.
 
+use std::io::Write;
+
 use serde_json::Value;
 
 use crate::error::CliError;
@@ -14,14 +16,11 @@ impl Output {
     /// Prints a result: `value` as JSON, or the text `human` builds for people.
     pub fn emit(&self, value: &Value, human: impl FnOnce() -> String) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).expect("JSON values serialise")
-            );
+            stdout_line(&serde_json::to_string_pretty(value).expect("JSON values serialise"));
         } else {
             let text = human();
             if !text.is_empty() {
-                println!("{}", text.trim_end());
+                stdout_line(text.trim_end());
             }
         }
     }
@@ -29,21 +28,38 @@ impl Output {
     /// A side note for people (stderr), silent in JSON mode.
     pub fn note(&self, text: &str) {
         if !self.json {
-            eprintln!("{text}");
+            stderr_line(text);
         }
     }
 
     /// Prints an error on stderr: `{"error", "message"}` in JSON mode.
     pub fn error(&self, err: &CliError) {
         if self.json {
-            eprintln!(
-                "{}",
-                serde_json::json!({"error": err.code, "message": err.message})
+            stderr_line(
+                &serde_json::json!({"error": err.code, "message": err.message}).to_string(),
             );
         } else {
-            eprintln!("error: {}", err.message);
+            stderr_line(&format!("error: {}", err.message));
         }
     }
+}
+
+/// Writes a line on stdout. When the reader has gone (`otter inspect fw.bin | head`), the command
+/// ends quietly with exit code 0, as Unix tools do; any other write error ends it with exit code 2.
+fn stdout_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        stderr_line(&format!("error: cannot write the output: {e}"));
+        std::process::exit(2);
+    }
+}
+
+/// Writes a line on stderr; a closed stderr is ignored (there is nowhere left to say so).
+fn stderr_line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// Formats rows as aligned columns, with a header row.
@@ -81,4 +97,20 @@ pub fn text(v: &Value, key: &str) -> String {
 /// The array under `key` (empty when missing).
 pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v[key].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Unix seconds as ISO 8601 UTC (`2026-11-30T23:35:42Z`), the form of every time in human output.
+pub fn iso8601(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
+}
+
+/// A JSON field holding Unix seconds, as ISO 8601 UTC text ("-" when missing or null).
+pub fn time_text(v: &Value, key: &str) -> String {
+    v[key].as_i64().map_or_else(|| text(v, key), iso8601)
 }

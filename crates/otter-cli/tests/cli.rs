@@ -445,12 +445,12 @@ fn refusals_are_clear_and_store_nothing() {
         .unwrap()
         .args([
             "--json",
+            "release",
+            "list",
             "--server",
             "http://127.0.0.1:9",
             "--token",
             "ott_x",
-            "release",
-            "list",
         ])
         .output()
         .unwrap();
@@ -665,4 +665,437 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/fw.bin"));
+}
+
+// ---------- issue 8: real firmware, broken pipes, and what a newcomer met ----------
+
+/// The real firmware corpus: `OTTER_FIRMWARE_DIR`, else `../shared/firmware` beside the
+/// repository (CI has it); `None` only when the folder is really absent.
+fn firmware_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("OTTER_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/firmware")
+        });
+    dir.is_dir().then_some(dir)
+}
+
+/// An ESP-IDF image whose `esp_app_desc_t.version` is empty, as every MicroPython build has.
+fn write_unversioned_image(path: &std::path::Path, chip: otter_core::Chip, seed: u64) {
+    let bytes = otter_core::image::synth::build(&otter_core::image::synth::SynthApp {
+        chip,
+        version: String::new(),
+        payload_len: 40_000,
+        seed,
+        ..Default::default()
+    });
+    assert_eq!(
+        otter_core::image::parse(&bytes)
+            .unwrap()
+            .app
+            .unwrap()
+            .version,
+        ""
+    );
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn checkin(s: &Server, device_token: &str, version: &str, image: &[u8], chip: &str) -> Value {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/device/v1/checkin", s.url))
+        .bearer_auth(device_token)
+        .json(&json!({"version": version, "security_counter": 0,
+            "image_sha256": hex::encode(Sha256::digest(image)), "chip": chip}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "check-in with version {version:?}");
+    r.json().unwrap()
+}
+
+fn enroll(s: &Server, product: &str, secret: &str, hardware_id: &str) -> String {
+    let v: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/device/v1/enroll", s.url))
+        .json(&json!({"product": product, "enrollment_secret": secret, "hardware_id": hardware_id}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["device_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn images_without_a_built_in_version_are_signed_with_version_and_their_devices_check_in() {
+    let s = start_server();
+    let secret = product_with_key(&s);
+    write_unversioned_image(&s.path("old.bin"), otter_core::Chip::Esp32C3, 1);
+    write_unversioned_image(&s.path("new.bin"), otter_core::Chip::Esp32C3, 2);
+
+    // Without --version: a clear request for one, never an empty value in the message.
+    for cmd in [
+        vec![
+            "sign",
+            "new.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+        vec![
+            "release",
+            "push",
+            "new.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+    ] {
+        let e = s.fails(&s.admin, &cmd, 2);
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("--version"), "{msg}");
+        assert!(msg.contains("empty"), "{msg}");
+        assert!(!msg.contains("as  or"), "{msg}");
+    }
+    let signed = s.json(
+        &s.admin,
+        &[
+            "sign",
+            "new.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--version",
+            "1.20.1",
+            "--out",
+            "new.otter",
+        ],
+    );
+    assert_eq!(signed["manifest"]["version"], "1.20.1");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "new.bin",
+            "--version",
+            "1.20.1",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+    );
+    assert_eq!(pushed["version"], "1.20.1");
+
+    // A device running the old unversioned image checks in, is offered 1.20.1, and after the
+    // update is recognised by its image hash: nothing more is offered.
+    let token = enroll(&s, "thermo", &secret, "24:6f:28:00:00:01");
+    let old = std::fs::read(s.path("old.bin")).unwrap();
+    let new = std::fs::read(s.path("new.bin")).unwrap();
+    let offer = checkin(&s, &token, "", &old, "esp32c3");
+    assert_eq!(offer["update"]["version"], "1.20.1");
+    let after = checkin(&s, &token, "", &new, "esp32c3");
+    assert!(after["update"].is_null(), "{after}");
+    s.otter(&s.admin)
+        .args(["device", "list"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("unknown"));
+    let id = s.json(&s.admin, &["device", "list"])["devices"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.otter(&s.admin)
+        .args(["device", "show", &id])
+        .assert()
+        .success()
+        .stdout(predicates::str::is_match(r"version\s+unknown").unwrap());
+
+    // An image with a version of its own and a different --version: refused, naming both.
+    synth(&s, "esp32c3", "2.0.0", "v2.bin");
+    let e = s.fails(
+        &s.admin,
+        &[
+            "sign",
+            "v2.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--version",
+            "2.0.1",
+        ],
+        2,
+    );
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("sign it as 2.0.0"), "{msg}");
+    assert!(msg.contains("2.0.1"), "{msg}");
+}
+
+#[test]
+fn real_micropython_pair_is_pushed_with_version_and_its_device_updates() {
+    let Some(dir) = firmware_dir() else {
+        eprintln!("../shared/firmware is absent: the real MicroPython pair was not tried (the synthetic test covers the same path)");
+        return;
+    };
+    let pair = dir.join("p2-esp32-mpy-st7789-patch");
+    let s = start_server();
+    s.json(&s.admin, &["keygen", "--out", "release.key"]);
+    let secret = s.json(&s.admin, &["product", "create", "mpy", "--chip", "esp32"])
+        ["enrollment_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.json(
+        &s.admin,
+        &["product", "key", "add", "mpy", "--pub", "release.pub.pem"],
+    );
+    let new_bin = pair.join("new.bin");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            new_bin.to_str().unwrap(),
+            "--version",
+            "1.20.1",
+            "--product",
+            "mpy",
+            "--key",
+            "release.key",
+        ],
+    );
+    assert_eq!(pushed["version"], "1.20.1", "{}", new_bin.display());
+    let token = enroll(&s, "mpy", &secret, "24:6f:28:00:00:02");
+    let old = std::fs::read(pair.join("old.bin")).unwrap();
+    let new = std::fs::read(&new_bin).unwrap();
+    assert_eq!(
+        checkin(&s, &token, "", &old, "esp32")["update"]["version"],
+        "1.20.1"
+    );
+    assert!(checkin(&s, &token, "", &new, "esp32")["update"].is_null());
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = TempDir::new().unwrap();
+    write_unversioned_image(&dir.path().join("fw.bin"), otter_core::Chip::Esp32, 3);
+    let otter = assert_cmd::cargo::cargo_bin("otter");
+    for json in [false, true] {
+        // The shell waits until the reader below has closed the pipe, then runs otter.
+        let mut child = Process::new("sh")
+            .arg("-c")
+            .arg(r#"sleep 0.3; exec "$0" "$@""#)
+            .arg(&otter)
+            .args(json.then_some("--json"))
+            .args(["inspect", "fw.bin"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+}
+
+#[test]
+fn inspect_reads_esp8266_flash_sizes_with_the_esp8266_table() {
+    let dir = TempDir::new().unwrap();
+    let mut img = otter_core::image::synth::build(&otter_core::image::synth::SynthApp {
+        chip: otter_core::Chip::Esp8266,
+        ..Default::default()
+    });
+    img[3] = 0x50 | (img[3] & 0x0F); // esptool: 2MB-c1 (the ESP32 table would say 32MB)
+    std::fs::write(dir.path().join("fw.bin"), &img).unwrap();
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["--json", "inspect", "fw.bin"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["flash"]["size"], "2MB-c1");
+    assert_eq!(v["flash"]["size_bytes"], 2 * 1024 * 1024);
+    assert_eq!(v["flash"]["freq"], "40m");
+    Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["inspect", "fw.bin"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("2MB-c1"))
+        .stdout(predicates::str::contains("checksum"));
+    if let Some(corpus) = firmware_dir() {
+        let p5 = corpus.join("p5-esp8266-mpy-release/new.bin");
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(["--json", "inspect", p5.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["flash"]["size"], "512KB", "{}", p5.display());
+        assert_eq!(v["segments"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn pushing_a_file_that_is_not_firmware_says_so_before_asking_for_a_key() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("pic.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["release", "push", "pic.png", "--product", "thermo"])
+        .env("OTTER_SERVER", "http://127.0.0.1:9")
+        .env("OTTER_TOKEN", "ott_x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pic.png is not a valid firmware image"),
+        "{err}"
+    );
+    assert!(!err.contains("is a firmware image"), "{err}");
+    assert!(!err.contains("--key"), "{err}");
+}
+
+#[test]
+fn server_url_mistakes_are_named() {
+    let s = start_server();
+    // https:// against otterd's plain HTTP.
+    let https = s.url.replacen("http://", "https://", 1);
+    let e = s.fails(&s.admin, &["release", "list", "--server", &https], 3);
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("does not speak TLS"), "{msg}");
+    assert!(msg.contains(&s.url), "names the http:// URL to use: {msg}");
+    assert!(!msg.contains("InvalidContentType"), "{msg}");
+    // An API path in the server URL: refused before sending, naming the base URL.
+    let with_api = format!("{}/api/v1", s.url);
+    let e = s.fails(&s.admin, &["release", "list", "--server", &with_api], 2);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&with_api) && msg.contains(&format!("({})", s.url)),
+        "{msg}"
+    );
+    // Another path: the server knows no such route; the message names the URL asked.
+    let prefixed = format!("{}/otter", s.url);
+    let e = s.fails(&s.admin, &["release", "list", "--server", &prefixed], 1);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("{prefixed}/api/v1/releases")),
+        "{msg}"
+    );
+    assert!(msg.contains("base URL"), "{msg}");
+}
+
+#[test]
+fn the_no_key_hint_is_a_command_that_works() {
+    let s = start_server();
+    s.json(&s.admin, &["keygen", "--out", "release.key"]);
+    s.json(
+        &s.admin,
+        &["product", "create", "nokey", "--chip", "esp32c3"],
+    );
+    synth(&s, "esp32c3", "1.0.0", "fw.bin");
+    let push = [
+        "release",
+        "push",
+        "fw.bin",
+        "--product",
+        "nokey",
+        "--key",
+        "release.key",
+    ];
+    let e = s.fails(&s.admin, &push, 1);
+    let msg = e["message"].as_str().unwrap();
+    let hint = "otter product key add nokey --pub release.pub.pem";
+    assert!(msg.contains(hint), "{msg}");
+    // Running the hint as written makes the push work.
+    let hint_args: Vec<&str> = hint.split(' ').skip(1).collect();
+    s.json(&s.admin, &hint_args);
+    s.json(&s.admin, &push);
+}
+
+#[test]
+fn release_show_gives_every_time_in_iso_8601() {
+    let s = start_server();
+    product_with_key(&s);
+    synth(&s, "esp32c3", "1.0.0", "fw.bin");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "fw.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--expires-in",
+            "90d",
+        ],
+    );
+    let id = pushed["id"].as_str().unwrap();
+    let out = s
+        .otter(&s.admin)
+        .args(["release", "show", id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in ["created_at", "expires_at", "published_at"] {
+        let re = format!(r"(?m)^{key}\s+\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ$");
+        assert!(
+            predicates::prelude::Predicate::eval(
+                &predicates::str::is_match(re.as_str()).unwrap(),
+                text.as_str()
+            ),
+            "{key} is not ISO 8601 UTC:\n{text}"
+        );
+    }
+    // JSON keeps the API's fields as they are (docs/api.md).
+    assert!(s.json(&s.admin, &["release", "show", id])["created_at"].is_i64());
+}
+
+#[test]
+fn offline_commands_do_not_offer_server_options() {
+    for cmd in [
+        &["keygen"][..],
+        &["inspect"],
+        &["sign"],
+        &["verify"],
+        &["dev", "synth-image"],
+    ] {
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            !help.contains("--server") && !help.contains("--token"),
+            "{cmd:?}: {help}"
+        );
+    }
+    for cmd in [&["release", "push"][..], &["device", "list"], &["whoami"]] {
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("--server") && help.contains("--token"),
+            "{cmd:?}: {help}"
+        );
+    }
 }

@@ -24,7 +24,7 @@ pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
                     "last_seen_at",
                 ]
                 .iter()
-                .map(|k| text(d, k))
+                .map(|k| field(d, k))
                 .collect()
             })
             .collect();
@@ -66,7 +66,7 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
             "last_state",
         ]
         .iter()
-        .map(|k| format!("{k:<17}{}", text(d, k)))
+        .map(|k| format!("{k:<17}{}", field(d, k)))
         .collect();
         t.push("history:".into());
         let rows: Vec<Vec<String>> = items(&v, "history")
@@ -96,4 +96,13 @@ pub fn set_channel(api: &Api, id: &str, channel: &str, o: Output) -> CliResult<(
         format!("{id} now follows channel {}", text(&v, "channel"))
     });
     Ok(())
+}
+
+/// A device field as text; an empty version (an image built without one, e.g. MicroPython) is
+/// shown as `unknown`: the device is known by its image's SHA-256.
+fn field(d: &serde_json::Value, key: &str) -> String {
+    match (key, d[key].as_str()) {
+        ("version", Some("")) => "unknown".into(),
+        _ => text(d, key),
+    }
 }

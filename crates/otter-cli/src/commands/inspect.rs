@@ -7,7 +7,7 @@ use otter_core::manifest::{BundleHead, Envelope, Manifest, BUNDLE_MAGIC};
 use serde_json::{json, Value};
 
 use crate::error::{CliError, CliResult};
-use crate::output::Output;
+use crate::output::{iso8601, Output};
 
 pub fn inspect(path: &Path, o: Output) -> CliResult<()> {
     let bytes = std::fs::read(path).map_err(|e| CliError::io(path, "read", e))?;
@@ -90,10 +90,16 @@ pub fn manifest_text(m: &Manifest) -> String {
         ("security counter", m.security_counter.to_string()),
         ("image size", format!("{} bytes", m.image_size)),
         ("image sha256", m.image_sha256_hex()),
-        ("created at", format!("{} (Unix s)", m.created_at)),
+        (
+            "created at",
+            iso8601(i64::try_from(m.created_at).unwrap_or(i64::MAX)),
+        ),
     ];
     if let Some(exp) = m.expires_at {
-        rows.push(("expires at", format!("{exp} (Unix s)")));
+        rows.push((
+            "expires at",
+            iso8601(i64::try_from(exp).unwrap_or(i64::MAX)),
+        ));
     }
     rows.iter()
         .map(|(k, v)| format!("  {k:<17} {v}\n"))
@@ -104,13 +110,28 @@ pub fn image_json(info: &ImageInfo) -> Value {
     json!({
         "kind": "image",
         "format": info.format.name(),
+        "image_version": info.format.esptool_version(),
         "chip": info.chip.name(),
         "entry_addr": format!("{:#010x}", info.entry_addr),
-        "flash": {"mode": info.flash.mode_name(), "size_bytes": info.flash.size_bytes(), "freq_code": info.flash.freq_code},
+        "flash": {
+            "mode": info.flash.mode_name(),
+            "size": info.flash.size_name(info.chip),
+            "size_bytes": info.flash.size_bytes_for(info.chip),
+            "freq": info.flash.freq_name(info.chip),
+            "freq_code": info.flash.freq_code,
+        },
+        "extended_header": info.extended.map(|x| json!({
+            "wp_pin": format!("{:#04x}", x.wp_pin),
+            "pin_drive": {"clk": x.pin_drive[0], "q": x.pin_drive[1], "d": x.pin_drive[2],
+                "cs0": x.pin_drive[3], "hd": x.pin_drive[4], "wp": x.pin_drive[5]},
+            "min_chip_rev": x.min_chip_rev,
+            "max_chip_rev_full_raw": x.max_chip_rev_full_raw,
+        })),
         "min_chip_rev_full": info.min_chip_rev_full,
         "max_chip_rev_full": info.max_chip_rev_full,
         "segments": info.segments.iter().map(|s| json!({
-            "load_addr": format!("{:#010x}", s.load_addr), "file_offset": s.file_offset, "len": s.len,
+            "load_addr": format!("{:#010x}", s.load_addr), "file_offset": s.file_offset,
+            "header_offset": s.file_offset - 8, "len": s.len,
         })).collect::<Vec<_>>(),
         "checksum": format!("{:#04x}", info.checksum),
         "validation_hash": info.validation_hash.map(hex::encode),
@@ -122,6 +143,8 @@ pub fn image_json(info: &ImageInfo) -> Value {
             "build_time": a.time,
             "build_date": a.date,
             "elf_sha256": hex::encode(a.elf_sha256),
+            "min_efuse_blk_rev_full": a.min_efuse_blk_rev_full,
+            "max_efuse_blk_rev_full": a.max_efuse_blk_rev_full,
             "mmu_page_size": a.mmu_page_size,
         })),
         "signature_blocks": info.signatures.iter().map(|s| json!({
@@ -134,32 +157,77 @@ pub fn image_json(info: &ImageInfo) -> Value {
     })
 }
 
+/// `major.minor` of a `major*100+minor` revision, as esptool writes it.
+fn rev(full: u16) -> String {
+    format!("{}.{}", full / 100, full % 100)
+}
+
 fn image_text(info: &ImageInfo) -> String {
     let mut t = format!(
-        "{} image for {}\n",
+        "{} image for {} (image version {})\n",
         info.format.name(),
-        info.chip.display_name()
+        info.chip.display_name(),
+        info.format.esptool_version()
     );
     if let Some(a) = &info.app {
+        let version = if a.version.is_empty() {
+            "(empty: sign with --version)"
+        } else {
+            &a.version
+        };
         t += &format!(
-            "  version         {}\n  project         {}\n  ESP-IDF         {}\n  secure_version  {}\n  built           {} {}\n",
-            a.version, a.project_name, a.idf_ver, a.secure_version, a.date, a.time
+            "  version         {}\n  project         {}\n  ESP-IDF         {}\n  secure_version  {}\n  built           {} {}\n  ELF sha256      {}\n  eFuse blk rev   {} to {}\n",
+            version,
+            a.project_name,
+            a.idf_ver,
+            a.secure_version,
+            a.date,
+            a.time,
+            hex::encode(a.elf_sha256),
+            rev(a.min_efuse_blk_rev_full),
+            rev(a.max_efuse_blk_rev_full),
         );
+        if let Some(page) = a.mmu_page_size {
+            t += &format!("  MMU page size   {} KB\n", page / 1024);
+        }
     }
+    let after = if info.format == otter_core::image::ImageFormat::EspIdf {
+        "after it"
+    } else {
+        "after it: the flash-mapped part the ROM loader does not read"
+    };
     t += &format!(
-        "  size            {} bytes (image {} + {} after it)\n  sha256          {}\n  segments        {}\n  entry           {:#010x}\n  flash           {} {}\n",
+        "  size            {} bytes (image {} + {} {after})\n  sha256          {}\n  entry           {:#010x}\n  flash           {}, {}, {}\n",
         info.file_len,
         info.image_len,
         info.trailing_len,
         hex::encode(info.sha256),
-        info.segments.len(),
         info.entry_addr,
         info.flash.mode_name(),
-        info.flash
-            .size_bytes()
-            .map(|b| format!("{} MB", b >> 20))
-            .unwrap_or_else(|| "?".into()),
+        info.flash.size_name(info.chip).unwrap_or("invalid size"),
+        info.flash.freq_name(info.chip).unwrap_or("invalid frequency"),
     );
+    if let Some(x) = info.extended {
+        let max = x.max_chip_rev_full_raw;
+        t += &format!(
+            "  chip revision   v{} to v{} (legacy min_rev = {})\n  WP pin          {:#04x}{}\n",
+            rev(info.min_chip_rev_full),
+            rev(max),
+            x.min_chip_rev,
+            x.wp_pin,
+            if x.wp_pin == 0xEE { " (disabled)" } else { "" },
+        );
+    }
+    t += &format!("  segments        {}\n", info.segments.len());
+    for (i, s) in info.segments.iter().enumerate() {
+        t += &format!(
+            "    {i:>2}  length {:#07x}  load {:#010x}  header at {:#010x}\n",
+            s.len,
+            s.load_addr,
+            s.file_offset - 8
+        );
+    }
+    t += &format!("  checksum        {:#04x} (valid)\n", info.checksum);
     if let Some(h) = info.validation_hash {
         t += &format!("  validation hash {} (valid)\n", hex::encode(h));
     }

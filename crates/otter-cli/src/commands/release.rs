@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::signing::{make_bundle, read_bundle, ManifestArgs};
 use crate::client::Api;
 use crate::error::{CliError, CliResult};
-use crate::output::{items, table, text, Output};
+use crate::output::{items, table, text, time_text, Output};
 
 /// Pushes a firmware image (signed here first) or an already signed `release.otter`.
 pub fn push(
@@ -29,6 +29,12 @@ pub fn push(
         }
         read_bundle(file)?
     } else {
+        // Not a bundle: it must be a firmware image before anything else is said about it.
+        super::inspect::parse_image(file, &bytes).map_err(|e| {
+            CliError::usage(format!(
+                "{e}; `otter release push` takes an ESP32/ESP8266 firmware .bin or a release.otter made by `otter sign`"
+            ))
+        })?;
         let args = sign_with.ok_or_else(|| {
             CliError::usage(format!(
                 "{} is a firmware image: pass --key release.key to sign it (or push a release.otter made by `otter sign`)",
@@ -146,7 +152,11 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
             "idf_version",
         ]
         .iter()
-        .map(|k| format!("{k:<17}{}", text(&r, k)))
+        .map(|k| match *k {
+            // The manifest's times are Unix seconds in the JSON; people get ISO 8601 like the rest.
+            "created_at" | "expires_at" => format!("{k:<17}{}", time_text(&r, k)),
+            _ => format!("{k:<17}{}", text(&r, k)),
+        })
         .chain([format!("{:<17}{}", "signed_by", join(&r["signed_by"]))])
         .collect::<Vec<_>>()
         .join("\n")

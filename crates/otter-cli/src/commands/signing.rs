@@ -20,7 +20,8 @@ pub struct ManifestArgs {
     /// Private key(s) to sign with (PKCS#8 PEM from `otter keygen`); repeat for several signatures.
     #[arg(long = "key", value_name = "FILE", required = true)]
     pub keys: Vec<PathBuf>,
-    /// The release version; defaults to the image's own (esp_app_desc_t). Required for ESP8266.
+    /// The release version; defaults to the image's own (esp_app_desc_t). Required for ESP8266
+    /// images and for images whose built-in version is empty (e.g. MicroPython).
     #[arg(long)]
     pub version: Option<String>,
     /// Anti-downgrade counter: devices refuse a release with a lower one than they hold.
@@ -116,13 +117,25 @@ pub fn make_bundle(
 
 /// The version to sign: `--version`, or the image's own; the two must agree when both exist,
 /// because a device reports the image's version and would otherwise be offered it forever.
-fn release_version(info: &ImageInfo, given: Option<&str>) -> CliResult<String> {
-    match (given, info.app.as_ref().map(|a| a.version.as_str())) {
+///
+/// An image whose `esp_app_desc_t.version` is empty (every MicroPython build) counts as having no
+/// version, like an ESP8266 image: `--version` names it, and a device running it is recognised by
+/// its image's SHA-256 (docs/protocol.md).
+pub(crate) fn release_version(info: &ImageInfo, given: Option<&str>) -> CliResult<String> {
+    let own = info
+        .app
+        .as_ref()
+        .map(|a| a.version.as_str())
+        .filter(|v| !v.is_empty());
+    match (given, own) {
         (Some(g), Some(own)) if g != own => Err(CliError::usage(format!(
-            "--version {g} differs from the version built into the image ({own}); devices report the image's version, so sign it as {own} or rebuild the image"
+            "--version {g} differs from the version built into the image ({own}); devices report the image's version, so sign it as {own} or rebuild the image with version {g}"
         ))),
         (Some(g), _) => Ok(g.to_string()),
         (None, Some(own)) => Ok(own.to_string()),
+        (None, None) if info.app.is_some() => Err(CliError::usage(
+            "this image's esp_app_desc_t.version is empty (MicroPython and some other builds leave it so); pass --version, e.g. --version 1.20.1",
+        )),
         (None, None) => Err(CliError::usage(
             "this image carries no version (ESP8266 images have no app descriptor); pass --version",
         )),
@@ -204,7 +217,8 @@ pub fn verify(
     if let Some(exp) = m.expires_at {
         if exp <= now() {
             return Err(fail(format!(
-                "the manifest expired at {exp} (Unix s); devices refuse it"
+                "the manifest expired at {}; devices refuse it",
+                crate::output::iso8601(i64::try_from(exp).unwrap_or(i64::MAX))
             )));
         }
     }

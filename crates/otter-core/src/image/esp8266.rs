@@ -1,14 +1,15 @@
 //! ESP8266 images: the ROM-loaded "version 1" layout (magic 0xE9, 8-byte header) and the SDK's
 //! "version 2" layout (magic 0xEA header, the irom0 segment, then a version 1 header).
 //!
-//! Only the part the loader reads is validated (header, segments, checksum). Whatever follows it
+//! Only the part the loader reads is validated (header, segments, checksum). The segments are
+//! listed as esptool lists them: a v2 image's irom0 segment first (load address 0). Whatever follows it
 //! (an Arduino sketch's flash-mapped code, a MicroPython image's irom0 part, the v2 CRC) is
 //! counted in `trailing_len`: its integrity is what the manifest's SHA-256 covers.
 
 use super::reader::{segment_data, segment_header, slice, u32_at};
 use super::{
-    sha256, verify_checksum, FlashSettings, ImageError, ImageFormat, ImageInfo, IMAGE_MAGIC,
-    MAX_SEGMENTS,
+    sha256, verify_checksum, FlashSettings, ImageError, ImageFormat, ImageInfo, Segment,
+    IMAGE_MAGIC, MAX_SEGMENTS,
 };
 use crate::Chip;
 
@@ -16,11 +17,18 @@ const HEADER_LEN: usize = 8;
 
 pub(super) fn parse(file: &[u8], format: ImageFormat) -> Result<ImageInfo, ImageError> {
     let mut at = 0;
+    // esptool lists the v2 irom0 segment first, at load address 0; the checksum leaves it out.
+    let mut irom = None;
     if format == ImageFormat::Esp8266V2 {
         slice(file, 0, HEADER_LEN, "ESP8266 v2 header")?;
         let (_, irom_len) = segment_header(file, HEADER_LEN, "irom0 segment header")?;
         at = HEADER_LEN + 8;
         slice(file, at, irom_len as usize, "irom0 segment data")?;
+        irom = Some(Segment {
+            load_addr: 0,
+            file_offset: at,
+            len: irom_len as usize,
+        });
         at += irom_len as usize;
         let second = slice(file, at, 1, "second (v1) header")?[0];
         if second != IMAGE_MAGIC {
@@ -50,11 +58,15 @@ pub(super) fn parse(file: &[u8], format: ImageFormat) -> Result<ImageInfo, Image
     }
 
     let (stored, image_len) = verify_checksum(file, &segments, at)?;
+    if let Some(irom) = irom {
+        segments.insert(0, irom);
+    }
     Ok(ImageInfo {
         format,
         chip: Chip::Esp8266,
         entry_addr,
         flash,
+        extended: None,
         min_chip_rev_full: 0,
         max_chip_rev_full: None,
         segments,

@@ -3,8 +3,8 @@
 
 use super::reader::{segment_data, segment_header, slice, u16_at, u32_at, u32_le};
 use super::{
-    sha256, sigblock, verify_checksum, AppDesc, FlashSettings, ImageError, ImageFormat, ImageInfo,
-    Segment, APP_DESC_LEN, APP_DESC_MAGIC, APP_DESC_OFFSET, MAX_SEGMENTS,
+    sha256, sigblock, verify_checksum, AppDesc, ExtendedHeader, FlashSettings, ImageError,
+    ImageFormat, ImageInfo, Segment, APP_DESC_LEN, APP_DESC_MAGIC, APP_DESC_OFFSET, MAX_SEGMENTS,
 };
 use crate::Chip;
 
@@ -82,6 +82,19 @@ pub(super) fn parse(file: &[u8]) -> Result<ImageInfo, ImageError> {
             size_code: header[3] >> 4,
             freq_code: header[3] & 0x0F,
         },
+        extended: Some(ExtendedHeader {
+            wp_pin: header[8],
+            pin_drive: [
+                header[9] & 0x0F,
+                header[9] >> 4,
+                header[10] & 0x0F,
+                header[10] >> 4,
+                header[11] & 0x0F,
+                header[11] >> 4,
+            ],
+            min_chip_rev: header[14],
+            max_chip_rev_full_raw: u16_at(header, 17),
+        }),
         min_chip_rev_full: u16_at(header, 15),
         max_chip_rev_full: match u16_at(header, 17) {
             0 | 0xFFFF => None,

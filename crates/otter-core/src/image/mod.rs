@@ -54,6 +54,14 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    /// The image version esptool reports: 2 for the ESP8266 "version 2" layout, 1 otherwise.
+    pub fn esptool_version(self) -> u8 {
+        match self {
+            ImageFormat::Esp8266V2 => 2,
+            _ => 1,
+        }
+    }
+
     /// A short name for people and JSON: `esp-idf`, `esp8266-v1`, `esp8266-v2`.
     pub fn name(self) -> &'static str {
         match self {
@@ -101,9 +109,85 @@ impl FlashSettings {
     }
 
     /// The flash size in bytes the header declares, for ESP32-family codes (0 = 1 MB ...).
+    /// ESP8266 images use another table: see [`FlashSettings::size_bytes_for`].
     pub fn size_bytes(&self) -> Option<u64> {
         (self.size_code <= 7).then(|| (1u64 << 20) << self.size_code)
     }
+
+    /// The flash size in bytes the header declares, read with `chip`'s table. The ESP8266 codes
+    /// 5 and 6 (`2MB-c1`, `4MB-c1`) are 2 and 4 MB with another partition layout.
+    pub fn size_bytes_for(&self, chip: Chip) -> Option<u64> {
+        if chip != Chip::Esp8266 {
+            return self.size_bytes();
+        }
+        const KB: u64 = 1024;
+        Some(match self.size_code {
+            0 => 512 * KB,
+            1 => 256 * KB,
+            2 => 1024 * KB,
+            3 | 5 => 2048 * KB,
+            4 | 6 => 4096 * KB,
+            8 => 8192 * KB,
+            9 => 16384 * KB,
+            _ => return None,
+        })
+    }
+
+    /// The flash size as esptool names it (`4MB`, `512KB`, `2MB-c1`), with `chip`'s table;
+    /// `None` for a code esptool calls invalid.
+    pub fn size_name(&self, chip: Chip) -> Option<&'static str> {
+        if chip == Chip::Esp8266 {
+            const NAMES: [Option<&str>; 10] = [
+                Some("512KB"),
+                Some("256KB"),
+                Some("1MB"),
+                Some("2MB"),
+                Some("4MB"),
+                Some("2MB-c1"),
+                Some("4MB-c1"),
+                None,
+                Some("8MB"),
+                Some("16MB"),
+            ];
+            return NAMES.get(self.size_code as usize).copied().flatten();
+        }
+        const NAMES: [&str; 8] = ["1MB", "2MB", "4MB", "8MB", "16MB", "32MB", "64MB", "128MB"];
+        NAMES.get(self.size_code as usize).copied()
+    }
+
+    /// The SPI flash frequency as esptool names it (`40m`, `80m`, ...), with `chip`'s table;
+    /// `None` for a code esptool calls invalid.
+    pub fn freq_name(&self, chip: Chip) -> Option<&'static str> {
+        let table: &[(u8, &'static str)] = match chip {
+            Chip::Esp32C2 => &[(0xF, "60m"), (0x0, "30m"), (0x1, "20m"), (0x2, "15m")],
+            // ESP32-C6: esptool maps code 0 to "80m" (a ROM workaround) and knows no code 0xF.
+            Chip::Esp32C6 => &[(0x0, "80m"), (0x2, "20m")],
+            Chip::Esp32C61 | Chip::Esp32C5 | Chip::Esp32S31 => {
+                &[(0xF, "80m"), (0x0, "40m"), (0x2, "20m")]
+            }
+            Chip::Esp32H2 => &[(0xF, "48m"), (0x0, "24m"), (0x1, "16m"), (0x2, "12m")],
+            Chip::Esp32H21 | Chip::Esp32H4 => &[(0xF, "48m"), (0x0, "24m")],
+            _ => &[(0xF, "80m"), (0x0, "40m"), (0x1, "26m"), (0x2, "20m")],
+        };
+        table
+            .iter()
+            .find(|(code, _)| *code == self.freq_code)
+            .map(|(_, name)| *name)
+    }
+}
+
+/// The fields of the ESP-IDF extended header (`esp_image_header_t` bytes 8 to 23) that the
+/// loader reads, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedHeader {
+    /// `spi_pin_drv`'s pin for flash write protect; 0xEE means disabled.
+    pub wp_pin: u8,
+    /// Drive strengths of the flash pins: clk, q, d, cs0, hd, wp (4 bits each).
+    pub pin_drive: [u8; 6],
+    /// The legacy one-byte minimum chip revision (`min_chip_rev`).
+    pub min_chip_rev: u8,
+    /// `max_chip_rev_full` exactly as stored (0 or 0xFFFF when unset).
+    pub max_chip_rev_full_raw: u16,
 }
 
 /// `esp_app_desc_t`: what the build system wrote about the application.
@@ -146,7 +230,10 @@ pub struct ImageInfo {
     pub min_chip_rev_full: u16,
     /// Maximum chip revision, major*100+minor; `None` when unset (0 or 0xFFFF).
     pub max_chip_rev_full: Option<u16>,
-    /// The segments, in file order (the ESP8266 v2 irom0 segment is not listed).
+    /// The ESP-IDF extended header (`None` for ESP8266 images).
+    pub extended: Option<ExtendedHeader>,
+    /// The segments, in file order, as esptool lists them: for an ESP8266 v2 image the first is
+    /// the irom0 segment (load address 0, not covered by the checksum).
     pub segments: Vec<Segment>,
     /// The stored checksum byte (it has been verified).
     pub checksum: u8,

@@ -236,6 +236,16 @@ pub fn choose_release<'a>(
     running_version: &str,
     running_sha256: &str,
 ) -> Option<&'a ReleaseRow> {
+    // An image without a built-in version (empty `esp_app_desc_t.version`, as in MicroPython
+    // builds) reports ""; such a device is known by its image's SHA-256, so when that image is a
+    // release here, the release's version stands in for it.
+    let running_version = match running_version {
+        "" => candidates
+            .iter()
+            .find(|r| r.sha256 == running_sha256)
+            .map_or("", |r| r.version.as_str()),
+        v => v,
+    };
     let newest = candidates.iter().max_by(|a, b| {
         Version::new(&a.version)
             .cmp(&Version::new(&b.version))
@@ -253,7 +263,10 @@ pub async fn checkin(
     DeviceAuth(device): DeviceAuth,
     Json(body): Json<CheckinRequest>,
 ) -> ApiResult<Json<CheckinResponse>> {
-    otter_core::manifest::check_version(&body.version).map_err(ApiError::bad_request)?;
+    // An empty version is an image built without one (docs/protocol.md, "Check-in").
+    if !body.version.is_empty() {
+        otter_core::manifest::check_version(&body.version).map_err(ApiError::bad_request)?;
+    }
     let chip: Chip = body
         .chip
         .parse()
@@ -448,5 +461,20 @@ mod tests {
         assert!(choose_release(&[], "1.0.0", "z").is_none());
         // Same version, different bytes (a rebuild): offered.
         assert!(choose_release(&c, "2.0.0", "z").is_some());
+    }
+
+    #[test]
+    fn a_device_without_a_version_is_known_by_its_image_hash() {
+        let c = [rel("1.20.1", "new", 2), rel("1.20.0", "old", 1)];
+        assert_eq!(choose_release(&c, "", "old").unwrap().version, "1.20.1");
+        assert!(
+            choose_release(&c, "", "new").is_none(),
+            "running the newest"
+        );
+        assert_eq!(
+            choose_release(&c, "", "unknown").unwrap().version,
+            "1.20.1",
+            "an image the server does not know is offered the newest"
+        );
     }
 }

@@ -95,7 +95,7 @@ async fn check_envelope(
         .collect();
     if keys.is_empty() {
         return Err(ApiError::bad_release(format!(
-            "product {:?} has no release keys yet; register one with `otter product key add {} release.pub.pem`",
+            "product {:?} has no release keys yet; register one with `otter product key add {} --pub release.pub.pem`",
             product.name, product.name
         )));
     }
