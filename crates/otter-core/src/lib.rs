@@ -9,6 +9,7 @@
 //!   the image (the `release.otter` file).
 //! - [`keys`]: ECDSA P-256 release keys: generation, PEM files, key ids, signing, verification.
 //! - [`version::Version`]: the order in which releases are newer than each other.
+//! - [`publish`]: what a release must meet to be published (installable, counter, clock).
 //!
 //! Nothing here touches the network or the file system; callers pass bytes in and get values
 //! and precise errors back.
@@ -18,6 +19,7 @@ pub mod chip;
 pub mod image;
 pub mod keys;
 pub mod manifest;
+pub mod publish;
 pub mod version;
 
 pub use chip::Chip;

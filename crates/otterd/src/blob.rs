@@ -2,12 +2,19 @@
 //! with the same semantics.
 //!
 //! Layout: `images/<sha256 hex>` for published images, `staging/<uuid>` for uploads in flight.
-//! A published image is never overwritten: publication is `rename_if_not_exists`, so a second
-//! upload of the same bytes just drops its staging copy.
+//! A published image is never overwritten with other bytes: publication is
+//! `rename_if_not_exists`, and when the address is taken already the existing blob is re-hashed;
+//! a second upload of the same bytes just drops its staging copy, while a blob whose bytes no
+//! longer match its address (damaged storage) is replaced by the verified upload.
+//!
+//! Blobs that no release references (an upload killed between publication and its database
+//! row) are removed by the collector in [`crate::blob_gc`]; [`BlobStore::publishing`] and
+//! [`BlobStore::collecting`] keep it from racing a publication.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -16,7 +23,9 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// A blob storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +58,43 @@ impl From<std::io::Error> for BlobError {
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     local_root: Option<PathBuf>,
+    /// Shared by publications (from the blob's move to its address until its release row is
+    /// committed), exclusive for the collector's check-then-delete of one blob.
+    publish_lock: Arc<RwLock<()>>,
+    /// Names of the `staging/` objects of uploads in flight in this process.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Marks a staging name as in flight until dropped (also when a handler is cancelled).
+struct InFlight {
+    name: String,
+    set: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.name);
+        }
+    }
 }
 
 /// An upload being written to `staging/`.
 pub struct StagedBlob {
     path: ObjectPath,
     writer: BufWriter,
+    flight: InFlight,
+}
+
+/// A published image as the collector sees it.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    /// Its SHA-256, hex (its name under `images/`).
+    pub sha256_hex: String,
+    /// Last modification, Unix seconds.
+    pub modified_at: i64,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 impl BlobStore {
@@ -65,6 +105,8 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::new(store),
             local_root: Some(root.to_path_buf()),
+            publish_lock: Arc::new(RwLock::new(())),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -82,25 +124,58 @@ impl BlobStore {
 
     /// Starts a staged upload. Staging keys are random, never derived from client input.
     pub fn stage(&self) -> StagedBlob {
-        let path = ObjectPath::from(format!("staging/{}", uuid::Uuid::new_v4().simple()));
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = ObjectPath::from(format!("staging/{name}"));
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(name.clone());
+        }
         StagedBlob {
             writer: BufWriter::new(self.store.clone(), path.clone()),
             path,
+            flight: InFlight {
+                name,
+                set: self.in_flight.clone(),
+            },
         }
     }
 
-    /// Makes a completed staged upload visible at its content address.
+    /// Held by an upload from [`BlobStore::publish`] until its release row is committed (or
+    /// refused): while any is held, the collector deletes nothing.
+    pub async fn publishing(&self) -> OwnedRwLockReadGuard<()> {
+        self.publish_lock.clone().read_owned().await
+    }
+
+    /// Held by the collector around the check-then-delete of one blob.
+    pub async fn collecting(&self) -> OwnedRwLockWriteGuard<()> {
+        self.publish_lock.clone().write_owned().await
+    }
+
+    /// Makes a completed staged upload visible at its content address, whose bytes the caller
+    /// has verified. When that address holds a blob already, the blob is re-hashed: the same
+    /// bytes are kept (the staged copy is dropped); other bytes (storage damage or tampering)
+    /// are replaced by the staged copy.
     pub async fn publish(&self, staged: StagedObject, sha256_hex: &str) -> Result<(), BlobError> {
-        match self
-            .store
-            .rename_if_not_exists(&staged.0, &Self::image_key(sha256_hex))
-            .await
-        {
+        let key = Self::image_key(sha256_hex);
+        match self.store.rename_if_not_exists(&staged.path, &key).await {
             Ok(()) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                self.store.delete(&staged.0).await?;
-                Ok(())
-            }
+            Err(object_store::Error::AlreadyExists { .. }) => match self.hash_of(&key).await {
+                Ok(existing) if existing == sha256_hex => {
+                    self.store.delete(&staged.path).await?;
+                    Ok(())
+                }
+                found => {
+                    let found = match found {
+                        Ok(h) => format!("bytes hashing to {h}"),
+                        Err(e) => format!("unreadable bytes ({e})"),
+                    };
+                    tracing::warn!(blob = %key, %found, "a stored image does not match its address; replacing it with the verified upload");
+                    if let Err(e) = self.store.rename(&staged.path, &key).await {
+                        self.discard(staged).await;
+                        return Err(e.into());
+                    }
+                    Ok(())
+                }
+            },
             Err(e) => {
                 self.discard(staged).await;
                 Err(e.into())
@@ -108,15 +183,112 @@ impl BlobStore {
         }
     }
 
+    /// SHA-256 (hex) of a stored object, streamed.
+    async fn hash_of(&self, key: &ObjectPath) -> Result<String, BlobError> {
+        let mut stream = self.store.get(key).await?.into_stream();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Every published image (names that are not a SHA-256 in hex are not ours; left alone).
+    pub async fn list_images(&self) -> Result<Vec<StoredImage>, BlobError> {
+        let mut out = Vec::new();
+        let mut list = self.store.list(Some(&ObjectPath::from("images")));
+        while let Some(meta) = list.next().await {
+            let meta = meta?;
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                continue;
+            }
+            out.push(StoredImage {
+                sha256_hex: name.to_string(),
+                modified_at: meta.last_modified.timestamp(),
+                size: meta.size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes a published image. Only the collector calls this, holding [`BlobStore::collecting`].
+    pub async fn delete_image(&self, sha256_hex: &str) -> Result<(), BlobError> {
+        match self.store.delete(&Self::image_key(sha256_hex)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes what `staging/` holds from uploads that are no longer in flight in this process
+    /// and were last written at or before `cutoff` (Unix seconds): leftovers of failed deletions and
+    /// of object_store's temporary files. Returns how many entries went.
+    pub async fn clean_stale_staging(&self, cutoff: i64) -> Result<usize, BlobError> {
+        let in_flight = |name: &str| {
+            self.in_flight
+                .lock()
+                .map(|set| set.iter().any(|f| name.starts_with(f.as_str())))
+                .unwrap_or(true)
+        };
+        let mut n = 0;
+        if let Some(root) = &self.local_root {
+            // Read the directory itself: it also shows object_store's half-written temporary files.
+            let dir = root.join("staging");
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let modified = entry
+                    .metadata()?
+                    .modified()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                if modified > cutoff || in_flight(&name) {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                match removed {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(n);
+        }
+        let mut list = self.store.list(Some(&ObjectPath::from("staging")));
+        while let Some(meta) = list.next().await {
+            let meta = meta?;
+            let name = meta.location.filename().unwrap_or_default().to_string();
+            if meta.last_modified.timestamp() > cutoff || in_flight(&name) {
+                continue;
+            }
+            self.store.delete(&meta.location).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Reads a completed staged upload whole (bounded by the upload limit), to parse it.
     pub async fn read_staged(&self, staged: &StagedObject) -> Result<Bytes, BlobError> {
-        Ok(self.store.get(&staged.0).await?.bytes().await?)
+        Ok(self.store.get(&staged.path).await?.bytes().await?)
     }
 
     /// Deletes a completed staged upload that was refused.
     pub async fn discard(&self, staged: StagedObject) {
-        if let Err(e) = self.store.delete(&staged.0).await {
-            tracing::warn!(error = %e, key = %staged.0, "could not delete a refused upload; it is removed at the next start");
+        if let Err(e) = self.store.delete(&staged.path).await {
+            tracing::warn!(error = %e, key = %staged.path, "could not delete a refused upload; it is removed at the next start");
         }
     }
 
@@ -162,7 +334,11 @@ impl BlobStore {
 }
 
 /// A staged upload whose bytes are all written, not yet published.
-pub struct StagedObject(ObjectPath);
+pub struct StagedObject {
+    path: ObjectPath,
+    /// Keeps the collector off it until it is published or discarded.
+    _flight: InFlight,
+}
 
 impl StagedBlob {
     /// Appends bytes.
@@ -174,7 +350,10 @@ impl StagedBlob {
     /// Completes the write; the object exists in `staging/` afterwards.
     pub async fn complete(mut self) -> Result<StagedObject, BlobError> {
         self.writer.shutdown().await?;
-        Ok(StagedObject(self.path))
+        Ok(StagedObject {
+            path: self.path,
+            _flight: self.flight,
+        })
     }
 
     /// Drops an unfinished upload.

@@ -49,6 +49,15 @@ pub struct Settings {
     pub log_format: String,
     /// Seconds to let requests finish on shutdown (downloads get this long too).
     pub shutdown_grace_s: u64,
+    // --- Release hygiene (issue 8, items 12 and 18) ---
+    /// Seconds between passes of the blob collector (blobs no release references, staging
+    /// leftovers); it also runs once at start. 0: only at start.
+    pub blob_gc_interval_s: u64,
+    /// Blobs and staged uploads younger than this many seconds are never collected.
+    pub blob_gc_grace_s: u64,
+    /// How far, in seconds, a manifest's creation time may lie ahead of the server's clock.
+    pub manifest_max_future_s: u64,
+    // --- end of release hygiene ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -64,6 +73,10 @@ impl Default for Settings {
             max_in_flight: 512,
             log_format: "text".into(),
             shutdown_grace_s: 30,
+            // Release hygiene (issue 8, items 12 and 18).
+            blob_gc_interval_s: 3600,
+            blob_gc_grace_s: 3600,
+            manifest_max_future_s: otter_core::publish::DEFAULT_MAX_FUTURE_S,
             sources: BTreeMap::new(),
         };
         for k in KEYS {
@@ -73,7 +86,7 @@ impl Default for Settings {
     }
 }
 
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 11] = [
     "data_dir",
     "listen",
     "database_url",
@@ -82,6 +95,10 @@ const KEYS: [&str; 8] = [
     "max_in_flight",
     "log_format",
     "shutdown_grace_s",
+    // Release hygiene (issue 8, items 12 and 18).
+    "blob_gc_interval_s",
+    "blob_gc_grace_s",
+    "manifest_max_future_s",
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -96,6 +113,10 @@ pub struct Layer {
     pub max_in_flight: Option<usize>,
     pub log_format: Option<String>,
     pub shutdown_grace_s: Option<u64>,
+    // Release hygiene (issue 8, items 12 and 18).
+    pub blob_gc_interval_s: Option<u64>,
+    pub blob_gc_grace_s: Option<u64>,
+    pub manifest_max_future_s: Option<u64>,
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -145,6 +166,10 @@ impl Layer {
             max_in_flight: parse("max_in_flight", g("max_in_flight"))?,
             log_format: g("log_format"),
             shutdown_grace_s: parse("shutdown_grace_s", g("shutdown_grace_s"))?,
+            // Release hygiene (issue 8, items 12 and 18).
+            blob_gc_interval_s: parse("blob_gc_interval_s", g("blob_gc_interval_s"))?,
+            blob_gc_grace_s: parse("blob_gc_grace_s", g("blob_gc_grace_s"))?,
+            manifest_max_future_s: parse("manifest_max_future_s", g("manifest_max_future_s"))?,
         })
     }
 }
@@ -171,6 +196,10 @@ impl Settings {
         set!(max_in_flight);
         set!(log_format);
         set!(shutdown_grace_s);
+        // Release hygiene (issue 8, items 12 and 18).
+        set!(blob_gc_interval_s);
+        set!(blob_gc_grace_s);
+        set!(manifest_max_future_s);
     }
 
     /// Checks values that parse but make no sense.
@@ -209,7 +238,7 @@ impl Settings {
 
     /// `key = value  # source` lines, secrets redacted.
     pub fn show(&self, with_sources: bool) -> String {
-        let values: [(&str, String); 8] = [
+        let values: [(&str, String); 11] = [
             (
                 "data_dir",
                 format!("{:?}", self.data_dir.display().to_string()),
@@ -224,6 +253,13 @@ impl Settings {
             ("max_in_flight", self.max_in_flight.to_string()),
             ("log_format", format!("{:?}", self.log_format)),
             ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
+            // Release hygiene (issue 8, items 12 and 18).
+            ("blob_gc_interval_s", self.blob_gc_interval_s.to_string()),
+            ("blob_gc_grace_s", self.blob_gc_grace_s.to_string()),
+            (
+                "manifest_max_future_s",
+                self.manifest_max_future_s.to_string(),
+            ),
         ];
         let mut out = String::new();
         for (k, v) in values {
@@ -308,6 +344,45 @@ mod tests {
         assert!(
             e.contains("--log-format") && e.contains("OTTER_LOG_FORMAT"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn release_hygiene_settings_come_from_every_layer() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (
+                s.blob_gc_interval_s,
+                s.blob_gc_grace_s,
+                s.manifest_max_future_s
+            ),
+            (3600, 3600, 600)
+        );
+        s.apply(
+            toml::from_str("blob_gc_interval_s = 60\nblob_gc_grace_s = 120\n").unwrap(),
+            Source::File,
+        );
+        s.apply(
+            Layer::from_env(|k| (k == "OTTER_MANIFEST_MAX_FUTURE_S").then(|| "30".to_string()))
+                .unwrap(),
+            Source::Env,
+        );
+        assert_eq!(
+            (
+                s.blob_gc_interval_s,
+                s.blob_gc_grace_s,
+                s.manifest_max_future_s
+            ),
+            (60, 120, 30)
+        );
+        let shown = s.show(true);
+        assert!(
+            shown.contains("blob_gc_grace_s = 120  # config file"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("manifest_max_future_s = 30  # environment"),
+            "{shown}"
         );
     }
 

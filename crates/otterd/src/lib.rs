@@ -3,12 +3,14 @@
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`db`]: the `Database` seam and its SQLite backend.
 //! - [`blob`]: content-addressed image storage on `object_store`.
+//! - [`blob_gc`]: the collector of blobs no release references.
 //! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
 //! - [`routes`]: the HTTP handlers, one module per resource.
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
 pub mod auth;
 pub mod blob;
+pub mod blob_gc;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -135,7 +137,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish for up to
-/// `shutdown_grace_s`.
+/// `shutdown_grace_s`. The blob collector ([`blob_gc`]) runs alongside and stops with it.
 pub async fn launch_with_listener(
     state: AppState,
     listener: TcpListener,
@@ -143,8 +145,9 @@ pub async fn launch_with_listener(
 ) -> anyhow::Result<()> {
     bootstrap_admin(&state).await?;
     let grace = Duration::from_secs(state.settings.shutdown_grace_s);
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let collector = blob_gc::spawn(state.clone(), stop_rx.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -158,5 +161,6 @@ pub async fn launch_with_listener(
         } => tracing::warn!("requests still running after the shutdown grace period; stopping anyway"),
     }
     drop(stop_rx);
+    collector.abort();
     Ok(())
 }

@@ -160,6 +160,14 @@ pub trait Database: Send + Sync + 'static {
         min_security_counter: i64,
         now: i64,
     ) -> DbResult<Vec<ReleaseRow>>;
+    /// The release of a channel with the highest security counter (latest published on a tie).
+    async fn highest_counter_release(
+        &self,
+        product_id: i64,
+        channel: &str,
+    ) -> DbResult<Option<ReleaseRow>>;
+    /// Whether any release references the image with this SHA-256 (hex).
+    async fn blob_referenced(&self, sha256_hex: &str) -> DbResult<bool>;
 
     async fn create_token(&self, t: &TokenRow) -> DbResult<()>;
     async fn count_tokens(&self) -> DbResult<i64>;

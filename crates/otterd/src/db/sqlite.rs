@@ -359,6 +359,34 @@ impl Database for Sqlite {
         all(rows, release)
     }
 
+    async fn highest_counter_release(
+        &self,
+        product_id: i64,
+        channel: &str,
+    ) -> DbResult<Option<ReleaseRow>> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id \
+             WHERE r.product_id = ? AND r.channel = ? \
+             ORDER BY r.security_counter DESC, r.published_at DESC, r.rowid DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(product_id)
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| release(&r).map_err(map_err)).transpose()
+    }
+
+    async fn blob_referenced(&self, sha256_hex: &str) -> DbResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM releases WHERE sha256 = ? LIMIT 1")
+            .bind(sha256_hex)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(row.is_some())
+    }
+
     async fn create_token(&self, t: &TokenRow) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO tokens (id, name, role, products, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -98,17 +98,8 @@ pub struct StatusReport {
     pub reason: Option<String>,
 }
 
-/// The states a device reports.
-pub const STATES: [&str; 8] = [
-    "downloading",
-    "downloaded",
-    "installing",
-    "rebooting",
-    "success",
-    "failure",
-    "rolled_back",
-    "refused",
-];
+use super::device_report::check_report;
+pub use super::device_report::STATES;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -257,7 +248,7 @@ pub fn choose_release<'a>(
 }
 
 #[utoipa::path(operation_id = "device_checkin", post, path = "/device/v1/checkin", request_body = CheckinRequest, tag = "device",
-    responses((status = 200, body = CheckinResponse), (status = 429, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = CheckinResponse), (status = 400, body = crate::error::ErrorBody, description = "a malformed field, or a last_outcome that /status would refuse"), (status = 404, body = crate::error::ErrorBody, description = "last_outcome names a release not of this product"), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn checkin(
     State(state): State<AppState>,
     DeviceAuth(device): DeviceAuth,
@@ -277,6 +268,18 @@ pub async fn checkin(
             "image_sha256 must be 64 hex characters",
         ));
     }
+    if let Some(o) = &body.last_outcome {
+        // Checked as a status report is, before anything of this check-in is stored.
+        check_report(
+            &state,
+            device.product_id,
+            "last_outcome: ",
+            o.release_id.as_deref(),
+            &o.state,
+            o.reason.as_deref(),
+        )
+        .await?;
+    }
     let at = now();
     state
         .db
@@ -293,9 +296,7 @@ pub async fn checkin(
         )
         .await?;
     if let Some(outcome) = &body.last_outcome {
-        if STATES.contains(&outcome.state.as_str())
-            && device.last_state.as_deref() != Some(outcome.state.as_str())
-        {
+        if device.last_state.as_deref() != Some(outcome.state.as_str()) {
             // The device remembers an outcome the server missed (e.g. it was offline).
             state
                 .db
@@ -305,10 +306,7 @@ pub async fn checkin(
                     release_id: outcome.release_id.clone(),
                     state: outcome.state.clone(),
                     progress_bytes: None,
-                    reason: outcome
-                        .reason
-                        .clone()
-                        .map(|r| r.chars().take(256).collect()),
+                    reason: outcome.reason.clone(),
                 })
                 .await?;
         }
@@ -364,36 +362,15 @@ pub async fn status(
     DeviceAuth(device): DeviceAuth,
     Json(body): Json<StatusReport>,
 ) -> ApiResult<StatusCode> {
-    if !STATES.contains(&body.state.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "state {:?} is not one of {}",
-            body.state,
-            STATES.join(", ")
-        )));
-    }
-    let needs_reason = matches!(body.state.as_str(), "failure" | "rolled_back" | "refused");
-    match &body.reason {
-        Some(r) if r.chars().count() > 256 => {
-            return Err(ApiError::bad_request("reason is limited to 256 characters"))
-        }
-        None if needs_reason => {
-            return Err(ApiError::bad_request(format!(
-                "state {:?} needs a reason",
-                body.state
-            )))
-        }
-        _ => {}
-    }
-    if let Some(id) = &body.release_id {
-        // A device may only report on releases of its own product.
-        match state.db.get_release(id).await {
-            Ok(r) if r.product_id == device.product_id => {}
-            Ok(_) | Err(DbError::NotFound) => {
-                return Err(ApiError::not_found(format!("no release {id}")))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    check_report(
+        &state,
+        device.product_id,
+        "",
+        body.release_id.as_deref(),
+        &body.state,
+        body.reason.as_deref(),
+    )
+    .await?;
     state
         .db
         .add_event(&EventRow {

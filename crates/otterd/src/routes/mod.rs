@@ -2,6 +2,7 @@
 //! (tracing, metrics, overload shedding, timeouts).
 
 pub mod device_api;
+pub mod device_report;
 pub mod devices;
 pub mod download;
 pub mod products;

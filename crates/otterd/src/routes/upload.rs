@@ -34,6 +34,8 @@ pub struct PushQuery {
     /// client sends only the head. Clients do this first so that a refusal reaches them before
     /// they stream the image (an HTTP client that is still sending does not read the answer).
     pub dry_run: Option<bool>,
+    /// Publish although the security counter is lower than the channel's highest (docs/security.md).
+    pub allow_lower_counter: Option<bool>,
 }
 
 /// The answer to a dry run: the release would be accepted so far.
@@ -110,6 +112,39 @@ async fn check_envelope(
     Ok(signed_by.iter().map(|k| k.to_string()).collect())
 }
 
+/// Refuses what no device can install, a counter below the channel's highest (unless
+/// `allow_lower`) and a creation time ahead of the server's clock (otter_core::publish).
+async fn check_publish_rules(
+    state: &AppState,
+    product: &ProductRow,
+    channel: &str,
+    m: &otter_core::manifest::Manifest,
+    allow_lower: bool,
+) -> ApiResult<()> {
+    use otter_core::publish;
+    publish::check_installable(m).map_err(ApiError::bad_release)?;
+    publish::check_created_at(
+        m.created_at,
+        now().max(0) as u64,
+        state.settings.manifest_max_future_s,
+    )
+    .map_err(ApiError::bad_release)?;
+    let highest = state
+        .db
+        .highest_counter_release(product.id, channel)
+        .await?
+        .map(|r| publish::HighestCounter {
+            version: r.version,
+            security_counter: r.security_counter.clamp(0, u32::MAX as i64) as u32,
+        });
+    publish::check_counter(channel, m.security_counter, highest.as_ref(), allow_lower)
+        .map_err(ApiError::bad_release)?;
+    if allow_lower && highest.is_some_and(|h| m.security_counter < h.security_counter) {
+        tracing::warn!(product = %product.name, %channel, version = %m.version, counter = m.security_counter, "publishing a security counter below the channel's highest, as the publisher asked");
+    }
+    Ok(())
+}
+
 /// Streams the image into staging, hashing and counting; refuses too many or too few bytes.
 async fn stage_image(
     stream: &mut BodyStream,
@@ -172,7 +207,8 @@ fn check_image(bytes: &[u8], product: &ProductRow) -> ApiResult<(Option<String>,
 
 #[utoipa::path(operation_id = "releases_push_release", post, path = "/api/v1/products/{product}/releases", tag = "releases",
     params(("channel" = Option<String>, Query, description = "channel to publish to; default stable"),
-        ("dry_run" = Option<bool>, Query, description = "send only the bundle head; check it and stop")),
+        ("dry_run" = Option<bool>, Query, description = "send only the bundle head; check it and stop"),
+        ("allow_lower_counter" = Option<bool>, Query, description = "publish although the security counter is lower than the channel's highest")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a release.otter bundle"),
     responses((status = 201, body = Release), (status = 200, body = PushCheck, description = "dry run: the head would be accepted"), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn push_release(
@@ -208,6 +244,14 @@ pub async fn push_release(
     let head = BundleHead::decode(&buf).map_err(|e| ApiError::bad_release(e.to_string()))?;
     let signed_by = check_envelope(&state, &product, &head.envelope).await?;
     let manifest = head.envelope.manifest().clone();
+    check_publish_rules(
+        &state,
+        &product,
+        &channel,
+        &manifest,
+        q.allow_lower_counter.unwrap_or(false),
+    )
+    .await?;
     if manifest.image_size as u64 > limit {
         return Err(ApiError::too_large(format!(
             "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
@@ -273,6 +317,8 @@ pub async fn push_release(
     drop(bytes);
 
     let sha_hex = manifest.image_sha256_hex();
+    // Until the release row is in, the blob collector keeps off (crate::blob_gc explains why).
+    let _publishing = state.blobs.publishing().await;
     state
         .blobs
         .publish(staged, &sha_hex)

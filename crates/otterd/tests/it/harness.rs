@@ -79,6 +79,23 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
 }
 
 impl TestServer {
+    /// A client of a server the test started itself (and stops itself); `data_dir` holds its
+    /// initial admin token.
+    pub fn attach(url: String, dir: TempDir, data_dir: &std::path::Path) -> TestServer {
+        let admin = std::fs::read_to_string(data_dir.join("initial-admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        TestServer {
+            url,
+            dir,
+            admin,
+            http: Client::new(),
+            stop: None,
+            task: None,
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
