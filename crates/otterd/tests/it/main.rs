@@ -6,5 +6,6 @@ mod harness;
 mod access;
 mod crash;
 mod device;
+mod limits;
 mod openapi;
 mod upload;
