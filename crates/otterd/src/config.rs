@@ -58,6 +58,8 @@ pub struct Settings {
     /// How far, in seconds, a manifest's creation time may lie ahead of the server's clock.
     pub manifest_max_future_s: u64,
     // --- end of release hygiene ---
+    /// Bounds on device data and enrolment (see [`LIMIT_KEYS`]).
+    pub limits: Limits,
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -77,9 +79,10 @@ impl Default for Settings {
             blob_gc_interval_s: 3600,
             blob_gc_grace_s: 3600,
             manifest_max_future_s: otter_core::publish::DEFAULT_MAX_FUTURE_S,
+            limits: Limits::default(),
             sources: BTreeMap::new(),
         };
-        for k in KEYS {
+        for k in KEYS.into_iter().chain(LIMIT_KEYS) {
             s.sources.insert(k, Source::Default);
         }
         s
@@ -117,6 +120,11 @@ pub struct Layer {
     pub blob_gc_interval_s: Option<u64>,
     pub blob_gc_grace_s: Option<u64>,
     pub manifest_max_future_s: Option<u64>,
+    pub device_reports_per_minute: Option<u32>,
+    pub device_reports_burst: Option<u32>,
+    pub device_history_max: Option<u32>,
+    pub wal_size_limit_bytes: Option<u64>,
+    pub wal_checkpoint_interval_s: Option<u64>,
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -170,6 +178,17 @@ impl Layer {
             blob_gc_interval_s: parse("blob_gc_interval_s", g("blob_gc_interval_s"))?,
             blob_gc_grace_s: parse("blob_gc_grace_s", g("blob_gc_grace_s"))?,
             manifest_max_future_s: parse("manifest_max_future_s", g("manifest_max_future_s"))?,
+            device_reports_per_minute: parse(
+                "device_reports_per_minute",
+                g("device_reports_per_minute"),
+            )?,
+            device_reports_burst: parse("device_reports_burst", g("device_reports_burst"))?,
+            device_history_max: parse("device_history_max", g("device_history_max"))?,
+            wal_size_limit_bytes: parse("wal_size_limit_bytes", g("wal_size_limit_bytes"))?,
+            wal_checkpoint_interval_s: parse(
+                "wal_checkpoint_interval_s",
+                g("wal_checkpoint_interval_s"),
+            )?,
         })
     }
 }
@@ -200,6 +219,19 @@ impl Settings {
         set!(blob_gc_interval_s);
         set!(blob_gc_grace_s);
         set!(manifest_max_future_s);
+        macro_rules! set_limit {
+            ($field:ident) => {
+                if let Some(v) = layer.$field {
+                    self.limits.$field = v;
+                    self.sources.insert(stringify!($field), source);
+                }
+            };
+        }
+        set_limit!(device_reports_per_minute);
+        set_limit!(device_reports_burst);
+        set_limit!(device_history_max);
+        set_limit!(wal_size_limit_bytes);
+        set_limit!(wal_checkpoint_interval_s);
     }
 
     /// Checks values that parse but make no sense.
@@ -225,6 +257,15 @@ impl Settings {
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "is empty");
+        }
+        if self.limits.device_reports_per_minute > 0 && self.limits.device_reports_burst == 0 {
+            return bad(
+                "device_reports_burst",
+                "must be at least 1 while device_reports_per_minute limits reports",
+            );
+        }
+        if self.limits.wal_checkpoint_interval_s == 0 {
+            return bad("wal_checkpoint_interval_s", "must be at least 1");
         }
         Ok(())
     }
@@ -262,7 +303,7 @@ impl Settings {
             ),
         ];
         let mut out = String::new();
-        for (k, v) in values {
+        for (k, v) in values.into_iter().chain(self.limits.values()) {
             if with_sources {
                 out.push_str(&format!("{k} = {v}  # {}\n", self.sources[k]));
             } else {
@@ -272,6 +313,75 @@ impl Settings {
         out
     }
 }
+
+// --- Limits on device data and enrolment (issue 8, items 6 and 14) ---------------------------
+
+/// Keys of [`Limits`], as in the config file (`OTTER_<KEY>` in the environment).
+pub const LIMIT_KEYS: [&str; 5] = [
+    "device_reports_per_minute",
+    "device_reports_burst",
+    "device_history_max",
+    "wal_size_limit_bytes",
+    "wal_checkpoint_interval_s",
+];
+
+/// Bounds on what devices can make the server store, and on the database's log
+/// (docs/configuration.md, "Limits"; docs/security.md says what each protects against).
+/// Per-product enrolment bounds are not here: admins set them per product
+/// (`otter product update`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Status reports a device may send a minute, sustained (0: no limit). Beyond it the device
+    /// gets `429` with `Retry-After`.
+    pub device_reports_per_minute: u32,
+    /// Reports a device may send at once before the per-minute rate applies.
+    pub device_reports_burst: u32,
+    /// Newest history events kept per device (0: keep all).
+    pub device_history_max: u32,
+    /// SQLite `journal_size_limit`: the write-ahead log is cut back to this size after a
+    /// checkpoint.
+    pub wal_size_limit_bytes: u64,
+    /// Seconds between checkpoints that empty the write-ahead log.
+    pub wal_checkpoint_interval_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            device_reports_per_minute: 60,
+            device_reports_burst: 60,
+            device_history_max: 1000,
+            wal_size_limit_bytes: 16 * 1024 * 1024,
+            wal_checkpoint_interval_s: 60,
+        }
+    }
+}
+
+impl Limits {
+    fn values(&self) -> [(&'static str, String); 5] {
+        [
+            (
+                "device_reports_per_minute",
+                self.device_reports_per_minute.to_string(),
+            ),
+            (
+                "device_reports_burst",
+                self.device_reports_burst.to_string(),
+            ),
+            ("device_history_max", self.device_history_max.to_string()),
+            (
+                "wal_size_limit_bytes",
+                self.wal_size_limit_bytes.to_string(),
+            ),
+            (
+                "wal_checkpoint_interval_s",
+                self.wal_checkpoint_interval_s.to_string(),
+            ),
+        ]
+    }
+}
+
+// --- end of limits ---------------------------------------------------------------------------
 
 /// Replaces the password in `scheme://user:password@host` with `***`.
 pub fn redact_url(url: &str) -> String {
@@ -294,6 +404,7 @@ impl fmt::Debug for Settings {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("poll_interval_s", &self.poll_interval_s)
             .field("max_in_flight", &self.max_in_flight)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -384,6 +495,36 @@ mod tests {
             shown.contains("manifest_max_future_s = 30  # environment"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn limits_layer_like_every_other_setting() {
+        let mut s = Settings::default();
+        assert_eq!(s.limits, Limits::default());
+        let file: Layer =
+            toml::from_str("device_history_max = 50\ndevice_reports_per_minute = 10\n").unwrap();
+        s.apply(file, Source::File);
+        let env = Layer::from_env(|k| (k == "OTTER_DEVICE_HISTORY_MAX").then(|| "20".to_string()))
+            .unwrap();
+        s.apply(env, Source::Env);
+        assert_eq!(s.limits.device_history_max, 20);
+        assert_eq!(s.limits.device_reports_per_minute, 10);
+        let shown = s.show(true);
+        assert!(
+            shown.contains("device_history_max = 20  # environment"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("device_reports_per_minute = 10  # config file"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("wal_size_limit_bytes = 16777216  # default"),
+            "{shown}"
+        );
+        s.limits.wal_checkpoint_interval_s = 0;
+        let e = s.validate().unwrap_err().0;
+        assert!(e.contains("OTTER_WAL_CHECKPOINT_INTERVAL_S"), "{e}");
     }
 
     #[test]

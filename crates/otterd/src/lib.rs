@@ -15,8 +15,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod openapi;
+pub mod pagination;
+pub mod ratelimit;
 pub mod routes;
 pub mod telemetry;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub settings: Arc<Settings>,
     pub metrics: telemetry::Metrics,
+    /// Rate limits on status reports and enrolments.
+    pub limiters: Arc<ratelimit::Limiters>,
 }
 
 /// Unix seconds now.
@@ -57,9 +62,15 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     let url = settings.database_url();
     let db: Arc<dyn Database> = if url.starts_with("sqlite:") {
         Arc::new(
-            db::sqlite::Sqlite::open(&url)
-                .await
-                .context("opening the SQLite database")?,
+            db::sqlite::Sqlite::open_with(
+                &url,
+                db::sqlite::SqliteBounds {
+                    history_max: settings.limits.device_history_max as i64,
+                    wal_size_limit_bytes: settings.limits.wal_size_limit_bytes,
+                },
+            )
+            .await
+            .context("opening the SQLite database")?,
         )
     } else {
         anyhow::bail!(
@@ -84,6 +95,7 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         blobs,
         settings: Arc::new(settings),
         metrics: telemetry::Metrics::install(),
+        limiters: Arc::default(),
     })
 }
 
@@ -131,6 +143,27 @@ fn write_private_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()
     f.sync_all()
 }
 
+/// Empties the database's write-ahead log every `every` (issue 8, item 14): without it the log
+/// keeps the size of its largest burst.
+async fn checkpoint_periodically(db: Arc<dyn Database>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = db.checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint of the database log failed; trying again later");
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     routes::router(state)
@@ -145,6 +178,11 @@ pub async fn launch_with_listener(
 ) -> anyhow::Result<()> {
     bootstrap_admin(&state).await?;
     let grace = Duration::from_secs(state.settings.shutdown_grace_s);
+    let checkpoints = tokio::spawn(checkpoint_periodically(
+        state.db.clone(),
+        Duration::from_secs(state.settings.limits.wal_checkpoint_interval_s),
+    ));
+    let _stop_checkpoints = AbortOnDrop(checkpoints);
     let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let collector = blob_gc::spawn(state.clone(), stop_rx.clone());

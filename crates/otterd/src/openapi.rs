@@ -31,6 +31,8 @@ impl Modify for BearerAuth {
         devices::list, devices::show, devices::update, devices::remove,
         device_api::enroll, device_api::checkin, device_api::status, download::image,
         system::healthz, system::metrics,
+        products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
+        enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

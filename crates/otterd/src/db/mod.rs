@@ -34,6 +34,20 @@ pub struct ProductRow {
     pub description: String,
     pub enrollment_secret_hash: String,
     pub created_at: i64,
+    /// Most devices the product may have enrolled; `None`: no cap.
+    pub max_devices: Option<i64>,
+    /// New enrolments a minute; `None`: no limit.
+    pub enrollments_per_minute: Option<i64>,
+    /// Only hardware ids on the product's allow-list may enrol.
+    pub allowlist_required: bool,
+}
+
+/// What an admin may change of a product's enrolment bounds.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentPolicy {
+    pub max_devices: Option<i64>,
+    pub enrollments_per_minute: Option<i64>,
+    pub allowlist_required: bool,
 }
 
 /// A release public key registered for a product.
@@ -193,4 +207,85 @@ pub trait Database: Send + Sync + 'static {
     /// Appends an event and updates the device's last state, in one transaction.
     async fn add_event(&self, e: &EventRow) -> DbResult<()>;
     async fn list_events(&self, device_id: &str, limit: i64) -> DbResult<Vec<EventRow>>;
+
+    // --- Enrolment bounds (issue 8, item 6) ---
+    async fn set_enrollment_policy(&self, product_id: i64, p: &EnrollmentPolicy) -> DbResult<()>;
+    async fn count_devices(&self, product_id: i64) -> DbResult<i64>;
+    /// Adds hardware ids to a product's allow-list in one transaction; returns how many were new.
+    async fn allowlist_add(
+        &self,
+        product_id: i64,
+        hardware_ids: &[String],
+        at: i64,
+    ) -> DbResult<u64>;
+    async fn allowlist_remove(&self, product_id: i64, hardware_id: &str) -> DbResult<()>;
+    async fn allowlist_contains(&self, product_id: i64, hardware_id: &str) -> DbResult<bool>;
+    async fn allowlist_count(&self, product_id: i64) -> DbResult<i64>;
+    /// Allow-listed hardware ids in order, after `after`.
+    async fn allowlist_page(
+        &self,
+        product_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<String>>;
+    /// Lets an enrolled device enrol once more with the product secret alone, until `until`.
+    async fn allow_reenroll(&self, device_id: &str, until: i64, by: &str) -> DbResult<()>;
+    /// Uses the mark [`Database::allow_reenroll`] set: replaces the device's token and nonce,
+    /// clears the mark and records an event, in one transaction. `NotFound` when no mark is
+    /// valid at `at`.
+    async fn take_reenrollment(
+        &self,
+        device_id: &str,
+        token_hash: &str,
+        nonce_hash: Option<&str>,
+        at: i64,
+    ) -> DbResult<()>;
+
+    // --- Pages of every list (issue 8, item 14): keyset order, `limit` rows after the key ---
+    /// Products by name; `only`: just these names (a publisher's scope).
+    async fn page_products(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        only: Option<&[String]>,
+    ) -> DbResult<Vec<ProductRow>>;
+    /// Keys by (created_at, key_id).
+    async fn page_keys(
+        &self,
+        product_id: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> DbResult<Vec<KeyRow>>;
+    /// Releases newest first, by (published_at, insertion order) descending; each with its
+    /// position for the cursor. `only`: just these products.
+    async fn page_releases(
+        &self,
+        f: &ReleaseFilter,
+        only: Option<&[String]>,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> DbResult<Vec<(i64, ReleaseRow)>>;
+    /// Tokens by (created_at, id).
+    async fn page_tokens(
+        &self,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> DbResult<Vec<TokenRow>>;
+    /// Devices by (enrolled_at, id).
+    async fn page_devices(
+        &self,
+        product_id: Option<i64>,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> DbResult<Vec<DeviceRow>>;
+    /// A device's events newest first, each with its id for the cursor.
+    async fn page_events(
+        &self,
+        device_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> DbResult<Vec<(i64, EventRow)>>;
+
+    /// Moves the write-ahead log into the database and shrinks it (a no-op where there is none).
+    async fn checkpoint(&self) -> DbResult<()>;
 }

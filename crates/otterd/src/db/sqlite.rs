@@ -15,12 +15,38 @@ use super::*;
 #[derive(Clone)]
 pub struct Sqlite {
     pool: SqlitePool,
+    /// Newest events kept per device (0: all).
+    history_max: i64,
+}
+
+/// Bounds on what the SQLite files hold (issue 8, item 14).
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteBounds {
+    /// Newest events kept per device; older ones are deleted as new ones arrive (0: keep all).
+    pub history_max: i64,
+    /// `PRAGMA journal_size_limit`: the write-ahead log is cut back to this size after each
+    /// checkpoint.
+    pub wal_size_limit_bytes: u64,
+}
+
+impl Default for SqliteBounds {
+    fn default() -> Self {
+        SqliteBounds {
+            history_max: 1000,
+            wal_size_limit_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 impl Sqlite {
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path) and
     /// runs the migrations.
     pub async fn open(url: &str) -> DbResult<Self> {
+        Self::open_with(url, SqliteBounds::default()).await
+    }
+
+    /// [`Sqlite::open`] with explicit bounds.
+    pub async fn open_with(url: &str, bounds: SqliteBounds) -> DbResult<Self> {
         let opts = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url).map_err(backend)?
         } else {
@@ -32,6 +58,10 @@ impl Sqlite {
         // cut of the host can lose the last transactions, never corrupt the file.
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        .pragma(
+            "journal_size_limit",
+            bounds.wal_size_limit_bytes.to_string(),
+        )
         .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -42,7 +72,10 @@ impl Sqlite {
             .run(&pool)
             .await
             .map_err(|e| DbError::Backend(Box::new(e)))?;
-        Ok(Sqlite { pool })
+        Ok(Sqlite {
+            pool,
+            history_max: bounds.history_max,
+        })
     }
 }
 
@@ -68,6 +101,9 @@ fn product(r: &SqliteRow) -> Result<ProductRow, sqlx::Error> {
         description: r.try_get("description")?,
         enrollment_secret_hash: r.try_get("enrollment_secret_hash")?,
         created_at: r.try_get("created_at")?,
+        max_devices: r.try_get("max_devices")?,
+        enrollments_per_minute: r.try_get("enrollments_per_minute")?,
+        allowlist_required: r.try_get("allowlist_required")?,
     })
 }
 
@@ -186,14 +222,18 @@ impl Database for Sqlite {
 
     async fn create_product(&self, p: &ProductRow) -> DbResult<ProductRow> {
         let row = sqlx::query(
-            "INSERT INTO products (name, chip, description, enrollment_secret_hash, created_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING *",
+            "INSERT INTO products (name, chip, description, enrollment_secret_hash, created_at, \
+             max_devices, enrollments_per_minute, allowlist_required) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         )
         .bind(&p.name)
         .bind(&p.chip)
         .bind(&p.description)
         .bind(&p.enrollment_secret_hash)
         .bind(p.created_at)
+        .bind(p.max_devices)
+        .bind(p.enrollments_per_minute)
+        .bind(p.allowlist_required)
         .fetch_one(&self.pool)
         .await
         .map_err(map_err)?;
@@ -587,6 +627,19 @@ impl Database for Sqlite {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        if self.history_max > 0 {
+            // Keep the newest `history_max` events of this device (the index on
+            // (device_id, id) makes this a short range delete).
+            sqlx::query(
+                "DELETE FROM device_events WHERE device_id = ?1 AND id <= \
+                 (SELECT id FROM device_events WHERE device_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(&e.device_id)
+            .bind(self.history_max)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
         tx.commit().await.map_err(map_err)
     }
 
@@ -599,5 +652,300 @@ impl Database for Sqlite {
                 .await
                 .map_err(map_err)?;
         all(rows, event)
+    }
+    async fn set_enrollment_policy(&self, product_id: i64, p: &EnrollmentPolicy) -> DbResult<()> {
+        let r = sqlx::query(
+            "UPDATE products SET max_devices = ?, enrollments_per_minute = ?, allowlist_required = ? WHERE id = ?",
+        )
+        .bind(p.max_devices)
+        .bind(p.enrollments_per_minute)
+        .bind(p.allowlist_required)
+        .bind(product_id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn count_devices(&self, product_id: i64) -> DbResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM devices WHERE product_id = ?")
+            .bind(product_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.try_get("n").map_err(map_err)
+    }
+
+    async fn allowlist_add(
+        &self,
+        product_id: i64,
+        hardware_ids: &[String],
+        at: i64,
+    ) -> DbResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut added = 0;
+        for id in hardware_ids {
+            let r = sqlx::query(
+                "INSERT OR IGNORE INTO product_allowlist (product_id, hardware_id, added_at) VALUES (?, ?, ?)",
+            )
+            .bind(product_id)
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            added += r.rows_affected();
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(added)
+    }
+
+    async fn allowlist_remove(&self, product_id: i64, hardware_id: &str) -> DbResult<()> {
+        let r =
+            sqlx::query("DELETE FROM product_allowlist WHERE product_id = ? AND hardware_id = ?")
+                .bind(product_id)
+                .bind(hardware_id)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn allowlist_contains(&self, product_id: i64, hardware_id: &str) -> DbResult<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM product_allowlist WHERE product_id = ? AND hardware_id = ?")
+                .bind(product_id)
+                .bind(hardware_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn allowlist_count(&self, product_id: i64) -> DbResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM product_allowlist WHERE product_id = ?")
+            .bind(product_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.try_get("n").map_err(map_err)
+    }
+
+    async fn allowlist_page(
+        &self,
+        product_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT hardware_id FROM product_allowlist WHERE product_id = ?1 \
+             AND (?2 IS NULL OR hardware_id > ?2) ORDER BY hardware_id LIMIT ?3",
+        )
+        .bind(product_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| r.try_get("hardware_id").map_err(map_err))
+            .collect()
+    }
+
+    async fn allow_reenroll(&self, device_id: &str, until: i64, by: &str) -> DbResult<()> {
+        let r = sqlx::query("UPDATE devices SET reenroll_until = ?, reenroll_by = ? WHERE id = ?")
+            .bind(until)
+            .bind(by)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        affected(r.rows_affected())
+    }
+
+    async fn take_reenrollment(
+        &self,
+        device_id: &str,
+        token_hash: &str,
+        nonce_hash: Option<&str>,
+        at: i64,
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let r = sqlx::query(
+            "UPDATE devices SET token_hash = ?, enrollment_nonce_hash = ?, reenroll_until = NULL, \
+             reenroll_by = NULL WHERE id = ? AND reenroll_until >= ?",
+        )
+        .bind(token_hash)
+        .bind(nonce_hash)
+        .bind(device_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        affected(r.rows_affected())?;
+        sqlx::query(
+            "INSERT INTO device_events (device_id, at, release_id, state, progress_bytes, reason) \
+             VALUES (?, ?, NULL, 'reenrolled', NULL, ?)",
+        )
+        .bind(device_id)
+        .bind(at)
+        .bind("enrolled again with the product secret after an admin allowed it once; the old token no longer works")
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn page_products(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        only: Option<&[String]>,
+    ) -> DbResult<Vec<ProductRow>> {
+        let only = only.map(|o| serde_json::to_string(o).expect("a list of strings serialises"));
+        let rows = sqlx::query(
+            "SELECT * FROM products WHERE (?1 IS NULL OR name > ?1) \
+             AND (?2 IS NULL OR name IN (SELECT value FROM json_each(?2))) ORDER BY name LIMIT ?3",
+        )
+        .bind(after)
+        .bind(only)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        all(rows, product)
+    }
+
+    async fn page_keys(
+        &self,
+        product_id: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> DbResult<Vec<KeyRow>> {
+        let (at, id) = after.unzip();
+        let rows = sqlx::query(
+            "SELECT * FROM product_keys WHERE product_id = ?1 \
+             AND (?2 IS NULL OR (created_at, key_id) > (?2, ?3)) ORDER BY created_at, key_id LIMIT ?4",
+        )
+        .bind(product_id)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        all(rows, key)
+    }
+
+    async fn page_releases(
+        &self,
+        f: &ReleaseFilter,
+        only: Option<&[String]>,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> DbResult<Vec<(i64, ReleaseRow)>> {
+        let only = only.map(|o| serde_json::to_string(o).expect("a list of strings serialises"));
+        let (at, seq) = after.unzip();
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS}, r.rowid AS seq FROM releases r JOIN products p ON p.id = r.product_id \
+             WHERE (?1 IS NULL OR p.name = ?1) AND (?2 IS NULL OR r.channel = ?2) \
+             AND (?3 IS NULL OR p.name IN (SELECT value FROM json_each(?3))) \
+             AND (?4 IS NULL OR (r.published_at, r.rowid) < (?4, ?5)) \
+             ORDER BY r.published_at DESC, r.rowid DESC LIMIT ?6"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&f.product)
+            .bind(&f.channel)
+            .bind(only)
+            .bind(at)
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("seq").map_err(map_err)?,
+                    release(r).map_err(map_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn page_tokens(
+        &self,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> DbResult<Vec<TokenRow>> {
+        let (at, id) = after.unzip();
+        let rows = sqlx::query(
+            "SELECT * FROM tokens WHERE (?1 IS NULL OR (created_at, id) > (?1, ?2)) \
+             ORDER BY created_at, id LIMIT ?3",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        all(rows, token)
+    }
+
+    async fn page_devices(
+        &self,
+        product_id: Option<i64>,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> DbResult<Vec<DeviceRow>> {
+        let (at, id) = after.unzip();
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN products p ON p.id = d.product_id \
+             WHERE (?1 IS NULL OR d.product_id = ?1) AND (?2 IS NULL OR (d.enrolled_at, d.id) > (?2, ?3)) \
+             ORDER BY d.enrolled_at, d.id LIMIT ?4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(product_id)
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        all(rows, device)
+    }
+
+    async fn page_events(
+        &self,
+        device_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> DbResult<Vec<(i64, EventRow)>> {
+        let rows = sqlx::query(
+            "SELECT * FROM device_events WHERE device_id = ?1 AND (?2 IS NULL OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(device_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id").map_err(map_err)?,
+                    event(r).map_err(map_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn checkpoint(&self) -> DbResult<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ReleaseRow};
+use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::{now, AppState};
 
@@ -110,7 +110,10 @@ fn is_printable(s: &str, max: usize) -> bool {
 }
 
 #[utoipa::path(operation_id = "device_enroll", post, path = "/device/v1/enroll", request_body = EnrollRequest, tag = "device",
-    responses((status = 201, body = EnrollResponse), (status = 401, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = EnrollResponse), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, description = "not on the product's allow-list (`not_allowlisted`), or the product's device cap is reached (`device_limit`)", body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody),
+        (status = 429, description = "the product's rate of new enrolments is exceeded; retry after `Retry-After`", body = crate::error::ErrorBody)))]
 pub async fn enroll(
     State(state): State<AppState>,
     Json(body): Json<EnrollRequest>,
@@ -143,6 +146,17 @@ pub async fn enroll(
         }
     }
     let token = new_secret(DEVICE_TOKEN_PREFIX);
+    check_allowlist(&state, &product, &body.hardware_id).await?;
+    match state
+        .db
+        .find_device_by_hardware_id(product.id, &body.hardware_id)
+        .await
+    {
+        Ok(_) => return repeat_enrollment(&state, &product.name, product.id, &body, token).await,
+        Err(DbError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    check_new_device_bounds(&state, &product, &body.hardware_id).await?;
     let row = DeviceRow {
         id: new_id("dev_"),
         product_id: product.id,
@@ -178,8 +192,67 @@ pub async fn enroll(
     ))
 }
 
-/// A second enrolment of an enrolled hardware id: allowed only with the nonce of the first, and
-/// then the device gets a new token (the old one stops working).
+fn refuse_enrolment(reason: &'static str, product: &str, hardware_id: &str) {
+    metrics::counter!("otter_device_enrollments_refused_total", "reason" => reason).increment(1);
+    tracing::info!(product = %product, hardware_id = ?hardware_id, reason, "enrolment refused");
+}
+
+/// With the product's allow-list mode on, only listed hardware ids may enrol (any enrolment).
+async fn check_allowlist(
+    state: &AppState,
+    product: &ProductRow,
+    hardware_id: &str,
+) -> ApiResult<()> {
+    if product.allowlist_required && !state.db.allowlist_contains(product.id, hardware_id).await? {
+        refuse_enrolment("not_allowlisted", &product.name, hardware_id);
+        return Err(ApiError {
+            code: "not_allowlisted",
+            ..ApiError::forbidden(format!(
+                "hardware id {hardware_id:?} is not on the allow-list of {:?}; an admin adds it with `otter product allowlist import`",
+                product.name
+            ))
+        });
+    }
+    Ok(())
+}
+
+/// A new device: within the product's cap and its rate of new enrolments.
+async fn check_new_device_bounds(
+    state: &AppState,
+    product: &ProductRow,
+    hardware_id: &str,
+) -> ApiResult<()> {
+    if let Some(max) = product.max_devices {
+        if state.db.count_devices(product.id).await? >= max {
+            refuse_enrolment("device_limit", &product.name, hardware_id);
+            return Err(ApiError {
+                code: "device_limit",
+                ..ApiError::forbidden(format!(
+                    "product {:?} has its maximum of {max} enrolled devices; an admin can raise it with `otter product update {} --max-devices N`",
+                    product.name, product.name
+                ))
+            });
+        }
+    }
+    if let Some(rate) = product.enrollments_per_minute {
+        let rate = rate.clamp(1, u32::MAX as i64) as u32;
+        if let Err(wait) = state.limiters.enrollments.take(&product.id, rate, rate) {
+            refuse_enrolment("rate_limited", &product.name, hardware_id);
+            return Err(crate::ratelimit::rate_limited(
+                format!(
+                    "product {:?} takes at most {rate} new enrolments a minute; retry after the Retry-After delay",
+                    product.name
+                ),
+                wait,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A second enrolment of an enrolled hardware id: allowed with the nonce of the first, or once
+/// after an admin allowed it (`otter device allow-reenroll`); then the device gets a new token
+/// (the old one stops working). Otherwise `409`.
 async fn repeat_enrollment(
     state: &AppState,
     product: &str,
@@ -198,10 +271,37 @@ async fn repeat_enrollment(
         _ => false,
     };
     if !same_device {
+        let at = now();
+        match state
+            .db
+            .take_reenrollment(
+                &existing.id,
+                &hash_secret(&token),
+                body.enrollment_nonce.as_deref().map(hash_secret).as_deref(),
+                at,
+            )
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!("otter_device_enrollments_total").increment(1);
+                tracing::warn!(device = %existing.id, product = %product, hardware_id = ?body.hardware_id,
+                    "device enrolled again with the product secret, as an admin allowed once; old token replaced");
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(EnrollResponse {
+                        device_id: existing.id,
+                        device_token: token,
+                    }),
+                ));
+            }
+            Err(DbError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        refuse_enrolment("already_enrolled", product, &body.hardware_id);
         return Err(ApiError {
             code: "already_enrolled",
             ..ApiError::conflict(format!(
-                "hardware id {:?} is enrolled in {:?} already; an admin can delete the device to let it enrol again",
+                "hardware id {:?} is enrolled in {:?} already; an admin can allow it to enrol once more (`otter device allow-reenroll`) or delete the device",
                 body.hardware_id, product
             ))
         });
@@ -356,12 +456,28 @@ impl DeviceRow {
 }
 
 #[utoipa::path(operation_id = "device_status", post, path = "/device/v1/status", request_body = StatusReport, tag = "device",
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+        (status = 429, description = "the device reports faster than `device_reports_per_minute`; retry after `Retry-After`", body = crate::error::ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     DeviceAuth(device): DeviceAuth,
     Json(body): Json<StatusReport>,
 ) -> ApiResult<StatusCode> {
+    let limits = &state.settings.limits;
+    if let Err(wait) = state.limiters.reports.take(
+        &device.id,
+        limits.device_reports_per_minute,
+        limits.device_reports_burst,
+    ) {
+        metrics::counter!("otter_device_reports_limited_total").increment(1);
+        return Err(crate::ratelimit::rate_limited(
+            format!(
+                "this device sends more than {} status reports a minute; retry after the Retry-After delay",
+                limits.device_reports_per_minute
+            ),
+            wait,
+        ));
+    }
     check_report(
         &state,
         device.product_id,

@@ -9,6 +9,7 @@ use super::views::{Device, Event};
 use crate::auth::Principal;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiResult, Json};
+use crate::pagination::{self, ListQuery};
 use crate::AppState;
 
 /// Query of `GET /api/v1/devices`.
@@ -16,19 +17,34 @@ use crate::AppState;
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
     pub product: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
 }
 
-/// List of devices.
+/// A page of devices, in enrolment order.
 #[derive(Serialize, ToSchema)]
 pub struct DeviceList {
     pub devices: Vec<Device>,
+    /// The cursor of the next page; `null` after the last.
+    pub next: Option<String>,
 }
 
-/// A device with its history, newest first.
+/// A device with the first page of its history, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct DeviceDetail {
     pub device: Device,
     pub history: Vec<Event>,
+    /// Cursor of the next page of history (`GET /api/v1/devices/{id}/history`); `null` when
+    /// this is all of it.
+    pub history_next: Option<String>,
+}
+
+/// A page of a device's history, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct History {
+    pub history: Vec<Event>,
+    /// The cursor of the next page; `null` after the last.
+    pub next: Option<String>,
 }
 
 /// Body of `PATCH /api/v1/devices/{id}`.
@@ -62,7 +78,11 @@ async fn load(state: &AppState, id: &str) -> ApiResult<crate::db::DeviceRow> {
     })
 }
 
-#[utoipa::path(operation_id = "devices_list", get, path = "/api/v1/devices", tag = "devices", responses((status = 200, body = DeviceList)))]
+#[utoipa::path(operation_id = "devices_list", get, path = "/api/v1/devices", tag = "devices",
+    params(("product" = Option<String>, Query),
+           ("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = DeviceList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -73,25 +93,71 @@ pub async fn list(
         Some(name) => Some(super::products::load(&state, name).await?.id),
         None => None,
     };
-    let devices = state.db.list_devices(product_id).await?;
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = pagination::decode_num_text("devices", q.cursor.as_deref())?;
+    let rows = state.db.page_devices(product_id, after, limit + 1).await?;
+    let (rows, next) = pagination::page(rows, limit, |d| {
+        pagination::encode("devices", &[d.enrolled_at.to_string(), d.id.clone()])
+    });
     Ok(Json(DeviceList {
-        devices: devices.iter().map(Device::from).collect(),
+        devices: rows.iter().map(Device::from).collect(),
+        next,
     }))
 }
 
-#[utoipa::path(operation_id = "devices_show", get, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 200, body = DeviceDetail)))]
+#[utoipa::path(operation_id = "devices_show", get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("limit" = Option<i64>, Query, description = "history events, 1 to 1000 (default 100)")),
+    responses((status = 200, body = DeviceDetail)))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<DeviceDetail>> {
     who.require_reader()?;
     let d = load(&state, &id).await?;
-    let events = state.db.list_events(&d.id, 200).await?;
+    let History { history, next } = history_page(&state, &d.id, &q).await?;
     Ok(Json(DeviceDetail {
         device: Device::from(&d),
-        history: events.iter().map(Event::from).collect(),
+        history,
+        history_next: next,
     }))
+}
+
+async fn history_page(state: &AppState, device_id: &str, q: &ListQuery) -> ApiResult<History> {
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            pagination::decode("history", c, 1)?[0]
+                .parse::<i64>()
+                .map_err(|_| pagination::bad_cursor())
+        })
+        .transpose()?;
+    let rows = state.db.page_events(device_id, before, limit + 1).await?;
+    let (rows, next) = pagination::page(rows, limit, |(id, _)| {
+        pagination::encode("history", &[id.to_string()])
+    });
+    Ok(History {
+        history: rows.iter().map(|(_, e)| Event::from(e)).collect(),
+        next,
+    })
+}
+
+#[utoipa::path(operation_id = "devices_history", get, path = "/api/v1/devices/{id}/history", tag = "devices",
+    params(("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = History), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<History>> {
+    who.require_reader()?;
+    let d = load(&state, &id).await?;
+    Ok(Json(history_page(&state, &d.id, &q).await?))
 }
 
 #[utoipa::path(operation_id = "devices_update", patch, path = "/api/v1/devices/{id}", request_body = DevicePatch, tag = "devices", responses((status = 200, body = Device)))]
@@ -105,7 +171,7 @@ pub async fn update(
     check_channel(&body.channel)?;
     let d = load(&state, &id).await?;
     state.db.set_device_channel(&d.id, &body.channel).await?;
-    tracing::info!(device = %d.id, channel = %body.channel, by = %who.name, "device channel changed");
+    tracing::info!(device = %d.id, channel = %body.channel, by = ?who.name, "device channel changed");
     Ok(Json(Device::from(&load(&state, &id).await?)))
 }
 
@@ -118,6 +184,6 @@ pub async fn remove(
     who.require_admin()?;
     let d = load(&state, &id).await?;
     state.db.delete_device(&d.id).await?;
-    tracing::info!(device = %d.id, by = %who.name, "device deleted");
+    tracing::info!(device = %d.id, by = ?who.name, "device deleted");
     Ok(StatusCode::NO_CONTENT)
 }

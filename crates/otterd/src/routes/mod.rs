@@ -5,6 +5,7 @@ pub mod device_api;
 pub mod device_report;
 pub mod devices;
 pub mod download;
+pub mod enrolment;
 pub mod products;
 pub mod releases;
 pub mod system;
@@ -52,8 +53,28 @@ pub fn router(state: AppState) -> Router {
     let management = Router::new()
         .route("/whoami", get(tokens::whoami))
         .route("/products", post(products::create).get(products::list))
-        .route("/products/{product}", get(products::show))
-        .route("/products/{product}/keys", post(products::add_key))
+        .route(
+            "/products/{product}",
+            get(products::show).patch(enrolment::update_product),
+        )
+        .route(
+            "/products/{product}/keys",
+            post(products::add_key).get(products::list_keys),
+        )
+        .route(
+            "/products/{product}/allowlist",
+            post(enrolment::import_allowlist)
+                .get(enrolment::list_allowlist)
+                .layer(DefaultBodyLimit::max(enrolment::IMPORT_BYTES_MAX)),
+        )
+        .route(
+            "/products/{product}/allowlist/{hardware_id}",
+            delete(enrolment::remove_from_allowlist),
+        )
+        .route(
+            "/products/{product}/allow-reenroll",
+            post(enrolment::allow_reenroll),
+        )
         .route(
             "/products/{product}/keys/{key_id}",
             delete(products::delete_key),
@@ -76,7 +97,8 @@ pub fn router(state: AppState) -> Router {
             get(devices::show)
                 .patch(devices::update)
                 .delete(devices::remove),
-        );
+        )
+        .route("/devices/{id}/history", get(devices::history));
 
     let device = Router::new()
         .route("/enroll", post(device_api::enroll))

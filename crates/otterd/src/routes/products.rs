@@ -1,6 +1,6 @@
 //! Products, their release keys and their enrolment secrets.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use otter_core::keys::PublicKey;
 use otter_core::manifest::check_product_name;
@@ -12,7 +12,14 @@ use super::views::{self, Key};
 use crate::auth::{hash_secret, new_secret, Principal, ENROLLMENT_PREFIX};
 use crate::db::{DbError, KeyRow, ProductRow};
 use crate::error::{ApiError, ApiResult, Json};
+use crate::pagination::{self, ListQuery};
+use crate::validate;
 use crate::{now, AppState};
+
+/// Most release keys a product may have (a product view lists them all).
+pub const KEYS_MAX: usize = 32;
+/// New enrolments a minute a new product allows until an admin changes it.
+pub const DEFAULT_ENROLLMENTS_PER_MINUTE: i64 = 600;
 
 /// Body of `POST /api/v1/products`.
 #[derive(Deserialize, ToSchema)]
@@ -38,10 +45,20 @@ pub struct EnrollmentSecret {
     pub enrollment_secret: String,
 }
 
-/// List of products.
+/// A page of products, by name.
 #[derive(Serialize, ToSchema)]
 pub struct ProductList {
     pub products: Vec<views::Product>,
+    /// The cursor of the next page; `null` after the last.
+    pub next: Option<String>,
+}
+
+/// A page of a product's release keys.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<Key>,
+    /// The cursor of the next page; `null` after the last.
+    pub next: Option<String>,
 }
 
 /// Body of `POST /api/v1/products/{product}/keys`.
@@ -75,11 +92,12 @@ pub async fn create(
         .chip
         .parse()
         .map_err(|e: otter_core::chip::UnknownChip| ApiError::bad_request(e.to_string()))?;
-    if body.description.len() > 1024 {
-        return Err(ApiError::bad_request(
-            "description is limited to 1024 bytes",
-        ));
-    }
+    validate::text(
+        "description",
+        &body.description,
+        0,
+        validate::DESCRIPTION_MAX,
+    )?;
     let secret = new_secret(ENROLLMENT_PREFIX);
     let row = ProductRow {
         id: 0,
@@ -88,6 +106,9 @@ pub async fn create(
         description: body.description,
         enrollment_secret_hash: hash_secret(&secret),
         created_at: now(),
+        max_devices: None,
+        enrollments_per_minute: Some(DEFAULT_ENROLLMENTS_PER_MINUTE),
+        allowlist_required: false,
     };
     let row = state.db.create_product(&row).await.map_err(|e| match e {
         DbError::Conflict(_) => {
@@ -95,7 +116,7 @@ pub async fn create(
         }
         e => e.into(),
     })?;
-    tracing::info!(product = %row.name, chip = %row.chip, by = %who.name, "product created");
+    tracing::info!(product = %row.name, chip = %row.chip, by = ?who.name, "product created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedProduct {
@@ -105,16 +126,64 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(operation_id = "products_list", get, path = "/api/v1/products", tag = "products", responses((status = 200, body = ProductList)))]
-pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<ProductList>> {
+#[utoipa::path(operation_id = "products_list", get, path = "/api/v1/products", tag = "products",
+    params(("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = ProductList), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<ProductList>> {
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| pagination::decode("products", c, 1).map(|mut p| p.remove(0)))
+        .transpose()?;
+    let only = (who.role == crate::auth::Role::Publisher).then_some(who.products.as_slice());
+    let rows = state
+        .db
+        .page_products(after.as_deref(), limit + 1, only)
+        .await?;
+    let (rows, next) = pagination::page(rows, limit, |p| {
+        pagination::encode("products", std::slice::from_ref(&p.name))
+    });
     let mut products = Vec::new();
-    for p in state.db.list_products().await? {
-        if who.may_read_product(&p.name) {
-            let keys = state.db.list_keys(p.id).await?;
-            products.push(views::Product::new(&p, &keys));
-        }
+    for p in rows {
+        let keys = state.db.list_keys(p.id).await?;
+        products.push(views::Product::new(&p, &keys));
     }
-    Ok(Json(ProductList { products }))
+    Ok(Json(ProductList { products, next }))
+}
+
+#[utoipa::path(operation_id = "products_list_keys", get, path = "/api/v1/products/{product}/keys", tag = "products",
+    params(("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = KeyList), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<KeyList>> {
+    if !who.may_read_product(&name) {
+        return Err(ApiError::forbidden(format!(
+            "token {:?} may not read product {name:?}",
+            who.name
+        )));
+    }
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = pagination::decode_num_text("keys", q.cursor.as_deref())?;
+    let p = load(&state, &name).await?;
+    let rows = state.db.page_keys(p.id, after, limit + 1).await?;
+    let (rows, next) = pagination::page(rows, limit, |k| {
+        pagination::encode("keys", &[k.created_at.to_string(), k.key_id.clone()])
+    });
+    Ok(Json(KeyList {
+        keys: rows.iter().map(Key::from).collect(),
+        next,
+    }))
 }
 
 #[utoipa::path(operation_id = "products_show", get, path = "/api/v1/products/{product}", tag = "products", responses((status = 200, body = views::Product)))]
@@ -144,8 +213,16 @@ pub async fn add_key(
 ) -> ApiResult<(StatusCode, Json<Key>)> {
     who.require_admin()?;
     let p = load(&state, &name).await?;
+    if let Some(n) = &body.name {
+        validate::text("key name", n, 1, validate::KEY_NAME_MAX)?;
+    }
     let key = PublicKey::from_pem(&body.public_key_pem)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if state.db.list_keys(p.id).await?.len() >= KEYS_MAX {
+        return Err(ApiError::conflict(format!(
+            "product {name:?} has {KEYS_MAX} release keys, the most it may have; remove one first"
+        )));
+    }
     let row = KeyRow {
         product_id: p.id,
         key_id: key.key_id().to_string(),
@@ -160,7 +237,7 @@ pub async fn add_key(
         )),
         e => e.into(),
     })?;
-    tracing::info!(product = %name, key_id = %row.key_id, by = %who.name, "release key added");
+    tracing::info!(product = %name, key_id = %row.key_id, key_name = ?row.name, by = ?who.name, "release key added");
     Ok((StatusCode::CREATED, Json(Key::from(&row))))
 }
 
@@ -180,7 +257,7 @@ pub async fn delete_key(
             DbError::NotFound => ApiError::not_found(format!("no key {key_id} for {name:?}")),
             e => e.into(),
         })?;
-    tracing::info!(product = %name, key_id = %key_id, by = %who.name, "release key removed");
+    tracing::info!(product = %name, key_id = ?key_id, by = ?who.name, "release key removed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -198,7 +275,7 @@ pub async fn rotate_secret(
         .db
         .set_enrollment_secret(p.id, &hash_secret(&secret))
         .await?;
-    tracing::info!(product = %name, by = %who.name, "enrolment secret rotated");
+    tracing::info!(product = %name, by = ?who.name, "enrolment secret rotated");
     Ok(Json(EnrollmentSecret {
         enrollment_secret: secret,
     }))

@@ -1,6 +1,6 @@
 //! API tokens: create (shown once), list, revoke; and `whoami`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,6 +9,8 @@ use super::views::Token;
 use crate::auth::{hash_secret, new_id, new_secret, Principal, Role, TOKEN_PREFIX};
 use crate::db::{DbError, TokenRow};
 use crate::error::{ApiError, ApiResult, Json};
+use crate::pagination::{self, ListQuery};
+use crate::validate;
 use crate::{now, AppState};
 
 /// Body of `POST /api/v1/tokens`.
@@ -28,10 +30,12 @@ pub struct CreatedToken {
     pub info: Token,
 }
 
-/// List of tokens.
+/// A page of tokens, oldest first.
 #[derive(Serialize, ToSchema)]
 pub struct TokenList {
     pub tokens: Vec<Token>,
+    /// The cursor of the next page; `null` after the last.
+    pub next: Option<String>,
 }
 
 /// Who the caller is.
@@ -58,23 +62,27 @@ pub async fn create(
     Json(body): Json<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     who.require_admin()?;
-    if body.name.is_empty() || body.name.len() > 64 {
-        return Err(ApiError::bad_request("a token name is 1 to 64 characters"));
-    }
+    validate::text("token name", &body.name, 1, validate::TOKEN_NAME_MAX)?;
+    let products = validate::list(
+        "products",
+        body.products,
+        validate::TOKEN_PRODUCTS_MAX,
+        |p| otter_core::manifest::check_product_name(p).map_err(ApiError::bad_request),
+    )?;
     match body.role {
-        Role::Publisher if body.products.is_empty() => {
+        Role::Publisher if products.is_empty() => {
             return Err(ApiError::bad_request(
                 "a publisher token needs at least one product (least privilege)",
             ))
         }
-        Role::Admin | Role::Viewer if !body.products.is_empty() => {
+        Role::Admin | Role::Viewer if !products.is_empty() => {
             return Err(ApiError::bad_request(
                 "only publisher tokens are scoped to products",
             ))
         }
         _ => {}
     }
-    for p in &body.products {
+    for p in &products {
         match state.db.get_product(p).await {
             Ok(_) => {}
             Err(DbError::NotFound) => {
@@ -88,14 +96,14 @@ pub async fn create(
         id: new_id("tok_"),
         name: body.name,
         role: body.role.as_str().into(),
-        products: body.products,
+        products,
         token_hash: hash_secret(&secret),
         created_at: now(),
         last_used_at: None,
         revoked_at: None,
     };
     state.db.create_token(&row).await?;
-    tracing::info!(token_id = %row.id, role = %row.role, by = %who.name, "token created");
+    tracing::info!(token_id = %row.id, name = ?row.name, role = %row.role, by = ?who.name, "token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -105,12 +113,25 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(operation_id = "tokens_list", get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
-pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<TokenList>> {
+#[utoipa::path(operation_id = "tokens_list", get, path = "/api/v1/tokens", tag = "tokens",
+    params(("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = TokenList), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<TokenList>> {
     who.require_admin()?;
-    let tokens = state.db.list_tokens().await?;
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = pagination::decode_num_text("tokens", q.cursor.as_deref())?;
+    let rows = state.db.page_tokens(after, limit + 1).await?;
+    let (rows, next) = pagination::page(rows, limit, |t| {
+        pagination::encode("tokens", &[t.created_at.to_string(), t.id.clone()])
+    });
     Ok(Json(TokenList {
-        tokens: tokens.iter().map(Token::from).collect(),
+        tokens: rows.iter().map(Token::from).collect(),
+        next,
     }))
 }
 
@@ -129,6 +150,6 @@ pub async fn revoke(
             DbError::NotFound => ApiError::not_found(format!("no active token {id}")),
             e => e.into(),
         })?;
-    tracing::info!(token_id = %id, by = %who.name, "token revoked");
+    tracing::info!(token_id = ?id, by = ?who.name, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

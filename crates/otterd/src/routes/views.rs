@@ -44,6 +44,12 @@ pub struct Product {
     pub description: String,
     pub created_at: String,
     pub keys: Vec<Key>,
+    /// Most devices that may be enrolled; `null`: no cap.
+    pub max_devices: Option<i64>,
+    /// New enrolments a minute; `null`: no limit.
+    pub enrollments_per_minute: Option<i64>,
+    /// Only hardware ids on the product's allow-list may enrol.
+    pub allowlist_required: bool,
 }
 
 impl Product {
@@ -54,6 +60,9 @@ impl Product {
             description: p.description.clone(),
             created_at: rfc3339(p.created_at),
             keys: keys.iter().map(Key::from).collect(),
+            max_devices: p.max_devices,
+            enrollments_per_minute: p.enrollments_per_minute,
+            allowlist_required: p.allowlist_required,
         }
     }
 }

@@ -60,6 +60,13 @@ async fn management_routes_refuse_missing_bad_and_device_credentials() {
         (Method::POST, "/api/v1/products/thermo/releases"),
         (Method::POST, "/api/v1/products/thermo/keys"),
         (Method::GET, "/api/v1/whoami"),
+        (Method::PATCH, "/api/v1/products/thermo"),
+        (Method::GET, "/api/v1/products/thermo/keys"),
+        (Method::GET, "/api/v1/products/thermo/allowlist"),
+        (Method::POST, "/api/v1/products/thermo/allowlist"),
+        (Method::DELETE, "/api/v1/products/thermo/allowlist/aa:bb"),
+        (Method::POST, "/api/v1/products/thermo/allow-reenroll"),
+        (Method::GET, "/api/v1/devices/dev_x/history"),
     ];
     for (m, path) in routes {
         for token in [
@@ -182,6 +189,85 @@ async fn roles_are_enforced() {
         .await;
     assert_eq!(s, 403);
     assert_eq!(srv.release_count().await, 1);
+}
+
+#[tokio::test]
+async fn enrolment_bounds_are_for_admins_only() {
+    let srv = spawn().await;
+    srv.product("thermo", Chip::Esp32C3).await;
+    let viewer = srv.token("viewer", &[]).await;
+    let publisher = srv.token("publisher", &["thermo"]).await;
+    let routes = [
+        (
+            Method::PATCH,
+            "/api/v1/products/thermo",
+            json!({"max_devices": 1}),
+        ),
+        (
+            Method::GET,
+            "/api/v1/products/thermo/allowlist",
+            json!(null),
+        ),
+        (
+            Method::POST,
+            "/api/v1/products/thermo/allowlist",
+            json!("hardware_id\naa\n"),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/products/thermo/allowlist/aa",
+            json!(null),
+        ),
+        (
+            Method::POST,
+            "/api/v1/products/thermo/allow-reenroll",
+            json!({"hardware_id": "aa"}),
+        ),
+    ];
+    for (m, path, body) in routes {
+        for token in [&viewer, &publisher] {
+            let (s, v) = srv
+                .call(m.clone(), path, Some(token), Some(body.clone()))
+                .await;
+            assert_eq!(
+                (s, v["error"].as_str()),
+                (403, Some("forbidden")),
+                "{m} {path}: {v}"
+            );
+        }
+    }
+    let (_, p) = srv
+        .call(
+            Method::GET,
+            "/api/v1/products/thermo",
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        p["max_devices"],
+        serde_json::Value::Null,
+        "nothing changed: {p}"
+    );
+    // Readers page through keys and history as they read the rest.
+    let (s, _) = srv
+        .call(
+            Method::GET,
+            "/api/v1/products/thermo/keys",
+            Some(&publisher),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = srv
+        .call(
+            Method::GET,
+            "/api/v1/devices/dev_x/history",
+            Some(&publisher),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
 }
 
 #[tokio::test]

@@ -7,5 +7,6 @@ mod access;
 mod crash;
 mod device;
 mod hygiene;
+mod limits;
 mod openapi;
 mod upload;
