@@ -55,6 +55,9 @@ pub struct LastOutcome {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
+    // The running image's `esp_app_desc_t.version`; empty for an image built without one (the
+    // device is then known by `image_sha256`; docs/protocol.md). Not a doc comment, so that
+    // docs/openapi.json stays as checked in until it is regenerated.
     pub version: String,
     pub security_counter: u32,
     pub image_sha256: String,
