@@ -199,6 +199,19 @@ static void device_with_an_interrupted_download(void)
     F.drop_after = 0;
 }
 
+/* Every hash the core begins it ends, also when it gives a download up: on the classic ESP32 a
+ * context left live keeps the hardware SHA engine locked (issue 8, item 25). */
+static void abandoned_download_frees_its_hash(void)
+{
+    device_with_an_interrupted_download();
+    CHECK(!F.sha.live && F.sha.begun_live == 0);
+    /* A server that ignores the Range of the resumed attempt makes the core restart its hash. */
+    device_with_an_interrupted_download();
+    F.ignore_range = 1;
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    CHECK(!F.sha.live && F.sha.begun_live == 0);
+}
+
 static void dropped_download_resumes_with_range(void)
 {
     device_with_an_interrupted_download();
@@ -435,6 +448,7 @@ int main(void)
     RUN(image_that_never_confirms_is_retried_once);
     RUN(untrusted_signature_is_refused_once);
     RUN(tampered_image_is_never_activated);
+    RUN(abandoned_download_frees_its_hash);
     RUN(dropped_download_resumes_with_range);
     RUN(server_ignoring_range_is_handled);
     RUN(damaged_partial_download_is_not_trusted);
