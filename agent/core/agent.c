@@ -671,7 +671,17 @@ static void boot_checks(void)
             A.port->boot_rollback(A.port->ctx);
             return;
         }
-        if (A.port->boot_confirm(A.port->ctx) != 0) log_line("cannot confirm the image", NULL);
+        if (A.port->boot_confirm(A.port->ctx) != 0) {
+            /* Still pending: the bootloader goes back at the next reboot, and ESP-IDF opens no
+             * update slot until then. Reported, never counted as a success. */
+            log_line("cannot confirm the image", NULL);
+            if (is_new) {
+                set_outcome(A.st.pend_release_id, OTTER_STATE_FAILURE, "cannot confirm the image");
+                A.st.flags &= ~FLAG_PENDING;
+                save_state();
+                return;
+            }
+        }
     }
     if (!pending) return;
     if (is_new) {
@@ -705,6 +715,7 @@ int otter_agent_init(const otter_config_t *config, const otter_port_t *port)
     memset(&A, 0, sizeof A);
     A.port = port;
     if (!config || !config->server_url || !config->product || !config->enrollment_secret ||
+        !config->enrollment_secret[0] ||
         !config->hardware_id || !config->chip || !config->trusted_keys ||
         config->trusted_key_count == 0 || config->trusted_key_count > OTTER_MAX_TRUSTED_KEYS) {
         if (port && port->log) port->log(port->ctx, "otter: bad configuration");
