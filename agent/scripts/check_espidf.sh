@@ -35,12 +35,28 @@ KCONFIG
 python3 -m kconfgen --kconfig "$OUT/Kconfig" --config /dev/null --output header "$OUT/sdkconfig.h" >/dev/null 2>&1
 echo "   Kconfig: style ok, sdkconfig.h generated (esp-idf-kconfig)"
 
-for version in "5 0" "5 5"; do
+# Before and after esp_ota_resume (v5.3.3+, v5.4.2+, v5.5+).
+# The port resumes a download across reboots (esp_ota_resume) on every version that has it.
+for version in "5 0 0:no" "5 3 2:no" "5 3 3:yes" "5 4 1:no" "5 4 2:yes" "5 5 0:yes"; do
+  expect="${version#*:}"
+  set -- ${version%:*}
+  calls=$(gcc -E -DOTTER_CHECK_IDF_MAJOR="$1" -DOTTER_CHECK_IDF_MINOR="$2" -DOTTER_CHECK_IDF_PATCH="$3" \
+    -DOTTER_KCONFIG_KEYS=0 -I"$OUT" -I"$AGENT/port/espidf/signatures" -I"$AGENT/include" -I"$AGENT/port/espidf" \
+    -I"$AGENT/port/common" "$AGENT/port/espidf/otter_port_espidf.c" | grep -c "esp_ota_resume(part" || true)
+  if { [ "$expect" = yes ] && [ "$calls" = 0 ]; } || { [ "$expect" = no ] && [ "$calls" != 0 ]; }; then
+    echo "check_espidf: v$1.$2.$3: esp_ota_resume used: expected $expect, found $calls call(s)" >&2
+    exit 1
+  fi
+done
+echo "   ESP-IDF port: resumes across reboots on v5.3.3+, v5.4.2+ and v5.5+ (esp_ota_resume), not before"
+
+for version in "5 0 0" "5 4 1" "5 4 2" "5 5 0"; do
   set -- $version
   for keys in 0 1; do
     gcc -std=gnu99 -fsyntax-only -Wall -Wextra -Werror -DOTTER_CHECK_IDF_MAJOR="$1" -DOTTER_CHECK_IDF_MINOR="$2" \
+      -DOTTER_CHECK_IDF_PATCH="$3" \
       -DOTTER_KCONFIG_KEYS="$keys" -I"$OUT" -I"$AGENT/port/espidf/signatures" -I"$AGENT/include" \
       -I"$AGENT/port/espidf" -I"$AGENT/port/common" "$AGENT/port/espidf/otter_port_espidf.c"
   done
-  echo "   ESP-IDF port: compiles against the v$1.$2 API declarations, with and without Kconfig keys"
+  echo "   ESP-IDF port: compiles against the v$1.$2.$3 API declarations, with and without Kconfig keys"
 done
