@@ -15,6 +15,17 @@ mkdir -p "$OUT"
 command -v compote >/dev/null && python3 -c "import kconfgen" 2>/dev/null ||
   { echo "check_espidf: idf-component-manager and esp-idf-kconfig are missing: run scripts/setup.sh" >&2; exit 2; }
 
+# The files the example's sdkconfig.defaults names (the release key) belong in the project's
+# repository: git must not ignore them.
+if git -C "$AGENT" rev-parse --git-dir >/dev/null 2>&1; then
+  for f in $(sed -n 's/^CONFIG_OTTER_TRUSTED_KEYS_FILE="\(.*\)"/\1/p' "$AGENT/examples/basic/sdkconfig.defaults"); do
+    if git -C "$AGENT/examples/basic" check-ignore -q "$f"; then
+      echo "check_espidf: examples/basic/$f (named in sdkconfig.defaults) is ignored by git" >&2
+      exit 1
+    fi
+  done
+  echo "   examples/basic: the release key sdkconfig.defaults names is not ignored by git"
+fi
 compote -W manifest lint "$AGENT/idf_component.yml"
 echo "   idf_component.yml: valid (idf-component-manager)"
 python3 -m kconfcheck "$AGENT/Kconfig" >/dev/null
