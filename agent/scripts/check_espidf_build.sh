@@ -133,16 +133,21 @@ else
 fi
 
 # --- Python ----------------------------------------------------------------------------------
+# v5.0 runs its own confgen.py (kconfiglib, future); later versions esp-idf-kconfig's kconfgen.
+case "$IDF_MINOR" in
+  5.0) modules="kconfiglib, future, pyparsing, esptool"
+    pins=("kconfiglib==13.7.1" "future" "pyparsing>=3,<3.2" "esptool>=4.5,<5") ;;
+  5.1) modules="kconfgen, pyparsing, esptool"
+    pins=("esp-idf-kconfig<2" "pyparsing>=3,<3.2" "esptool>=4.7,<5") ;;
+  *) modules="kconfgen, pyparsing, esptool"
+    pins=("esp-idf-kconfig>=2.5,<3" "pyparsing>=3" "esptool>=4.9,<5") ;;
+esac
 PY="$(command -v python3 || true)"
-if [ -z "$PY" ] || ! "$PY" -c 'import kconfgen, pyparsing, esptool' 2>/dev/null; then
+if [ -z "$PY" ] || ! "$PY" -c "import $modules" 2>/dev/null; then
   VENV="${OTTER_IDF_VENV_DIR:-$HOME/.cache/otter-idf}/venv-$IDF_MINOR"
-  if ! "$VENV/bin/python" -c 'import kconfgen, pyparsing, esptool' 2>/dev/null; then
+  if ! "$VENV/bin/python" -c "import $modules" 2>/dev/null; then
     echo "   python: making $VENV (ESP-IDF v$IDF_MINOR build modules from PyPI)"
     python3 -m venv "$VENV"
-    case "$IDF_MINOR" in
-      5.0 | 5.1) pins=("esp-idf-kconfig<2" "pyparsing>=3,<3.2" "esptool>=4.7,<5") ;;
-      *) pins=("esp-idf-kconfig>=2.5,<3" "pyparsing>=3" "esptool>=4.9,<5") ;;
-    esac
     "$VENV/bin/pip" install -q "${pins[@]}" pyelftools pyserial cryptography packaging click setuptools
   fi
   PY="$VENV/bin/python"
