@@ -87,6 +87,7 @@ static struct {
     uint32_t backoff_ms;
     uint32_t retry_after_ms;             /* the server asked for this pause (429) */
     volatile int check_now;
+    int hashing;                         /* a download's hash is begun and not ended */
     char io[IO_BUF];                     /* request and response bodies, download chunks */
     uint8_t envelope[OTTER_MAX_ENVELOPE];
     char release_id[ID_LEN];
@@ -430,6 +431,21 @@ static int rehash_slot(uint32_t upto)
     return 0;
 }
 
+/* Every begun hash is ended, also when a download is given up: a live context can hold a
+ * hardware SHA engine (the classic ESP32's). */
+static void hash_end(uint8_t out[32])
+{
+    if (A.hashing) A.port->sha256_end(A.port->ctx, out);
+    A.hashing = 0;
+}
+
+static void hash_begin(void)
+{
+    hash_end((uint8_t *)A.io);
+    A.port->sha256_begin(A.port->ctx);
+    A.hashing = 1;
+}
+
 typedef enum { DL_DONE = 0, DL_RETRY, DL_FAILED } dl_result_t;
 
 static dl_result_t download(const otter_envelope_t *env, const char *url_path, const char *note)
@@ -448,7 +464,7 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
         save_state();
     }
     uint32_t offset = A.st.dl_offset;
-    A.port->sha256_begin(A.port->ctx);
+    hash_begin();
     int kept = A.port->slot_begin(A.port->ctx, size, offset);
     if (kept < 0 || (uint32_t)kept > offset || rehash_slot((uint32_t)kept) != 0) {
         if (offset == 0) return DL_FAILED;
@@ -479,7 +495,7 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
             }
             offset = 0;
             no_ranges = 1;
-            A.port->sha256_begin(A.port->ctx);
+            hash_begin();
         } else if (!((offset == 0 && status == 200) || (offset > 0 && status == 206))) {
             A.port->http_close(A.port->ctx);
             if (status == 416) { /* our offset is wrong: start over */
@@ -530,7 +546,7 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
     }
 
     uint8_t digest[32];
-    A.port->sha256_end(A.port->ctx, digest);
+    hash_end(digest);
     if (memcmp(digest, env->image_sha256, 32) != 0) {
         uint32_t attempts = ++A.st.dl_attempts;
         forget_download();
@@ -686,7 +702,9 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
     const char *note;
     if (check_release(&env, &note) != 0) return OTTER_POLL_IDLE;
 
-    switch (download(&env, url_path, note)) {
+    dl_result_t dl = download(&env, url_path, note);
+    hash_end((uint8_t *)A.io); /* a download given up */
+    switch (dl) {
     case DL_DONE: return install(&env, wait_ms);
     case DL_RETRY: *wait_ms = next_backoff(); return OTTER_POLL_RETRY;
     case DL_FAILED: break;
@@ -731,7 +749,17 @@ static void boot_checks(void)
             A.port->boot_rollback(A.port->ctx);
             return;
         }
-        if (A.port->boot_confirm(A.port->ctx) != 0) log_line("cannot confirm the image", NULL);
+        if (A.port->boot_confirm(A.port->ctx) != 0) {
+            /* Still pending: the bootloader goes back at the next reboot, and ESP-IDF opens no
+             * update slot until then. Reported, never counted as a success. */
+            log_line("cannot confirm the image", NULL);
+            if (is_new) {
+                set_outcome(A.st.pend_release_id, OTTER_STATE_FAILURE, "cannot confirm the image");
+                A.st.flags &= ~FLAG_PENDING;
+                save_state();
+                return;
+            }
+        }
     }
     if (!pending) return;
     if (is_new) {
@@ -754,6 +782,7 @@ int otter_agent_init(const otter_config_t *config, const otter_port_t *port)
     memset(&A, 0, sizeof A);
     A.port = port;
     if (!config || !config->server_url || !config->product || !config->enrollment_secret ||
+        !config->enrollment_secret[0] ||
         !config->hardware_id || !config->chip || !config->trusted_keys ||
         config->trusted_key_count == 0 || config->trusted_key_count > OTTER_MAX_TRUSTED_KEYS) {
         if (port && port->log) port->log(port->ctx, "otter: bad configuration");

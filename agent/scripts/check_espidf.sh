@@ -15,6 +15,17 @@ mkdir -p "$OUT"
 command -v compote >/dev/null && python3 -c "import kconfgen" 2>/dev/null ||
   { echo "check_espidf: idf-component-manager and esp-idf-kconfig are missing: run scripts/setup.sh" >&2; exit 2; }
 
+# The files the example's sdkconfig.defaults names (the release key) belong in the project's
+# repository: git must not ignore them.
+if git -C "$AGENT" rev-parse --git-dir >/dev/null 2>&1; then
+  for f in $(sed -n 's/^CONFIG_OTTER_TRUSTED_KEYS_FILE="\(.*\)"/\1/p' "$AGENT/examples/basic/sdkconfig.defaults"); do
+    if git -C "$AGENT/examples/basic" check-ignore -q "$f"; then
+      echo "check_espidf: examples/basic/$f (named in sdkconfig.defaults) is ignored by git" >&2
+      exit 1
+    fi
+  done
+  echo "   examples/basic: the release key sdkconfig.defaults names is not ignored by git"
+fi
 compote -W manifest lint "$AGENT/idf_component.yml"
 echo "   idf_component.yml: valid (idf-component-manager)"
 python3 -m kconfcheck "$AGENT/Kconfig" >/dev/null
@@ -35,12 +46,28 @@ KCONFIG
 python3 -m kconfgen --kconfig "$OUT/Kconfig" --config /dev/null --output header "$OUT/sdkconfig.h" >/dev/null 2>&1
 echo "   Kconfig: style ok, sdkconfig.h generated (esp-idf-kconfig)"
 
-for version in "5 0" "5 5"; do
+# Before and after esp_ota_resume (v5.3.3+, v5.4.2+, v5.5+).
+# The port resumes a download across reboots (esp_ota_resume) on every version that has it.
+for version in "5 0 0:no" "5 3 2:no" "5 3 3:yes" "5 4 1:no" "5 4 2:yes" "5 5 0:yes"; do
+  expect="${version#*:}"
+  set -- ${version%:*}
+  calls=$(gcc -E -DOTTER_CHECK_IDF_MAJOR="$1" -DOTTER_CHECK_IDF_MINOR="$2" -DOTTER_CHECK_IDF_PATCH="$3" \
+    -DOTTER_KCONFIG_KEYS=0 -I"$OUT" -I"$AGENT/port/espidf/signatures" -I"$AGENT/include" -I"$AGENT/port/espidf" \
+    -I"$AGENT/port/common" "$AGENT/port/espidf/otter_port_espidf.c" | grep -c "esp_ota_resume(part" || true)
+  if { [ "$expect" = yes ] && [ "$calls" = 0 ]; } || { [ "$expect" = no ] && [ "$calls" != 0 ]; }; then
+    echo "check_espidf: v$1.$2.$3: esp_ota_resume used: expected $expect, found $calls call(s)" >&2
+    exit 1
+  fi
+done
+echo "   ESP-IDF port: resumes across reboots on v5.3.3+, v5.4.2+ and v5.5+ (esp_ota_resume), not before"
+
+for version in "5 0 0" "5 4 1" "5 4 2" "5 5 0"; do
   set -- $version
   for keys in 0 1; do
     gcc -std=gnu99 -fsyntax-only -Wall -Wextra -Werror -DOTTER_CHECK_IDF_MAJOR="$1" -DOTTER_CHECK_IDF_MINOR="$2" \
+      -DOTTER_CHECK_IDF_PATCH="$3" \
       -DOTTER_KCONFIG_KEYS="$keys" -I"$OUT" -I"$AGENT/port/espidf/signatures" -I"$AGENT/include" \
       -I"$AGENT/port/espidf" -I"$AGENT/port/common" "$AGENT/port/espidf/otter_port_espidf.c"
   done
-  echo "   ESP-IDF port: compiles against the v$1.$2 API declarations, with and without Kconfig keys"
+  echo "   ESP-IDF port: compiles against the v$1.$2.$3 API declarations, with and without Kconfig keys"
 done

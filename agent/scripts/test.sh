@@ -2,7 +2,8 @@
 # The C agent's whole suite, called by the repository's scripts/test.sh:
 #   1. host build with -Wall -Wextra -Werror under AddressSanitizer + UBSan, CTest unit tests;
 #   2. libFuzzer harnesses (clang) for every parser of server input, OTTER_FUZZ_SECONDS each;
-#   3. the ESP-IDF component's manifest, Kconfig and port signatures (scripts/check_espidf.sh);
+#   3. the ESP-IDF component's manifest, Kconfig and port signatures (scripts/check_espidf.sh), and
+#      the example built with a real ESP-IDF when OTTER_IDF_PATH names one (check_espidf_build.sh);
 #   4. cross-compiled sizes against the budget (scripts/size.sh);
 #   5. end-to-end: the simulator updates itself from a real otterd (needs OTTERD_BIN, OTTER_BIN).
 # Builds go to target/agent/ of the repository.
@@ -34,6 +35,9 @@ done
 
 echo "-- agent: ESP-IDF component checks (manifest, Kconfig, port against the v5 API)"
 bash "$AGENT/scripts/check_espidf.sh"
+
+echo "-- agent: the example built with a real ESP-IDF (OTTER_IDF_PATH; scripts/check_espidf_build.sh)"
+bash "$AGENT/scripts/check_espidf_build.sh" "${OTTER_IDF_PATH:-}"
 
 echo "-- agent: sizes (rv32imc and Xtensa lx106, -Os, picolibc)"
 bash "$AGENT/scripts/size.sh" --check

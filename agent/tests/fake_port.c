@@ -208,6 +208,7 @@ static otter_boot_state_t boot_state(void *ctx)
 
 static int boot_confirm(void *ctx)
 {
+    if (((fake_t *)ctx)->confirm_fails) return -1;
     ((fake_t *)ctx)->pending_verify = 0;
     return 0;
 }

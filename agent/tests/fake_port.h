@@ -47,6 +47,7 @@ typedef struct {
     int bad_writes;
     uint32_t running_slot;
     int pending_verify;
+    int confirm_fails;         /* boot_confirm fails (the image stays pending) */
     int own_image_ids;         /* running_image reports its own hash, not the file's (as ESP-IDF) */
     int rolled_back, reboots, activated;
     /* Persistent records by key (NVS blobs). */

@@ -235,6 +235,19 @@ static void device_with_an_interrupted_download(void)
     F.drop_after = 0;
 }
 
+/* Every hash the core begins it ends, also when it gives a download up: on the classic ESP32 a
+ * context left live keeps the hardware SHA engine locked (issue 8, item 25). */
+static void abandoned_download_frees_its_hash(void)
+{
+    device_with_an_interrupted_download();
+    CHECK(!F.sha.live && F.sha.begun_live == 0);
+    /* A server that ignores the Range of the resumed attempt makes the core restart its hash. */
+    device_with_an_interrupted_download();
+    F.ignore_range = 1;
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    CHECK(!F.sha.live && F.sha.begun_live == 0);
+}
+
 static void dropped_download_resumes_with_range(void)
 {
     device_with_an_interrupted_download();
@@ -567,6 +580,35 @@ static void bad_configuration_is_refused(void)
     CHECK(otter_agent_init(NULL, &P) != 0);
 }
 
+/* An empty enrolment secret can never enrol: refused at init, not retried for ever (issue 8,
+ * item 27). */
+static void empty_enrolment_secret_is_refused_at_init(void)
+{
+    new_device(NULL, 0);
+    otter_config_t bad = C;
+    bad.enrollment_secret = "";
+    CHECK(otter_agent_init(&bad, &P) != 0);
+    uint32_t wait;
+    CHECK(otter_agent_poll(&wait) == OTTER_POLL_BAD_CONFIG && F.enroll_count == 0);
+}
+
+/* A new image that passed its self-test but could not be confirmed (the platform refused) stays
+ * pending, goes back at the next reboot, and blocks further updates until then: the server hears
+ * a failure, never a success (issue 8, item 27). */
+static void failed_confirm_is_reported_as_a_failure(void)
+{
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    F.confirm_fails = 1;
+    boot_new_image();
+    CHECK(F.pending_verify == 1);
+    CHECK(poll(NULL) == OTTER_POLL_IDLE);
+    const char *r = fake_find_report(&F, "cannot confirm the image");
+    CHECK(r && strstr(r, "\"failure\"") && strstr(r, "rel_1"));
+    CHECK(fake_find_report(&F, "\"success\"") == NULL);
+    CHECK(strstr(F.last_checkin, "\"security_counter\":0") != NULL);
+}
+
 int main(void)
 {
     RUN(happy_path_installs_confirms_and_reports);
@@ -576,6 +618,7 @@ int main(void)
     RUN(image_that_never_confirms_is_retried_once);
     RUN(untrusted_signature_is_refused_once);
     RUN(tampered_image_is_never_activated);
+    RUN(abandoned_download_frees_its_hash);
     RUN(dropped_download_resumes_with_range);
     RUN(same_boot_resume_under_flash_encryption_hashes_only_what_is_on_flash);
     RUN(server_ignoring_range_restarts_the_write_session);
@@ -594,5 +637,7 @@ int main(void)
     RUN(layout_2_state_is_migrated);
     RUN(outcome_survives_an_unreachable_server);
     RUN(bad_configuration_is_refused);
+    RUN(empty_enrolment_secret_is_refused_at_init);
+    RUN(failed_confirm_is_reported_as_a_failure);
     return check_failures != 0;
 }

@@ -20,19 +20,26 @@
 
 void otter_mbedtls_sha256_begin(otter_mbedtls_sha256_t *s)
 {
+    if (s->live) {
+        s->begun_live++;
+        mbedtls_sha256_free(&s->ctx);
+    }
+    s->live = 1;
     mbedtls_sha256_init(&s->ctx);
     (void)SHA256_STARTS(&s->ctx, 0);
 }
 
 void otter_mbedtls_sha256_update(otter_mbedtls_sha256_t *s, const uint8_t *data, size_t len)
 {
-    (void)SHA256_UPDATE(&s->ctx, data, len);
+    if (s->live) (void)SHA256_UPDATE(&s->ctx, data, len);
 }
 
 void otter_mbedtls_sha256_end(otter_mbedtls_sha256_t *s, uint8_t out[32])
 {
+    if (!s->live) return;
     (void)SHA256_FINISH(&s->ctx, out);
     mbedtls_sha256_free(&s->ctx);
+    s->live = 0;
 }
 
 int otter_mbedtls_ecdsa_p256_verify(const uint8_t pubkey[65], const uint8_t *msg, size_t msg_len,

@@ -9,8 +9,13 @@
 
 typedef struct {
     mbedtls_sha256_context ctx;
+    int live;            /* begun, not yet ended: holds the hardware SHA engine on some chips */
+    unsigned begun_live; /* begins that found it live (a hash dropped without its end): tests expect 0 */
 } otter_mbedtls_sha256_t;
 
+/* begin on a live context frees it first (the classic ESP32 keeps its SHA engine locked until a
+ * context is freed, so a leaked one would pin it); end frees it and does nothing on a context
+ * that is not live. */
 void otter_mbedtls_sha256_begin(otter_mbedtls_sha256_t *s);
 void otter_mbedtls_sha256_update(otter_mbedtls_sha256_t *s, const uint8_t *data, size_t len);
 void otter_mbedtls_sha256_end(otter_mbedtls_sha256_t *s, uint8_t out[32]);

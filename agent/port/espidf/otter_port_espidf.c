@@ -34,6 +34,23 @@
 
 static const char *TAG = "otter";
 
+/* esp_ota_resume: ESP-IDF v5.3.3 and later v5.3.x, v5.4.2 and later, v5.5 on. */
+#if (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0)) || \
+    ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2)
+#define OTTER_HAVE_OTA_RESUME 1
+#else
+#define OTTER_HAVE_OTA_RESUME 0
+#endif
+
+/* Secure Boot v1 (and v1-style signed apps) append a signature block that the running-image
+ * hash below does not cover: the agent would see its own image as different from the release
+ * it installed. Refused at start. */
+#if CONFIG_SECURE_BOOT_V1_ENABLED || CONFIG_SECURE_SIGNED_APPS_ECDSA_SCHEME
+#define OTTER_UNSUPPORTED_SECURE_BOOT 1
+#else
+#define OTTER_UNSUPPORTED_SECURE_BOOT 0
+#endif
+
 #define NVS_NAMESPACE "otter"
 #define SECTOR 4096u
 /* Before this (2023-11-14) the clock was never set: SNTP has not run. */
@@ -48,26 +65,57 @@ static struct {
     otter_mbedtls_sha256_t sha;
     const char *ca_pem;
     uint32_t retry_after;
+    int broken;                     /* the last exchange failed: its connection is not reused */
+    uint32_t cr_first, cr_total;    /* the last answer's Content-Range */
+    int windowed;                   /* the open download is served in windows */
+    uint32_t win_next, win_total;
     int running_known;
     otter_running_image_t running;
 } P;
 
 /* ---------------------------------------------------------------- HTTP(S) */
 
-static void http_close(void *ctx)
+/* One client and, with keep-alive, one TLS connection for all the exchanges of a poll: check-in,
+ * reports and the download. A ranged download ("bytes=N-" from the core) is fetched as bounded
+ * windows on that connection, so that each of the core's requests ends on a window boundary
+ * and leaves the connection reusable; the core still sees one response with the rest of the
+ * image. The connection is closed when the core sleeps between polls. */
+#define WINDOW (64u * 1024u) /* divides the core's 256 KiB between progress reports */
+#define MAX_REDIRECTS 3
+
+static void http_drop(void)
 {
-    (void)ctx;
     if (!P.http) return;
     esp_http_client_close(P.http);
     esp_http_client_cleanup(P.http);
     P.http = NULL;
 }
 
+/* The core is done with an answer: a fully read one leaves the connection open for the next. */
+static void http_close(void *ctx)
+{
+    (void)ctx;
+    if (P.http && (P.broken || !esp_http_client_is_complete_data_received(P.http))) {
+        esp_http_client_close(P.http);
+    }
+    P.windowed = 0;
+}
+
 /* Response headers arrive as events during esp_http_client_fetch_headers. */
 static esp_err_t on_http_event(esp_http_client_event_t *event)
 {
-    if (event->event_id == HTTP_EVENT_ON_HEADER && strcasecmp(event->header_key, "Retry-After") == 0) {
+    if (event->event_id != HTTP_EVENT_ON_HEADER) return ESP_OK;
+    if (strcasecmp(event->header_key, "Retry-After") == 0) {
         P.retry_after = (uint32_t)strtoul(event->header_value, NULL, 10);
+    } else if (strcasecmp(event->header_key, "Content-Range") == 0) {
+        /* "bytes <first>-<last>/<total>" */
+        const char *v = event->header_value;
+        if (strncmp(v, "bytes ", 6) == 0) {
+            char *end;
+            P.cr_first = (uint32_t)strtoul(v + 6, &end, 10);
+            const char *slash = strchr(end, '/');
+            P.cr_total = slash ? (uint32_t)strtoul(slash + 1, NULL, 10) : 0;
+        }
     }
     return ESP_OK;
 }
@@ -78,64 +126,156 @@ static uint32_t http_retry_after(void *ctx)
     return P.retry_after;
 }
 
+/* "scheme://host[:port]" of a URL: its length. */
+static size_t origin_len(const char *url)
+{
+    const char *host = strstr(url, "://");
+    if (!host) return 0;
+    const char *path = strchr(host + 3, '/');
+    return path ? (size_t)(path - url) : strlen(url);
+}
+
+/* Sends the prepared request and reads the answer's headers, following up to MAX_REDIRECTS
+ * redirects (esp_http_client_open does not). A kept-alive connection the server has closed
+ * meanwhile is reopened once. Returns the HTTP status, or -1. */
+static int http_request(const char *body, int body_len, int64_t *length)
+{
+    int reopened = 0;
+    for (int hops = 0;;) {
+        P.cr_first = 0;
+        P.cr_total = 0;
+        P.retry_after = 0;
+        P.broken = 1;
+        int ok = esp_http_client_open(P.http, body_len) == ESP_OK &&
+                 (!body_len || esp_http_client_write(P.http, body, body_len) == body_len) &&
+                 (*length = esp_http_client_fetch_headers(P.http)) >= 0;
+        if (!ok) {
+            esp_http_client_close(P.http);
+            if (reopened++) return -1;
+            continue;
+        }
+        reopened = 1;
+        int status = esp_http_client_get_status_code(P.http);
+        if (status != 301 && status != 302 && status != 307 && status != 308) {
+            P.broken = 0;
+            return status;
+        }
+        if (++hops > MAX_REDIRECTS) {
+            ESP_LOGE(TAG, "more than %d redirects", MAX_REDIRECTS);
+            return -1;
+        }
+        char drain[64];
+        while (esp_http_client_read(P.http, drain, sizeof drain) > 0) {
+        }
+        /* esp_http_client_get_url gives "scheme://host/path", without the port. */
+        char before[160], url[160];
+        if (esp_http_client_get_url(P.http, before, sizeof before) != ESP_OK) before[0] = '\0';
+        if (esp_http_client_set_redirection(P.http) != ESP_OK ||
+            esp_http_client_get_url(P.http, url, sizeof url) != ESP_OK) {
+            return -1;
+        }
+#if !CONFIG_OTTER_ALLOW_PLAIN_HTTP
+        if (strncmp(url, "https://", 8) != 0) {
+            ESP_LOGE(TAG, "refusing a redirect to %s: HTTPS only", url);
+            return -1;
+        }
+#endif
+        /* The device token goes to the server's own host only. */
+        size_t n = origin_len(url);
+        if (n != origin_len(before) || strncasecmp(url, before, n) != 0) {
+            esp_http_client_delete_header(P.http, "Authorization");
+        }
+        ESP_LOGI(TAG, "redirected (%d) to %s", status, url);
+    }
+}
+
 static int http_open(void *ctx, const char *method, const char *url, const char *bearer,
                      const char *json_body, uint32_t range_from, int *status, uint32_t *content_length)
 {
+    (void)ctx;
 #if !CONFIG_OTTER_ALLOW_PLAIN_HTTP
     if (strncmp(url, "https://", 8) != 0) {
         ESP_LOGE(TAG, "refusing %s: HTTPS only (CONFIG_OTTER_ALLOW_PLAIN_HTTP is for a lab)", url);
         return -1;
     }
 #endif
-    esp_http_client_config_t config = {
-        .url = url,
-        .timeout_ms = CONFIG_OTTER_HTTP_TIMEOUT_MS,
-        .buffer_size = 1024,
-        .buffer_size_tx = 1024,
-        .keep_alive_enable = false,
-        .event_handler = on_http_event,
-    };
-    P.retry_after = 0;
-    if (P.ca_pem) {
-        config.cert_pem = P.ca_pem;
-    } else {
+    P.windowed = 0;
+    if (P.http && esp_http_client_set_url(P.http, url) != ESP_OK) http_drop();
+    if (!P.http) {
+        esp_http_client_config_t config = {
+            .url = url,
+            .timeout_ms = CONFIG_OTTER_HTTP_TIMEOUT_MS,
+            .buffer_size = 1024,
+            .buffer_size_tx = 1024,
+            .keep_alive_enable = true, /* TCP keep-alive probes on the kept connection */
+            .event_handler = on_http_event,
+        };
+        if (P.ca_pem) {
+            config.cert_pem = P.ca_pem;
+        } else {
 #if CONFIG_OTTER_TLS_CERT_BUNDLE
-        config.crt_bundle_attach = esp_crt_bundle_attach;
+            config.crt_bundle_attach = esp_crt_bundle_attach;
 #endif
+        }
+        P.http = esp_http_client_init(&config);
+        if (!P.http) return -1;
     }
-    http_close(ctx);
-    P.http = esp_http_client_init(&config);
-    if (!P.http) return -1;
     int post = strcmp(method, "POST") == 0;
     esp_http_client_set_method(P.http, post ? HTTP_METHOD_POST : HTTP_METHOD_GET);
     char header[128];
     if (bearer && *bearer) {
         snprintf(header, sizeof header, "Bearer %s", bearer);
         esp_http_client_set_header(P.http, "Authorization", header);
+    } else {
+        esp_http_client_delete_header(P.http, "Authorization");
     }
     if (range_from) {
-        snprintf(header, sizeof header, "bytes=%u-", (unsigned)range_from);
+        snprintf(header, sizeof header, "bytes=%u-%u", (unsigned)range_from, (unsigned)(range_from + WINDOW - 1u));
         esp_http_client_set_header(P.http, "Range", header);
+    } else {
+        esp_http_client_delete_header(P.http, "Range");
+    }
+    if (post) {
+        esp_http_client_set_header(P.http, "Content-Type", "application/json");
+    } else {
+        esp_http_client_delete_header(P.http, "Content-Type");
     }
     int body_len = post && json_body ? (int)strlen(json_body) : 0;
-    if (post) esp_http_client_set_header(P.http, "Content-Type", "application/json");
-    if (esp_http_client_open(P.http, body_len) != ESP_OK) {
+    int64_t length = 0;
+    *status = http_request(json_body, body_len, &length);
+    if (*status < 0) {
         http_close(ctx);
         return -1;
     }
-    if (body_len && esp_http_client_write(P.http, json_body, body_len) != body_len) {
-        http_close(ctx);
-        return -1;
+    if (range_from && *status == 206 && P.cr_first == range_from && P.cr_total > range_from &&
+        length > 0 && (uint64_t)length <= P.cr_total - range_from) {
+        /* The first window of the rest of the image: the core sees all of the rest. */
+        P.windowed = 1;
+        P.win_next = range_from + (uint32_t)length;
+        P.win_total = P.cr_total;
+        *content_length = P.cr_total - range_from;
+        return 0;
     }
-    int64_t length = esp_http_client_fetch_headers(P.http);
-    if (length < 0) {
-        http_close(ctx);
-        return -1;
-    }
-    *status = esp_http_client_get_status_code(P.http);
     *content_length = esp_http_client_is_chunked_response(P.http) || length > UINT32_MAX - 1
                           ? UINT32_MAX
                           : (uint32_t)length;
+    return 0;
+}
+
+/* The next window of a windowed download, on the same connection. */
+static int next_window(void)
+{
+    uint32_t last = P.win_total - P.win_next > WINDOW ? P.win_next + WINDOW - 1u : P.win_total - 1u;
+    char range[48];
+    snprintf(range, sizeof range, "bytes=%u-%u", (unsigned)P.win_next, (unsigned)last);
+    esp_http_client_set_header(P.http, "Range", range);
+    int64_t length = 0;
+    if (http_request(NULL, 0, &length) != 206 || P.cr_first != P.win_next || length <= 0 ||
+        (uint64_t)length > (uint64_t)last - P.win_next + 1u) {
+        P.broken = 1;
+        return -1;
+    }
+    P.win_next += (uint32_t)length;
     return 0;
 }
 
@@ -144,8 +284,19 @@ static int http_read(void *ctx, uint8_t *buf, size_t cap)
     (void)ctx;
     if (!P.http) return -1;
     int n = esp_http_client_read(P.http, (char *)buf, (int)cap);
-    if (n < 0) return -1;
-    if (n == 0 && !esp_http_client_is_complete_data_received(P.http)) return -1; /* dropped */
+    if (n == 0 && P.windowed && P.win_next < P.win_total && esp_http_client_is_complete_data_received(P.http)) {
+        if (next_window() != 0) return -1;
+        n = esp_http_client_read(P.http, (char *)buf, (int)cap);
+        if (n == 0) n = -1; /* an empty window */
+    }
+    if (n < 0) {
+        P.broken = 1;
+        return -1;
+    }
+    if (n == 0 && !esp_http_client_is_complete_data_received(P.http)) { /* dropped */
+        P.broken = 1;
+        return -1;
+    }
     return n;
 }
 
@@ -176,7 +327,7 @@ static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
         P.ota_open = 0;
     }
     keep &= ~(SECTOR - 1u);
-#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0)
+#if OTTER_HAVE_OTA_RESUME
     if (keep > 0) {
         /* Keep whole sectors; the rest is erased sector by sector as writing goes on. */
         if (esp_ota_resume(part, OTA_WITH_SEQUENTIAL_WRITES, keep, &P.ota) != ESP_OK) return -1;
@@ -185,8 +336,13 @@ static int slot_begin(void *ctx, uint32_t image_size, uint32_t keep)
         return (int)keep;
     }
 #endif
-    /* Without esp_ota_resume (before v5.5) a new boot starts the image over. */
-    if (esp_ota_begin(part, OTA_WITH_SEQUENTIAL_WRITES, &P.ota) != ESP_OK) return -1;
+    /* Without esp_ota_resume a new boot starts the image over. */
+    esp_err_t err = esp_ota_begin(part, OTA_WITH_SEQUENTIAL_WRITES, &P.ota);
+    if (err != ESP_OK) {
+        /* ESP_ERR_OTA_ROLLBACK_INVALID_STATE: the running image is still unconfirmed. */
+        ESP_LOGE(TAG, "esp_ota_begin: %s", esp_err_to_name(err));
+        return -1;
+    }
     P.ota_open = 1;
     P.ota_written = 0;
     return 0;
@@ -233,6 +389,10 @@ static int slot_activate(void *ctx)
 static int running_image(void *ctx, otter_running_image_t *out)
 {
     (void)ctx;
+    if (OTTER_UNSUPPORTED_SECURE_BOOT) {
+        ESP_LOGE(TAG, "Secure Boot v1 / v1 signed apps are not supported: use Secure Boot v2");
+        return -1;
+    }
     if (!P.running_known) {
         const esp_app_desc_t *desc = esp_app_get_description();
         snprintf(P.running.version, sizeof P.running.version, "%s", desc->version);
@@ -246,13 +406,17 @@ static int running_image(void *ctx, otter_running_image_t *out)
 #endif
         if (len > part->size) return -1;
         static uint8_t buf[1024];
-        otter_mbedtls_sha256_begin(&P.sha);
+        otter_mbedtls_sha256_t h = {0}; /* its own context: a download's may be live */
+        otter_mbedtls_sha256_begin(&h);
         for (uint32_t off = 0; off < len; off += sizeof buf) {
             uint32_t n = len - off < sizeof buf ? len - off : sizeof buf;
-            if (esp_partition_read(part, off, buf, n) != ESP_OK) return -1;
-            otter_mbedtls_sha256_update(&P.sha, buf, n);
+            if (esp_partition_read(part, off, buf, n) != ESP_OK) {
+                otter_mbedtls_sha256_end(&h, P.running.sha256); /* frees the context */
+                return -1;
+            }
+            otter_mbedtls_sha256_update(&h, buf, n);
         }
-        otter_mbedtls_sha256_end(&P.sha, P.running.sha256);
+        otter_mbedtls_sha256_end(&h, P.running.sha256);
         P.running_known = 1;
     }
     *out = P.running;
@@ -343,6 +507,7 @@ static uint64_t unix_time(void *ctx)
 static void sleep_ms(void *ctx, uint32_t ms)
 {
     (void)ctx;
+    http_drop(); /* no idle TLS connection (and its buffers) between polls */
     vTaskDelay(pdMS_TO_TICKS(ms) ? pdMS_TO_TICKS(ms) : 1);
 }
 
@@ -456,6 +621,10 @@ static void agent_task(void *arg)
 
 esp_err_t otter_agent_start(const otter_config_t *cfg)
 {
+    if (OTTER_UNSUPPORTED_SECURE_BOOT) {
+        ESP_LOGE(TAG, "Secure Boot v1 / v1 signed apps are not supported: use Secure Boot v2");
+        return ESP_ERR_NOT_SUPPORTED;
+    }
     BaseType_t ok = xTaskCreate(agent_task, "otter", CONFIG_OTTER_TASK_STACK_SIZE, (void *)cfg,
                                 CONFIG_OTTER_TASK_PRIORITY, NULL);
     return ok == pdPASS ? ESP_OK : ESP_ERR_NO_MEM;

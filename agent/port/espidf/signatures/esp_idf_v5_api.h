@@ -21,11 +21,12 @@ typedef int esp_err_t;
 #define ESP_OK 0
 #define ESP_FAIL -1
 #define ESP_ERR_NO_MEM 0x101
+#define ESP_ERR_NOT_SUPPORTED 0x106
 const char *esp_err_to_name(esp_err_t code);
 
 /* esp_idf_version.h */
 #define ESP_IDF_VERSION_VAL(major, minor, patch) (((major) << 16) | ((minor) << 8) | (patch))
-#define ESP_IDF_VERSION ESP_IDF_VERSION_VAL(OTTER_CHECK_IDF_MAJOR, OTTER_CHECK_IDF_MINOR, 0)
+#define ESP_IDF_VERSION ESP_IDF_VERSION_VAL(OTTER_CHECK_IDF_MAJOR, OTTER_CHECK_IDF_MINOR, OTTER_CHECK_IDF_PATCH)
 
 /* esp_log.h */
 #define ESP_LOGI(tag, format, ...) esp_log_check(tag, format, ##__VA_ARGS__)
@@ -87,7 +88,9 @@ typedef enum {
     ESP_OTA_IMG_UNDEFINED = 0xFFFFFFFFU,
 } esp_ota_img_states_t;
 esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size, esp_ota_handle_t *out_handle);
-#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0)
+/* In v5.3.3+ (v5.3.x), v5.4.2+ and v5.5+ (checked against the tags' esp_ota_ops.h). */
+#if (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0)) || \
+    ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2)
 esp_err_t esp_ota_resume(const esp_partition_t *partition, const size_t erase_size, const size_t image_offset,
                          esp_ota_handle_t *out_handle);
 #endif
@@ -152,6 +155,10 @@ typedef struct {
 esp_http_client_handle_t esp_http_client_init(const esp_http_client_config_t *config);
 esp_err_t esp_http_client_set_method(esp_http_client_handle_t client, esp_http_client_method_t method);
 esp_err_t esp_http_client_set_header(esp_http_client_handle_t client, const char *key, const char *value);
+esp_err_t esp_http_client_delete_header(esp_http_client_handle_t client, const char *key);
+esp_err_t esp_http_client_set_url(esp_http_client_handle_t client, const char *url);
+esp_err_t esp_http_client_get_url(esp_http_client_handle_t client, char *url, const int len);
+esp_err_t esp_http_client_set_redirection(esp_http_client_handle_t client);
 esp_err_t esp_http_client_open(esp_http_client_handle_t client, int write_len);
 int esp_http_client_write(esp_http_client_handle_t client, const char *buffer, int len);
 int64_t esp_http_client_fetch_headers(esp_http_client_handle_t client);
