@@ -148,6 +148,10 @@ enum ReleaseCommand {
         /// Devices refuse the release after this long, e.g. 90d, 12h, 30m.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// Publish although the security counter is lower than the channel's highest (refused
+        /// otherwise: devices that took the higher counter would never update again).
+        #[arg(long)]
+        allow_lower_counter: bool,
     },
     /// List releases, newest first.
     List {
@@ -315,6 +319,7 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     security_counter,
                     expires_at,
                     expires_in,
+                    allow_lower_counter,
                 } => {
                     let sign_with = (!keys.is_empty()).then_some(ManifestArgs {
                         keys,
@@ -329,6 +334,7 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                         product.as_deref(),
                         &channel,
                         sign_with.as_ref(),
+                        allow_lower_counter,
                         o,
                     )
                 }

@@ -1099,3 +1099,51 @@ fn offline_commands_do_not_offer_server_options() {
         );
     }
 }
+
+/// Issue 8, item 18: a security counter below the channel's highest is refused before any
+/// image byte is sent (the channel's releases are fetched and checked first), unless
+/// `--allow-lower-counter` says it is meant, and then a warning says what it does.
+#[test]
+fn push_refuses_a_counter_below_the_channels_highest_unless_allowed() {
+    let s = start_server();
+    product_with_key(&s);
+    synth(&s, "esp32c3", "5.0.0", "five.bin");
+    synth(&s, "esp32c3", "5.1.0", "five-one.bin");
+    let push = |file: &str, counter: &str| {
+        vec![
+            "release".to_string(),
+            "push".into(),
+            file.into(),
+            "--product".into(),
+            "thermo".into(),
+            "--key".into(),
+            "release.key".into(),
+            "--security-counter".into(),
+            counter.into(),
+        ]
+    };
+    s.json(&s.admin, &args(&push("five.bin", "5")));
+    let e = s.fails(&s.admin, &args(&push("five-one.bin", "2")), 1);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("security counter 2 is lower than 5 of release 5.0.0")
+            && msg.contains("--allow-lower-counter"),
+        "{msg}"
+    );
+    assert_eq!(s.releases().len(), 1, "nothing was published");
+
+    let mut allowed = push("five-one.bin", "2");
+    allowed.push("--allow-lower-counter".into());
+    let out = s.otter(&s.admin).args(args(&allowed)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: security counter 2 is lower than 5"),
+        "{stderr}"
+    );
+    assert_eq!(s.releases().len(), 2);
+}

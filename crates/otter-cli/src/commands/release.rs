@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use otter_core::manifest::{BundleHead, BUNDLE_MAGIC};
+use otter_core::manifest::{BundleHead, Manifest, BUNDLE_MAGIC};
+use otter_core::publish;
 use serde_json::Value;
 
 use super::signing::{make_bundle, read_bundle, ManifestArgs};
 use crate::client::Api;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Exit};
 use crate::output::{items, table, text, time_text, Output};
 
 /// Pushes a firmware image (signed here first) or an already signed `release.otter`.
@@ -17,6 +18,7 @@ pub fn push(
     product: Option<&str>,
     channel: &str,
     sign_with: Option<&ManifestArgs>,
+    allow_lower_counter: bool,
     o: Output,
 ) -> CliResult<()> {
     let bytes = std::fs::read(file).map_err(|e| CliError::io(file, "read", e))?;
@@ -56,7 +58,11 @@ pub fn push(
             )));
         }
     }
-    let path = format!("/api/v1/products/{}/releases?channel={channel}", m.product);
+    pre_check(api, m, channel, allow_lower_counter, o)?;
+    let mut path = format!("/api/v1/products/{}/releases?channel={channel}", m.product);
+    if allow_lower_counter {
+        path.push_str("&allow_lower_counter=true");
+    }
     // The head alone first: the server checks credentials, product, signature and duplicates
     // and answers before any image byte is sent, so a refusal is never lost mid-upload.
     api.post_bytes(
@@ -76,6 +82,60 @@ pub fn push(
             join(&release["signed_by"]),
         )
     });
+    Ok(())
+}
+
+/// The server's publication rules (otter_core::publish), checked here before a byte is sent,
+/// with the channel's releases fetched from the server: a release no device can install, a
+/// security counter below the channel's highest (unless allowed), a creation time ahead of
+/// this machine's clock (a warning: the server's own clock and bound decide).
+fn pre_check(
+    api: &Api,
+    m: &Manifest,
+    channel: &str,
+    allow_lower_counter: bool,
+    o: Output,
+) -> CliResult<()> {
+    let refused = |message: String| CliError::refused("bad_release", message);
+    publish::check_installable(m).map_err(refused)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Err(e) = publish::check_created_at(m.created_at, now, publish::DEFAULT_MAX_FUTURE_S) {
+        o.note(&format!("warning: {e}"));
+    }
+    let listed = match api.get(&format!(
+        "/api/v1/releases?product={}&channel={channel}",
+        m.product
+    )) {
+        Ok(v) => v,
+        // Not allowed to read the product: the push itself gets the server's precise answer.
+        Err(e) if e.exit == Exit::Auth => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let highest = items(&listed, "releases")
+        .iter()
+        .filter_map(|r| {
+            Some(publish::HighestCounter {
+                version: r["version"].as_str()?.to_string(),
+                security_counter: u32::try_from(r["security_counter"].as_u64()?).ok()?,
+            })
+        })
+        .max_by_key(|h| h.security_counter);
+    publish::check_counter(
+        channel,
+        m.security_counter,
+        highest.as_ref(),
+        allow_lower_counter,
+    )
+    .map_err(refused)?;
+    if let Some(h) = highest.filter(|h| m.security_counter < h.security_counter) {
+        o.note(&format!(
+            "warning: security counter {} is lower than {} of release {} on channel {channel:?}; publishing anyway (--allow-lower-counter)",
+            m.security_counter, h.security_counter, h.version
+        ));
+    }
     Ok(())
 }
 

@@ -12,6 +12,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::device_report::check_report;
+/// The states a device reports (defined with the check of a report).
+pub use super::device_report::STATES;
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
@@ -100,9 +103,6 @@ pub struct StatusReport {
     #[serde(default)]
     pub reason: Option<String>,
 }
-
-use super::device_report::check_report;
-pub use super::device_report::STATES;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

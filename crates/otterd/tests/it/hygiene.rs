@@ -574,3 +574,49 @@ async fn collection_racing_uploads_never_breaks_a_release() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// The real `otterd` binary, configured through the environment: what kill -9 left behind (a blob
+/// whose release row never came) is gone once the server is up again.
+#[tokio::test]
+async fn the_otterd_binary_collects_orphans_at_start() {
+    use tokio::io::AsyncBufReadExt;
+    let keep = tempfile::TempDir::new().unwrap();
+    let data = keep.path().join("data");
+    let sha = {
+        let srv = spawn_with(|s| s.data_dir = data.clone()).await;
+        let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
+        let (s, rel) = srv
+            .push(
+                "thermo",
+                "stable",
+                &srv.admin,
+                bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
+            )
+            .await;
+        assert_eq!(s, 201);
+        rel["sha256"].as_str().unwrap().to_string()
+    };
+    let referenced = data.join("blobs/images").join(&sha);
+    set_age(&referenced, Duration::from_secs(120));
+    let orphan = plant_orphan(&data, 6, Duration::from_secs(120));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("OTTER_BLOB_GC_GRACE_S", "60")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("otterd starts")
+        .unwrap()
+        .unwrap();
+    assert!(ready.starts_with("otterd listening on "), "{ready}");
+    wait_until("otterd collects the orphan", || !orphan.exists()).await;
+    assert!(referenced.exists(), "the release's blob is kept");
+    child.kill().await.unwrap();
+}
