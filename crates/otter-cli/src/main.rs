@@ -181,6 +181,9 @@ enum ProductCommand {
         /// A description for people.
         #[arg(long)]
         description: Option<String>,
+        /// Write the enrolment secret to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
     },
     /// List products.
     List,
@@ -193,6 +196,9 @@ enum ProductCommand {
     RotateSecret {
         /// The product's name.
         name: String,
+        /// Write the new secret to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
     },
     /// Release public keys of a product.
     #[command(subcommand)]
@@ -351,10 +357,20 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     name,
                     chip,
                     description,
-                } => product::create(&api, &name, &chip, description.as_deref(), o),
+                    secret_file,
+                } => product::create(
+                    &api,
+                    &name,
+                    &chip,
+                    description.as_deref(),
+                    secret_file.as_deref(),
+                    o,
+                ),
                 ProductCommand::List => product::list(&api, o),
                 ProductCommand::Show { name } => product::show(&api, &name, o),
-                ProductCommand::RotateSecret { name } => product::rotate_secret(&api, &name, o),
+                ProductCommand::RotateSecret { name, secret_file } => {
+                    product::rotate_secret(&api, &name, secret_file.as_deref(), o)
+                }
                 ProductCommand::Key(KeyCommand::Add {
                     product,
                     public_key,

@@ -54,7 +54,7 @@ pub fn keygen(out: &Path, force: bool, o: Output) -> CliResult<()> {
 }
 
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> CliResult<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> CliResult<()> {
     use std::os::unix::fs::OpenOptionsExt;
     // Remove first so an existing file's wider mode is not kept (only reached with --force).
     let _ = std::fs::remove_file(path);
@@ -69,7 +69,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> CliResult<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> CliResult<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> CliResult<()> {
     std::fs::write(path, bytes).map_err(|e| CliError::io(path, "write", e))
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::keys::read_public;
+use super::keys::{read_public, write_private};
 use crate::client::Api;
 use crate::error::{CliError, CliResult};
 use crate::output::{items, table, text, Output};
@@ -14,6 +14,7 @@ pub fn create(
     name: &str,
     chip: &str,
     description: Option<&str>,
+    secret_file: Option<&Path>,
     o: Output,
 ) -> CliResult<()> {
     let chip: otter_core::Chip = chip.parse().map_err(|e| CliError::usage(format!("{e}")))?;
@@ -21,16 +22,43 @@ pub fn create(
     if let Some(d) = description {
         body["description"] = json!(d);
     }
-    let v = api.post("/api/v1/products", &body)?;
+    let mut v = api.post("/api/v1/products", &body)?;
+    let shown = deliver_secret(&mut v, secret_file)?;
     o.emit(&v, || {
         format!(
-            "created product {} for {}\nenrolment secret (shown once; devices use it to enrol): {}",
+            "created product {} for {}\nenrolment secret (shown once; devices use it to enrol): {shown}",
             text(&v["product"], "name"),
             text(&v["product"], "chip"),
-            text(&v, "enrollment_secret")
         )
     });
     Ok(())
+}
+
+/// With `--secret-file`, writes the answer's enrolment secret to that file (mode 0600; an
+/// existing file is never overwritten) and leaves it out of what is printed, so the secret
+/// stays off the terminal and out of CI logs. Returns what the human output shows for it.
+fn deliver_secret(answer: &mut Value, secret_file: Option<&Path>) -> CliResult<String> {
+    let secret = text(answer, "enrollment_secret");
+    let Some(path) = secret_file else {
+        return Ok(secret);
+    };
+    if path.exists() {
+        return Err(CliError::usage(format!(
+            "--secret-file {}: the file exists; the secret was {} but is not written over another file. \
+             Rotate it with `otter product rotate-secret NAME --secret-file NEW_FILE`",
+            path.display(),
+            "created"
+        )));
+    }
+    write_private(path, format!("{secret}\n").as_bytes())?;
+    if let Some(map) = answer.as_object_mut() {
+        map.remove("enrollment_secret");
+        map.insert(
+            "enrollment_secret_file".into(),
+            json!(path.display().to_string()),
+        );
+    }
+    Ok(format!("written to {} (mode 0600)", path.display()))
 }
 
 pub fn list(api: &Api, o: Output) -> CliResult<()> {
@@ -72,16 +100,19 @@ pub fn show(api: &Api, name: &str, o: Output) -> CliResult<()> {
     Ok(())
 }
 
-pub fn rotate_secret(api: &Api, name: &str, o: Output) -> CliResult<()> {
-    let v = api.post(
+pub fn rotate_secret(
+    api: &Api,
+    name: &str,
+    secret_file: Option<&Path>,
+    o: Output,
+) -> CliResult<()> {
+    let mut v = api.post(
         &format!("/api/v1/products/{name}/enrollment-secret"),
         &Value::Null,
     )?;
+    let shown = deliver_secret(&mut v, secret_file)?;
     o.emit(&v, || {
-        format!(
-            "new enrolment secret for {name} (the old one no longer works): {}",
-            text(&v, "enrollment_secret")
-        )
+        format!("new enrolment secret for {name} (the old one no longer works): {shown}")
     });
     Ok(())
 }
