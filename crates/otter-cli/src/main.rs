@@ -144,6 +144,9 @@ enum ReleaseCommand {
         product: Option<String>,
         #[arg(long)]
         channel: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
     /// Show one release.
     Show { id: String },
@@ -161,14 +164,57 @@ enum ProductCommand {
         description: Option<String>,
     },
     /// List products.
-    List,
-    /// Show a product and its keys.
+    List {
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Show a product, its keys and its enrolment bounds.
     Show { name: String },
+    /// Change a product's enrolment bounds (docs/security.md, "Enrolment").
+    Update {
+        name: String,
+        /// Most devices that may be enrolled, or `none`.
+        #[arg(long, value_name = "N|none")]
+        max_devices: Option<String>,
+        /// New enrolments a minute, or `none` (new products: 600).
+        #[arg(long, value_name = "N|none")]
+        enrollments_per_minute: Option<String>,
+        /// `on`: only hardware ids on the product's allow-list may enrol.
+        #[arg(long, value_name = "on|off")]
+        allowlist: Option<String>,
+    },
+    /// The hardware ids allowed to enrol (pre-registration from the factory).
+    #[command(subcommand)]
+    Allowlist(AllowlistCommand),
     /// Replace the enrolment secret (the old one stops working).
     RotateSecret { name: String },
     /// Release public keys of a product.
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AllowlistCommand {
+    /// Add the hardware ids of a CSV: a header row naming a hardware_id column, one row per
+    /// device, other columns ignored. A bad file imports nothing.
+    Import {
+        product: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List the allow-listed hardware ids.
+    List {
+        product: String,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Remove one hardware id (an enrolled device keeps working; delete it to stop it).
+    Remove {
+        product: String,
+        hardware_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,7 +246,11 @@ enum TokenCommand {
         name: Option<String>,
     },
     /// List tokens (never their secrets).
-    List,
+    List {
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Revoke a token by its id.
     Revoke { id: String },
 }
@@ -211,6 +261,19 @@ enum DeviceCommand {
     List {
         #[arg(long)]
         product: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Let an enrolled hardware id enrol once more with the product's enrolment secret (a
+    /// device that lost its token); its current token stops working when it does.
+    AllowReenroll {
+        hardware_id: String,
+        #[arg(long)]
+        product: String,
+        /// How long the permission stays open, e.g. 30m, 24h (at most 7d).
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        valid_for: String,
     },
     /// Show a device and its update history.
     Show { id: String },
@@ -284,9 +347,11 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                         o,
                     )
                 }
-                ReleaseCommand::List { product, channel } => {
-                    release::list(&api, product.as_deref(), channel.as_deref(), o)
-                }
+                ReleaseCommand::List {
+                    product,
+                    channel,
+                    limit,
+                } => release::list(&api, product.as_deref(), channel.as_deref(), limit, o),
                 ReleaseCommand::Show { id } => release::show(&api, &id, o),
             }
         }
@@ -298,8 +363,31 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     chip,
                     description,
                 } => product::create(&api, &name, &chip, description.as_deref(), o),
-                ProductCommand::List => product::list(&api, o),
+                ProductCommand::List { limit } => product::list(&api, limit, o),
                 ProductCommand::Show { name } => product::show(&api, &name, o),
+                ProductCommand::Update {
+                    name,
+                    max_devices,
+                    enrollments_per_minute,
+                    allowlist,
+                } => product::update(
+                    &api,
+                    &name,
+                    max_devices.as_deref(),
+                    enrollments_per_minute.as_deref(),
+                    allowlist.as_deref(),
+                    o,
+                ),
+                ProductCommand::Allowlist(AllowlistCommand::Import { product, file }) => {
+                    product::allowlist_import(&api, &product, &file, o)
+                }
+                ProductCommand::Allowlist(AllowlistCommand::List { product, limit }) => {
+                    product::allowlist_list(&api, &product, limit, o)
+                }
+                ProductCommand::Allowlist(AllowlistCommand::Remove {
+                    product,
+                    hardware_id,
+                }) => product::allowlist_remove(&api, &product, &hardware_id, o),
                 ProductCommand::RotateSecret { name } => product::rotate_secret(&api, &name, o),
                 ProductCommand::Key(KeyCommand::Add {
                     product,
@@ -319,14 +407,21 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     products,
                     name,
                 } => token::create(&api, &role, &products, name.as_deref(), o),
-                TokenCommand::List => token::list(&api, o),
+                TokenCommand::List { limit } => token::list(&api, limit, o),
                 TokenCommand::Revoke { id } => token::revoke(&api, &id, o),
             }
         }
         Command::Device(c) => {
             let api = cli.server.api()?;
             match c {
-                DeviceCommand::List { product } => device::list(&api, product.as_deref(), o),
+                DeviceCommand::List { product, limit } => {
+                    device::list(&api, product.as_deref(), limit, o)
+                }
+                DeviceCommand::AllowReenroll {
+                    hardware_id,
+                    product,
+                    valid_for,
+                } => device::allow_reenroll(&api, &product, &hardware_id, &valid_for, o),
                 DeviceCommand::Show { id } => device::show(&api, &id, o),
                 DeviceCommand::SetChannel { id, channel } => {
                     device::set_channel(&api, &id, &channel, o)

@@ -73,7 +73,13 @@ pub fn push(
     Ok(())
 }
 
-pub fn list(api: &Api, product: Option<&str>, channel: Option<&str>, o: Output) -> CliResult<()> {
+pub fn list(
+    api: &Api,
+    product: Option<&str>,
+    channel: Option<&str>,
+    limit: Option<usize>,
+    o: Output,
+) -> CliResult<()> {
     let mut query = Vec::new();
     if let Some(p) = product {
         query.push(format!("product={p}"));
@@ -86,7 +92,7 @@ pub fn list(api: &Api, product: Option<&str>, channel: Option<&str>, o: Output) 
     } else {
         format!("/api/v1/releases?{}", query.join("&"))
     };
-    let v = api.get(&path)?;
+    let v = api.get_all(&path, "releases", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "releases")
             .iter()
@@ -155,12 +161,5 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
 }
 
 fn join(list: &Value) -> String {
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+    crate::output::joined(list, ", ")
 }
