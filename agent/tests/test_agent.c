@@ -413,6 +413,21 @@ static void outcome_survives_an_unreachable_server(void)
     CHECK(report_count_with("\"success\"") == 1);
 }
 
+/* otterd limits status reports per device (429 + Retry-After): an update's outcome refused that
+ * way is kept, the agent waits the server's delay, and sends it at the next poll. */
+static void rate_limited_outcome_waits_the_delay_and_is_sent_later(void)
+{
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    boot_new_image();
+    F.busy = 1;
+    F.retry_after = 30;
+    uint32_t wait;
+    CHECK(poll(&wait) == OTTER_POLL_RETRY && wait == 30000u);
+    CHECK(report_count_with("\"success\"") == 0);
+    CHECK(poll(&wait) == OTTER_POLL_IDLE && report_count_with("\"success\"") == 1);
+}
+
 static void bad_configuration_is_refused(void)
 {
     new_device(NULL, 0);
@@ -449,6 +464,7 @@ int main(void)
     RUN(enrolment_nonce_is_stored_before_the_first_attempt);
     RUN(damaged_state_starts_fresh);
     RUN(outcome_survives_an_unreachable_server);
+    RUN(rate_limited_outcome_waits_the_delay_and_is_sent_later);
     RUN(bad_configuration_is_refused);
     return check_failures != 0;
 }
