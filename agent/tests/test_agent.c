@@ -566,6 +566,21 @@ static void outcome_survives_an_unreachable_server(void)
     CHECK(report_count_with("\"success\"") == 1);
 }
 
+/* otterd limits status reports per device (429 + Retry-After): an update's outcome refused that
+ * way is kept, the agent waits the server's delay, and sends it at the next poll. */
+static void rate_limited_outcome_waits_the_delay_and_is_sent_later(void)
+{
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    boot_new_image();
+    F.busy = 1;
+    F.retry_after = 30;
+    uint32_t wait;
+    CHECK(poll(&wait) == OTTER_POLL_RETRY && wait == 30000u);
+    CHECK(report_count_with("\"success\"") == 0);
+    CHECK(poll(&wait) == OTTER_POLL_IDLE && report_count_with("\"success\"") == 1);
+}
+
 static void bad_configuration_is_refused(void)
 {
     new_device(NULL, 0);
@@ -636,6 +651,7 @@ int main(void)
     RUN(damaged_identity_enrols_again_and_is_refused);
     RUN(layout_2_state_is_migrated);
     RUN(outcome_survives_an_unreachable_server);
+    RUN(rate_limited_outcome_waits_the_delay_and_is_sent_later);
     RUN(bad_configuration_is_refused);
     RUN(empty_enrolment_secret_is_refused_at_init);
     RUN(failed_confirm_is_reported_as_a_failure);

@@ -76,6 +76,50 @@ impl Api {
         self.json(Method::DELETE, path, None)
     }
 
+    /// Every item of a paged list (docs/api.md, "Pages"), following `next`; at most `max` items
+    /// when given. Answers `{key: [...]}`, plus `"next"` when `max` cut the list short.
+    pub fn get_all(&self, path: &str, key: &str, max: Option<usize>) -> CliResult<Value> {
+        // Items per request: the server's most, unless OTTER_PAGE_SIZE says less.
+        let page_size = std::env::var("OTTER_PAGE_SIZE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=1000).contains(n))
+            .unwrap_or(1000);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items: Vec<Value> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let want = max.map_or(page_size, |m| (m - items.len()).clamp(1, page_size));
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}limit={want}&cursor={c}"),
+                None => format!("{path}{sep}limit={want}"),
+            };
+            let mut page = self.get(&url)?;
+            if let Some(a) = page[key].as_array_mut() {
+                items.append(a);
+            }
+            cursor = page["next"].as_str().map(str::to_owned);
+            let full = max.is_some_and(|m| items.len() >= m);
+            if cursor.is_none() || full {
+                let mut out = serde_json::json!({ key: items });
+                if let (true, Some(c)) = (full, cursor) {
+                    out["next"] = Value::String(c);
+                }
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Posts a text body of the given type (e.g. a CSV).
+    pub fn post_text(&self, path: &str, body: &str, content_type: &str) -> CliResult<Value> {
+        let response = self.send(|| {
+            self.request(Method::POST, path)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.to_string())
+        })?;
+        read_json(response)
+    }
+
     fn json(&self, method: Method, path: &str, body: Option<&Value>) -> CliResult<Value> {
         let response = self.send(|| {
             let r = self.request(method.clone(), path);

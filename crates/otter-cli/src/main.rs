@@ -161,6 +161,9 @@ enum ReleaseCommand {
         /// Only this channel's releases.
         #[arg(long)]
         channel: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
     /// Show one release.
     Show {
@@ -186,12 +189,33 @@ enum ProductCommand {
         secret_file: Option<PathBuf>,
     },
     /// List products.
-    List,
-    /// Show a product and its keys.
+    List {
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Show a product, its keys and its enrolment bounds.
     Show {
         /// The product's name.
         name: String,
     },
+    /// Change a product's enrolment bounds (docs/security.md, "Enrolment").
+    Update {
+        /// The product's name.
+        name: String,
+        /// Most devices that may be enrolled, or `none`.
+        #[arg(long, value_name = "N|none")]
+        max_devices: Option<String>,
+        /// New enrolments a minute, or `none` (new products: 600).
+        #[arg(long, value_name = "N|none")]
+        enrollments_per_minute: Option<String>,
+        /// `on`: only hardware ids on the product's allow-list may enrol.
+        #[arg(long, value_name = "on|off")]
+        allowlist: Option<String>,
+    },
+    /// The hardware ids allowed to enrol (pre-registration from the factory).
+    #[command(subcommand)]
+    Allowlist(AllowlistCommand),
     /// Replace the enrolment secret (the old one stops working).
     RotateSecret {
         /// The product's name.
@@ -203,6 +227,33 @@ enum ProductCommand {
     /// Release public keys of a product.
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AllowlistCommand {
+    /// Add the hardware ids of a CSV: a header row naming a hardware_id column, one row per
+    /// device, other columns ignored. A bad file imports nothing.
+    Import {
+        /// The product's name.
+        product: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List the allow-listed hardware ids.
+    List {
+        /// The product's name.
+        product: String,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Remove one hardware id (an enrolled device keeps working; delete it to stop it).
+    Remove {
+        /// The product's name.
+        product: String,
+        /// The hardware id to remove, as the device reports it.
+        hardware_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,7 +293,11 @@ enum TokenCommand {
         name: Option<String>,
     },
     /// List tokens (never their secrets).
-    List,
+    List {
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Revoke a token by its id.
     Revoke {
         /// The token id, as `otter token list` shows it.
@@ -257,6 +312,21 @@ enum DeviceCommand {
         /// Only this product's devices.
         #[arg(long)]
         product: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Let an enrolled hardware id enrol once more with the product's enrolment secret (a
+    /// device that lost its token); its current token stops working when it does.
+    AllowReenroll {
+        /// The enrolled device's hardware id, as it reports it (e.g. its MAC address).
+        hardware_id: String,
+        /// The product the device belongs to.
+        #[arg(long)]
+        product: String,
+        /// How long the permission stays open, e.g. 30m, 24h (at most 7d).
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        valid_for: String,
     },
     /// Show a device and its update history.
     Show {
@@ -344,9 +414,11 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                         o,
                     )
                 }
-                ReleaseCommand::List { product, channel } => {
-                    release::list(&api, product.as_deref(), channel.as_deref(), o)
-                }
+                ReleaseCommand::List {
+                    product,
+                    channel,
+                    limit,
+                } => release::list(&api, product.as_deref(), channel.as_deref(), limit, o),
                 ReleaseCommand::Show { id } => release::show(&api, &id, o),
             }
         }
@@ -366,8 +438,31 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     secret_file.as_deref(),
                     o,
                 ),
-                ProductCommand::List => product::list(&api, o),
+                ProductCommand::List { limit } => product::list(&api, limit, o),
                 ProductCommand::Show { name } => product::show(&api, &name, o),
+                ProductCommand::Update {
+                    name,
+                    max_devices,
+                    enrollments_per_minute,
+                    allowlist,
+                } => product::update(
+                    &api,
+                    &name,
+                    max_devices.as_deref(),
+                    enrollments_per_minute.as_deref(),
+                    allowlist.as_deref(),
+                    o,
+                ),
+                ProductCommand::Allowlist(AllowlistCommand::Import { product, file }) => {
+                    product::allowlist_import(&api, &product, &file, o)
+                }
+                ProductCommand::Allowlist(AllowlistCommand::List { product, limit }) => {
+                    product::allowlist_list(&api, &product, limit, o)
+                }
+                ProductCommand::Allowlist(AllowlistCommand::Remove {
+                    product,
+                    hardware_id,
+                }) => product::allowlist_remove(&api, &product, &hardware_id, o),
                 ProductCommand::RotateSecret { name, secret_file } => {
                     product::rotate_secret(&api, &name, secret_file.as_deref(), o)
                 }
@@ -389,14 +484,21 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     products,
                     name,
                 } => token::create(&api, &role, &products, name.as_deref(), o),
-                TokenCommand::List => token::list(&api, o),
+                TokenCommand::List { limit } => token::list(&api, limit, o),
                 TokenCommand::Revoke { id } => token::revoke(&api, &id, o),
             }
         }
         Command::Device(Online { server, command }) => {
             let api = server.api()?;
             match command {
-                DeviceCommand::List { product } => device::list(&api, product.as_deref(), o),
+                DeviceCommand::List { product, limit } => {
+                    device::list(&api, product.as_deref(), limit, o)
+                }
+                DeviceCommand::AllowReenroll {
+                    hardware_id,
+                    product,
+                    valid_for,
+                } => device::allow_reenroll(&api, &product, &hardware_id, &valid_for, o),
                 DeviceCommand::Show { id } => device::show(&api, &id, o),
                 DeviceCommand::SetChannel { id, channel } => {
                     device::set_channel(&api, &id, &channel, o)

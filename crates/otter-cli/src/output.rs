@@ -67,7 +67,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(clean(cell).chars().count());
         }
     }
     let line = |cells: Vec<String>| {
@@ -81,17 +81,51 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             .to_string()
     };
     let mut out = vec![line(header.iter().map(|h| h.to_uppercase()).collect())];
-    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(|c| clean(c)).collect())),
+    );
     out.join("\n")
 }
 
-/// A JSON field as display text ("-" when missing or null).
+/// A JSON field as display text ("-" when missing or null), with control characters escaped.
 pub fn text(v: &Value, key: &str) -> String {
     match &v[key] {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => clean(s),
+        other => clean(&other.to_string()),
     }
+}
+
+/// Text from a server made safe for a terminal: control characters (newline, ESC, NUL, C1...)
+/// and bidirectional overrides are shown as `\u{..}` escapes instead of acting on the terminal
+/// (issue 8, item 13: names set before the server refused them, or by another server).
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let formatting = matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c);
+        if c.is_control() || formatting {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A JSON array of strings as one escaped, comma-separated cell.
+pub fn joined(v: &Value, sep: &str) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(clean)
+                .collect::<Vec<_>>()
+                .join(sep)
+        })
+        .unwrap_or_default()
 }
 
 /// The array under `key` (empty when missing).
@@ -113,4 +147,18 @@ pub fn iso8601(secs: i64) -> String {
 /// A JSON field holding Unix seconds, as ISO 8601 UTC text ("-" when missing or null).
 pub fn time_text(v: &Value, key: &str) -> String {
     v[key].as_i64().map_or_else(|| text(v, key), iso8601)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal_raw() {
+        assert_eq!(clean("ci\nINFO forged"), "ci\\u{a}INFO forged");
+        assert_eq!(clean("\u{1b}[2J\u{0}"), "\\u{1b}[2J\\u{0}");
+        assert_eq!(clean("Küche \u{202e}gpj.exe"), "Küche \\u{202e}gpj.exe");
+        let t = table(&["name"], &[vec!["a\u{1b}b".into()]]);
+        assert!(!t.contains('\u{1b}'), "{t}");
+    }
 }

@@ -1147,3 +1147,191 @@ fn push_refuses_a_counter_below_the_channels_highest_unless_allowed() {
     );
     assert_eq!(s.releases().len(), 2);
 }
+
+fn enroll_thermo(s: &Server, secret: &str, hw: &str) -> (u16, Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/device/v1/enroll", s.url))
+        .json(&json!({"product": "thermo", "enrollment_secret": secret, "hardware_id": hw}))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// Issue 8, item 6: the enrolment bounds from the CLI.
+#[test]
+fn product_update_allowlist_and_allow_reenroll_bound_enrolment() {
+    let s = start_server();
+    let secret = product_with_key(&s);
+    let p = s.json(&s.admin, &["product", "show", "thermo"]);
+    assert_eq!(
+        (
+            p["max_devices"].clone(),
+            p["enrollments_per_minute"].clone()
+        ),
+        (Value::Null, json!(600))
+    );
+    let p = s.json(
+        &s.admin,
+        &[
+            "product",
+            "update",
+            "thermo",
+            "--max-devices",
+            "3",
+            "--enrollments-per-minute",
+            "none",
+        ],
+    );
+    assert_eq!(
+        (
+            p["max_devices"].clone(),
+            p["enrollments_per_minute"].clone()
+        ),
+        (json!(3), Value::Null)
+    );
+    let e = s.fails(
+        &s.admin,
+        &["product", "update", "thermo", "--max-devices", "lots"],
+        2,
+    );
+    assert!(e["message"].as_str().unwrap().contains("none"), "{e}");
+    s.fails(&s.admin, &["product", "update", "thermo"], 2);
+
+    std::fs::write(
+        s.path("factory.csv"),
+        "serial,hardware_id\n1,aa:01\n2,aa:02\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("bad.csv"),
+        "serial,hardware_id\n3,aa:03\n4,\"aa:04\n",
+    )
+    .unwrap();
+    let v = s.json(
+        &s.admin,
+        &["product", "allowlist", "import", "thermo", "factory.csv"],
+    );
+    assert_eq!(v["added"], 2);
+    let e = s.fails(
+        &s.admin,
+        &["product", "allowlist", "import", "thermo", "bad.csv"],
+        1,
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("nothing imported"),
+        "{e}"
+    );
+    let v = s.json(&s.admin, &["product", "allowlist", "list", "thermo"]);
+    assert_eq!(v["hardware_ids"], json!(["aa:01", "aa:02"]));
+    s.json(
+        &s.admin,
+        &["product", "update", "thermo", "--allowlist", "on"],
+    );
+    assert_eq!(
+        enroll_thermo(&s, &secret, "zz:99").0,
+        403,
+        "not on the list"
+    );
+    let (st, first) = enroll_thermo(&s, &secret, "aa:01");
+    assert_eq!(st, 201);
+    assert_eq!(enroll_thermo(&s, &secret, "aa:01").0, 409);
+    s.json(
+        &s.admin,
+        &[
+            "device",
+            "allow-reenroll",
+            "aa:01",
+            "--product",
+            "thermo",
+            "--valid-for",
+            "10m",
+        ],
+    );
+    let (st, again) = enroll_thermo(&s, &secret, "aa:01");
+    assert_eq!((st, &again["device_id"]), (201, &first["device_id"]));
+    assert_eq!(enroll_thermo(&s, &secret, "aa:01").0, 409, "once");
+    s.json(
+        &s.admin,
+        &["product", "allowlist", "remove", "thermo", "aa:02"],
+    );
+    assert_eq!(enroll_thermo(&s, &secret, "aa:02").0, 403);
+    let e = s.fails(
+        &s.admin,
+        &["device", "allow-reenroll", "aa:02", "--product", "thermo"],
+        1,
+    );
+    assert_eq!(e["error"], "not_found");
+}
+
+/// Issue 8, item 14: list commands fetch every page, or stop at --limit.
+#[test]
+fn list_commands_follow_pages() {
+    let s = start_server();
+    let secret = product_with_key(&s);
+    for i in 0..5 {
+        assert_eq!(enroll_thermo(&s, &secret, &format!("hw-{i}")).0, 201);
+        s.json(
+            &s.admin,
+            &[
+                "token",
+                "create",
+                "--role",
+                "viewer",
+                "--name",
+                &format!("v{i}"),
+            ],
+        );
+    }
+    let paged = |args: &[&str]| {
+        let out = s
+            .otter(&s.admin)
+            .env("OTTER_PAGE_SIZE", "2")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let hardware_ids = |v: &Value| -> Vec<String> {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["hardware_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let paged_ids = hardware_ids(&paged(&["device", "list"]));
+    let whole = hardware_ids(&s.json(&s.admin, &["device", "list"]));
+    assert_eq!(paged_ids, whole, "the same list, in its order");
+    let mut sorted = paged_ids.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["hw-0", "hw-1", "hw-2", "hw-3", "hw-4"],
+        "each device once"
+    );
+    assert_eq!(
+        paged(&["token", "list"])["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    let some = paged(&["device", "list", "--limit", "3"]);
+    assert_eq!(some["devices"].as_array().unwrap().len(), 3);
+    assert!(some["next"].is_string(), "{some}");
+    // Human output: a table of every device.
+    let out = s
+        .otter(&s.admin)
+        .env("OTTER_PAGE_SIZE", "2")
+        .args(["device", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+}

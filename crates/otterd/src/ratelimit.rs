@@ -69,6 +69,9 @@ pub struct Limiters {
     pub reports: Buckets<String>,
     /// New enrolments, by product id.
     pub enrollments: Buckets<i64>,
+    /// Held from counting a capped product's devices to inserting the new one, so concurrent
+    /// enrolments cannot overshoot the cap.
+    pub new_devices: tokio::sync::Mutex<()>,
 }
 
 /// `429 rate_limited` with `Retry-After`.

@@ -1,15 +1,16 @@
-//! `otter device list|show`.
+//! `otter device list|show|set-channel|allow-reenroll`.
 
+use super::signing::parse_duration;
 use crate::client::Api;
 use crate::error::CliResult;
 use crate::output::{items, table, text, Output};
 
-pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
+pub fn list(api: &Api, product: Option<&str>, limit: Option<usize>, o: Output) -> CliResult<()> {
     let path = match product {
         Some(p) => format!("/api/v1/devices?product={p}"),
         None => "/api/v1/devices".into(),
     };
-    let v = api.get(&path)?;
+    let v = api.get_all(&path, "devices", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "devices")
             .iter()
@@ -48,7 +49,14 @@ pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
 }
 
 pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
-    let v = api.get(&format!("/api/v1/devices/{id}"))?;
+    let mut v = api.get(&format!("/api/v1/devices/{id}"))?;
+    if v["history_next"].is_string() {
+        // The history is bounded per device (`device_history_max`): fetch all of it.
+        v["history"] = api.get_all(&format!("/api/v1/devices/{id}/history"), "history", None)?
+            ["history"]
+            .take();
+        v["history_next"] = serde_json::Value::Null;
+    }
     o.emit(&v, || {
         let d = &v["device"];
         let mut t: Vec<String> = [
@@ -105,4 +113,28 @@ fn field(d: &serde_json::Value, key: &str) -> String {
         ("version", Some("")) => "unknown".into(),
         _ => text(d, key),
     }
+}
+
+/// Lets an enrolled hardware id enrol once more with the product secret (docs/security.md).
+pub fn allow_reenroll(
+    api: &Api,
+    product: &str,
+    hardware_id: &str,
+    valid_for: &str,
+    o: Output,
+) -> CliResult<()> {
+    let secs = parse_duration(valid_for)?;
+    let v = api.post(
+        &format!("/api/v1/products/{product}/allow-reenroll"),
+        &serde_json::json!({"hardware_id": hardware_id, "valid_for_s": secs}),
+    )?;
+    o.emit(&v, || {
+        format!(
+            "{} ({}) may enrol once more with the enrolment secret of {product} until {}; its current token stops working then",
+            text(&v, "hardware_id"),
+            text(&v, "device_id"),
+            text(&v, "until")
+        )
+    });
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! `otter product create|list|show|rotate-secret` and `otter product key add|remove`.
+//! `otter product create|list|show|update|rotate-secret`, `otter product key add|remove` and
+//! `otter product allowlist import|list|remove`.
 
 use std::path::Path;
 
@@ -61,8 +62,8 @@ fn deliver_secret(answer: &mut Value, secret_file: Option<&Path>) -> CliResult<S
     Ok(format!("written to {} (mode 0600)", path.display()))
 }
 
-pub fn list(api: &Api, o: Output) -> CliResult<()> {
-    let v = api.get("/api/v1/products")?;
+pub fn list(api: &Api, limit: Option<usize>, o: Output) -> CliResult<()> {
+    let v = api.get_all("/api/v1/products", "products", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "products")
             .iter()
@@ -95,6 +96,7 @@ pub fn show(api: &Api, name: &str, o: Output) -> CliResult<()> {
         for k in items(&p, "keys") {
             t += &format!("  {}  {}\n", text(k, "key_id"), text(k, "name"));
         }
+        t += &enrolment_bounds(&p);
         t
     });
     Ok(())
@@ -145,4 +147,131 @@ pub fn remove_key(api: &Api, product: &str, key_id: &str, o: Output) -> CliResul
         format!("removed key {key_id} from {product}")
     });
     Ok(())
+}
+
+fn enrolment_bounds(p: &Value) -> String {
+    let or_none = |k: &str| match &p[k] {
+        Value::Null => "none".to_string(),
+        v => v.to_string(),
+    };
+    format!(
+        "enrolment:\n  max devices             {}\n  enrolments per minute   {}\n  allow-list required     {}\n",
+        or_none("max_devices"),
+        or_none("enrollments_per_minute"),
+        if p["allowlist_required"] == true { "on" } else { "off" }
+    )
+}
+
+/// `N` or `none` (no bound).
+fn bound(flag: &str, value: &str) -> CliResult<Value> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(Value::Null);
+    }
+    match value.parse::<u32>() {
+        Ok(n) => Ok(json!(n)),
+        Err(_) => Err(CliError::usage(format!(
+            "{flag} takes a whole number or `none`, not {value:?}"
+        ))),
+    }
+}
+
+/// Changes a product's enrolment bounds; only the flags given change.
+pub fn update(
+    api: &Api,
+    name: &str,
+    max_devices: Option<&str>,
+    enrollments_per_minute: Option<&str>,
+    allowlist: Option<&str>,
+    o: Output,
+) -> CliResult<()> {
+    let mut body = json!({});
+    if let Some(v) = max_devices {
+        body["max_devices"] = bound("--max-devices", v)?;
+    }
+    if let Some(v) = enrollments_per_minute {
+        body["enrollments_per_minute"] = bound("--enrollments-per-minute", v)?;
+    }
+    if let Some(v) = allowlist {
+        body["allowlist_required"] = match v {
+            "on" => json!(true),
+            "off" => json!(false),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "--allowlist takes on or off, not {v:?}"
+                )))
+            }
+        };
+    }
+    if body.as_object().is_some_and(|b| b.is_empty()) {
+        return Err(CliError::usage(
+            "nothing to change: pass --max-devices, --enrollments-per-minute or --allowlist",
+        ));
+    }
+    let p = api.patch(&format!("/api/v1/products/{name}"), &body)?;
+    o.emit(&p, || {
+        format!("updated {}\n{}", text(&p, "name"), enrolment_bounds(&p))
+    });
+    Ok(())
+}
+
+/// Imports a factory CSV into the product's allow-list (all rows or none).
+pub fn allowlist_import(api: &Api, product: &str, file: &Path, o: Output) -> CliResult<()> {
+    let csv = std::fs::read_to_string(file).map_err(|e| CliError::io(file, "read", e))?;
+    let v = api.post_text(
+        &format!("/api/v1/products/{product}/allowlist"),
+        &csv,
+        "text/csv",
+    )?;
+    o.emit(&v, || {
+        format!(
+            "imported {} hardware ids into the allow-list of {product} ({} new); it holds {} now",
+            text(&v, "rows"),
+            text(&v, "added"),
+            text(&v, "total")
+        )
+    });
+    Ok(())
+}
+
+pub fn allowlist_list(api: &Api, product: &str, limit: Option<usize>, o: Output) -> CliResult<()> {
+    let v = api.get_all(
+        &format!("/api/v1/products/{product}/allowlist"),
+        "hardware_ids",
+        limit,
+    )?;
+    o.emit(&v, || {
+        let ids = items(&v, "hardware_ids");
+        if ids.is_empty() {
+            return format!("the allow-list of {product} is empty");
+        }
+        ids.iter()
+            .map(|i| crate::output::clean(i.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
+pub fn allowlist_remove(api: &Api, product: &str, hardware_id: &str, o: Output) -> CliResult<()> {
+    api.delete(&format!(
+        "/api/v1/products/{product}/allowlist/{}",
+        percent_encode(hardware_id)
+    ))?;
+    o.emit(&json!({"removed": hardware_id}), || {
+        format!("removed {hardware_id} from the allow-list of {product}")
+    });
+    Ok(())
+}
+
+/// Encodes every byte but unreserved URL characters, for a path segment.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -105,10 +105,11 @@ fn pre_check(
     if let Err(e) = publish::check_created_at(m.created_at, now, publish::DEFAULT_MAX_FUTURE_S) {
         o.note(&format!("warning: {e}"));
     }
-    let listed = match api.get(&format!(
-        "/api/v1/releases?product={}&channel={channel}",
-        m.product
-    )) {
+    let listed = match api.get_all(
+        &format!("/api/v1/releases?product={}&channel={channel}", m.product),
+        "releases",
+        None,
+    ) {
         Ok(v) => v,
         // Not allowed to read the product: the push itself gets the server's precise answer.
         Err(e) if e.exit == Exit::Auth => return Ok(()),
@@ -139,7 +140,13 @@ fn pre_check(
     Ok(())
 }
 
-pub fn list(api: &Api, product: Option<&str>, channel: Option<&str>, o: Output) -> CliResult<()> {
+pub fn list(
+    api: &Api,
+    product: Option<&str>,
+    channel: Option<&str>,
+    limit: Option<usize>,
+    o: Output,
+) -> CliResult<()> {
     let mut query = Vec::new();
     if let Some(p) = product {
         query.push(format!("product={p}"));
@@ -152,7 +159,7 @@ pub fn list(api: &Api, product: Option<&str>, channel: Option<&str>, o: Output) 
     } else {
         format!("/api/v1/releases?{}", query.join("&"))
     };
-    let v = api.get(&path)?;
+    let v = api.get_all(&path, "releases", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "releases")
             .iter()
@@ -225,12 +232,5 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
 }
 
 fn join(list: &Value) -> String {
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+    crate::output::joined(list, ", ")
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::client::Api;
 use crate::error::CliResult;
-use crate::output::{items, table, text, Output};
+use crate::output::{items, joined, table, text, Output};
 
 pub fn create(
     api: &Api,
@@ -36,8 +36,8 @@ pub fn create(
     Ok(())
 }
 
-pub fn list(api: &Api, o: Output) -> CliResult<()> {
-    let v = api.get("/api/v1/tokens")?;
+pub fn list(api: &Api, limit: Option<usize>, o: Output) -> CliResult<()> {
+    let v = api.get_all("/api/v1/tokens", "tokens", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "tokens")
             .iter()
@@ -46,15 +46,7 @@ pub fn list(api: &Api, o: Output) -> CliResult<()> {
                     text(t, "id"),
                     text(t, "name"),
                     text(t, "role"),
-                    t["products"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|p| p.as_str())
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default(),
+                    joined(&t["products"], ","),
                     text(t, "last_used_at"),
                     if t["revoked"] == true {
                         "revoked"
@@ -91,13 +83,7 @@ pub fn whoami(api: &Api, o: Output) -> CliResult<()> {
             v["products"]
                 .as_array()
                 .filter(|a| !a.is_empty())
-                .map(|a| format!(
-                    ", products: {}",
-                    a.iter()
-                        .filter_map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                .map(|_| format!(", products: {}", joined(&v["products"], ", ")))
                 .unwrap_or_default()
         )
     });

@@ -159,6 +159,11 @@ pub async fn enroll(
         Err(DbError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
+    // Count and insert under one lock, so concurrent enrolments cannot overshoot the cap.
+    let _counted = match product.max_devices {
+        Some(_) => Some(state.limiters.new_devices.lock().await),
+        None => None,
+    };
     check_new_device_bounds(&state, &product, &body.hardware_id).await?;
     let row = DeviceRow {
         id: new_id("dev_"),

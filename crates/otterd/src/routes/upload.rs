@@ -353,6 +353,6 @@ pub async fn push_release(
         e => e.into(),
     })?;
     metrics::counter!("otter_releases_published_total").increment(1);
-    tracing::info!(release = %row.id, product = %row.product, version = %row.version, channel = %row.channel, by = %who.name, "release published");
+    tracing::info!(release = %row.id, product = %row.product, version = %row.version, channel = %row.channel, by = ?who.name, "release published");
     Ok((StatusCode::CREATED, Json(Release::from(&row))).into_response())
 }

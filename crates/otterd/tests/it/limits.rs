@@ -213,6 +213,40 @@ async fn enrolment_beyond_the_product_cap_is_refused() {
 }
 
 #[tokio::test]
+async fn concurrent_enrolments_never_overshoot_the_cap() {
+    let srv = spawn().await;
+    let (_, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    patch_product(&srv, "thermo", json!({"max_devices": 5})).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (url, http, secret) = (srv.url.clone(), srv.http.clone(), secret.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/device/v1/enroll"))
+                .json(&json!({"product": "thermo", "enrollment_secret": secret, "hardware_id": format!("hw-{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        15,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn new_enrolments_beyond_the_product_rate_get_429_with_retry_after() {
     let srv = spawn().await;
     let (_, secret) = srv.product("thermo", Chip::Esp32C3).await;
