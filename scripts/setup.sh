@@ -7,7 +7,7 @@ APT_PACKAGES=(
   # agent: host build, sanitizers, fuzzing, crypto as ESP-IDF ships it
   cmake clang libclang-rt-14-dev llvm libmbedtls-dev
   # Rust: the fuzz crate builds libFuzzer (C++); the CLI tests check key files with OpenSSL
-  g++ openssl
+  g++ openssl curl
   # Python tools live in a virtual environment under the repository (Debian's own Python refuses
   # global pip installs)
   python3 python3-venv
