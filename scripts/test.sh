@@ -29,4 +29,7 @@ if [ -x agent/scripts/test.sh ]; then
   OTTERD_BIN="$PWD/target/debug/otterd" OTTER_BIN="$PWD/target/debug/otter" bash agent/scripts/test.sh
 fi
 
+echo "== README: the walkthrough on a fresh clone, two images to a device reporting success"
+bash scripts/tests/readme_walkthrough.sh
+
 echo "== all tests passed"
