@@ -100,13 +100,11 @@ static const char MALFORMED[] = "malformed answer: ";
 
 static void log_line(const char *a, const char *b)
 {
-    if (!A.port->log) return;
+    if (!A.port || !A.port->log) return;
     char line[192];
     otter_text_t t;
     ot_init(&t, line, sizeof line);
-    ot_str(&t, "otter: ");
-    ot_str(&t, a);
-    if (b) ot_str(&t, b);
+    ot_fmt(&t, "otter: %s%s", a, b ? b : "");
     A.port->log(A.port->ctx, line);
 }
 
@@ -222,8 +220,7 @@ static int url_for(const char *path)
 {
     otter_text_t t;
     ot_init(&t, A.path, sizeof A.path);
-    ot_str(&t, A.cfg->server_url);
-    ot_str(&t, path);
+    ot_fmt(&t, "%s%s", A.cfg->server_url, path);
     return t.overflow ? -1 : 0;
 }
 
@@ -264,18 +261,9 @@ static int post_status(const char *release_id, const char *state, uint32_t progr
 {
     otter_text_t t;
     ot_init(&t, A.io, IO_BUF);
-    ot_str(&t, "{\"release_id\":");
-    ot_json_string(&t, release_id);
-    ot_str(&t, ",\"state\":");
-    ot_json_string(&t, state);
-    if (progress) {
-        ot_str(&t, ",\"progress_bytes\":");
-        ot_u32(&t, progress);
-    }
-    if (reason && *reason) {
-        ot_str(&t, ",\"reason\":");
-        ot_json_string(&t, reason);
-    }
+    ot_fmt(&t, "{\"release_id\":%q,\"state\":%q", release_id, state);
+    if (progress) ot_fmt(&t, ",\"progress_bytes\":%u", progress);
+    if (reason && *reason) ot_fmt(&t, ",\"reason\":%q", reason);
     ot_str(&t, "}");
     if (t.overflow) return -1;
     size_t len;
@@ -324,17 +312,9 @@ static int enrol(void)
         save_id();
     }
     ot_init(&t, A.io, IO_BUF);
-    ot_str(&t, "{\"product\":");
-    ot_json_string(&t, A.cfg->product);
-    ot_str(&t, ",\"enrollment_secret\":");
-    ot_json_string(&t, A.cfg->enrollment_secret);
-    ot_str(&t, ",\"hardware_id\":");
-    ot_json_string(&t, A.cfg->hardware_id);
-    ot_str(&t, ",\"channel\":");
-    ot_json_string(&t, channel());
-    ot_str(&t, ",\"enrollment_nonce\":");
-    ot_json_string(&t, A.id.enrol_nonce);
-    ot_str(&t, "}");
+    ot_fmt(&t, "{\"product\":%q,\"enrollment_secret\":%q,\"hardware_id\":%q,\"channel\":%q,"
+               "\"enrollment_nonce\":%q}",
+           A.cfg->product, A.cfg->enrollment_secret, A.cfg->hardware_id, channel(), A.id.enrol_nonce);
     if (t.overflow) return -1;
     size_t len;
     int status = exchange("POST", "/device/v1/enroll", NULL, &len);
@@ -377,17 +357,12 @@ static int check_release(const otter_envelope_t *env, const char **clock_note)
         return refuse("product: another product");
     }
     if (env->chip != A.cfg->chip_id) {
-        ot_str(&t, "chip: the manifest is for chip id ");
-        ot_u32(&t, env->chip);
-        ot_str(&t, ", this device is ");
-        ot_u32(&t, A.cfg->chip_id);
+        ot_fmt(&t, "chip: the manifest is for chip id %u, this device is %u", (uint32_t)env->chip,
+               (uint32_t)A.cfg->chip_id);
         return refuse(reason);
     }
     if (env->security_counter < A.inst.security_counter) {
-        ot_str(&t, "downgrade: counter ");
-        ot_u32(&t, env->security_counter);
-        ot_str(&t, " < ");
-        ot_u32(&t, A.inst.security_counter);
+        ot_fmt(&t, "downgrade: counter %u < %u", env->security_counter, A.inst.security_counter);
         return refuse(reason);
     }
     if (env->flags & OTTER_MF_DELTA) return refuse("delta: whole images only");
@@ -401,10 +376,7 @@ static int check_release(const otter_envelope_t *env, const char **clock_note)
     }
     uint32_t capacity = A.port->slot_capacity(A.port->ctx);
     if (env->image_size > capacity) {
-        ot_str(&t, "oversize: image of ");
-        ot_u32(&t, env->image_size);
-        ot_str(&t, " bytes, update slot holds ");
-        ot_u32(&t, capacity);
+        ot_fmt(&t, "oversize: image of %u bytes, update slot holds %u", env->image_size, capacity);
         return refuse(reason);
     }
     return 0;
@@ -611,17 +583,10 @@ static int checkin(size_t *len)
 {
     otter_text_t t;
     ot_init(&t, A.io, IO_BUF);
-    ot_str(&t, "{\"version\":");
-    ot_json_string(&t, A.running.version);
-    ot_str(&t, ",\"security_counter\":");
-    ot_u32(&t, A.inst.security_counter);
-    ot_str(&t, ",\"image_sha256\":\"");
-    ot_hex(&t, running_sha256(), 32);
-    ot_str(&t, "\",\"chip\":");
-    ot_json_string(&t, A.cfg->chip);
-    ot_str(&t, ",\"partition_size\":");
-    ot_u32(&t, A.port->slot_capacity(A.port->ctx));
-    ot_str(&t, "}");
+    ot_fmt(&t, "{\"version\":%q,\"security_counter\":%u,\"image_sha256\":\"%h\",\"chip\":%q,"
+               "\"partition_size\":%u}",
+           A.running.version, A.inst.security_counter, running_sha256(), A.cfg->chip,
+           A.port->slot_capacity(A.port->ctx));
     if (t.overflow) return -1;
     return exchange("POST", "/device/v1/checkin", A.id.device_token, len);
 }
@@ -727,8 +692,7 @@ static void first_boot_failed(const char *why)
     char reason[96];
     otter_text_t t;
     ot_init(&t, reason, sizeof reason);
-    ot_str(&t, why);
-    ot_str(&t, give_up ? " again; given up" : "; one more try");
+    ot_fmt(&t, "%s%s", why, give_up ? " again; given up" : "; one more try");
     set_outcome(A.st.pend_release_id, OTTER_STATE_ROLLED_BACK, reason);
     if (give_up) copy_str(A.st.bad_release_id, ID_LEN, A.st.pend_release_id);
     A.st.flags &= ~FLAG_PENDING;
@@ -785,7 +749,7 @@ int otter_agent_init(const otter_config_t *config, const otter_port_t *port)
         !config->enrollment_secret[0] ||
         !config->hardware_id || !config->chip || !config->trusted_keys ||
         config->trusted_key_count == 0 || config->trusted_key_count > OTTER_MAX_TRUSTED_KEYS) {
-        if (port && port->log) port->log(port->ctx, "otter: bad configuration");
+        log_line("bad configuration", NULL);
         return -1;
     }
     A.cfg = config;

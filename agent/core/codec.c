@@ -1,4 +1,5 @@
 /* Base64, PEM public keys, CRC-32 and a bounded text writer. */
+#include <stdarg.h>
 #include <string.h>
 
 #include "otter_internal.h"
@@ -151,4 +152,24 @@ void ot_json_string(otter_text_t *t, const char *s)
         }
     }
     ot_mem(t, "\"", 1);
+}
+
+void ot_fmt(otter_text_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    for (;;) {
+        const char *e = fmt;
+        while (*e && *e != '%') e++;
+        ot_mem(t, fmt, (size_t)(e - fmt)); /* the text up to a conversion, whole or not at all */
+        if (!*e) break;
+        switch (e[1]) {
+        case 's': ot_str(t, va_arg(ap, const char *)); break;
+        case 'q': ot_json_string(t, va_arg(ap, const char *)); break;
+        case 'u': ot_u32(t, va_arg(ap, uint32_t)); break;
+        case 'h': ot_hex(t, va_arg(ap, const uint8_t *), 32); break;
+        }
+        fmt = e + 2;
+    }
+    va_end(ap);
 }

@@ -94,5 +94,8 @@ void ot_mem(otter_text_t *t, const char *s, size_t n);
 void ot_u32(otter_text_t *t, uint32_t v);
 void ot_hex(otter_text_t *t, const uint8_t *data, size_t n);
 void ot_json_string(otter_text_t *t, const char *s); /* quoted and escaped */
+/* Appends `fmt` with its conversions: %s a string, %q a string quoted and escaped (as
+ * ot_json_string), %u a uint32_t, %h 32 bytes in hex. Every other character is copied. */
+void ot_fmt(otter_text_t *t, const char *fmt, ...);
 
 #endif /* OTTER_INTERNAL_H */

@@ -107,6 +107,23 @@ static void text_writer_escapes_and_bounds(void)
     CHECK(strcmp(buf, "0/4294967295") == 0);
 }
 
+/* ot_fmt writes what the ot_* calls it replaced wrote: each text run between conversions goes in
+ * whole or not at all, and nothing after an overflow. */
+static void text_format_matches_the_writers(void)
+{
+    char buf[128];
+    uint8_t h[32];
+    otter_text_t t;
+    for (int i = 0; i < 32; i++) h[i] = (uint8_t)(i * 9);
+    ot_init(&t, buf, sizeof buf);
+    ot_fmt(&t, "{\"a\":%q,\"n\":%u,%s:\"%h\"}", "x\"y", 4294967295u, "raw", h);
+    CHECK(!t.overflow && strcmp(buf, "{\"a\":\"x\\\"y\",\"n\":4294967295,raw:\"0009121b242d363f48515a636c757e87"
+                                     "9099a2abb4bdc6cfd8e1eaf3fc050e17\"}") == 0);
+    ot_init(&t, buf, 13);
+    ot_fmt(&t, "counter %u < %u", 1234u, 5u);
+    CHECK(t.overflow && strcmp(buf, "counter 1234") == 0); /* " < " did not fit: nothing after it */
+}
+
 static void crc32_matches_the_standard(void)
 {
     CHECK(otter_crc32((const uint8_t *)"123456789", 9) == 0xCBF43926u);
@@ -121,6 +138,7 @@ int main(void)
     RUN(strings_and_numbers_are_bounded);
     RUN(base64_is_strict);
     RUN(text_writer_escapes_and_bounds);
+    RUN(text_format_matches_the_writers);
     RUN(crc32_matches_the_standard);
     return check_failures != 0;
 }
