@@ -49,6 +49,18 @@ pub struct Settings {
     pub log_format: String,
     /// Seconds to let requests finish on shutdown (downloads get this long too).
     pub shutdown_grace_s: u64,
+    // --- Connections and downloads (issue 8, items 5 and 17) ---
+    /// Open client connections at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's head once it sent its first byte.
+    pub header_read_timeout_s: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    pub keepalive_timeout_s: u64,
+    /// Image downloads in progress at once (all devices); more get 429.
+    pub max_downloads: usize,
+    /// Image downloads in progress at once for one device; more get 429.
+    pub max_downloads_per_device: usize,
+    // --- end of connections and downloads ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -64,16 +76,23 @@ impl Default for Settings {
             max_in_flight: 512,
             log_format: "text".into(),
             shutdown_grace_s: 30,
+            // --- Connections and downloads (issue 8, items 5 and 17) ---
+            max_connections: 1024,
+            header_read_timeout_s: 10,
+            keepalive_timeout_s: 15,
+            max_downloads: 256,
+            max_downloads_per_device: 2,
+            // --- end of connections and downloads ---
             sources: BTreeMap::new(),
         };
-        for k in KEYS {
+        for &k in KEYS {
             s.sources.insert(k, Source::Default);
         }
         s
     }
 }
 
-const KEYS: [&str; 8] = [
+const KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "database_url",
@@ -82,6 +101,13 @@ const KEYS: [&str; 8] = [
     "max_in_flight",
     "log_format",
     "shutdown_grace_s",
+    // --- Connections and downloads (issue 8, items 5 and 17) ---
+    "max_connections",
+    "header_read_timeout_s",
+    "keepalive_timeout_s",
+    "max_downloads",
+    "max_downloads_per_device",
+    // --- end of connections and downloads ---
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -96,6 +122,13 @@ pub struct Layer {
     pub max_in_flight: Option<usize>,
     pub log_format: Option<String>,
     pub shutdown_grace_s: Option<u64>,
+    // --- Connections and downloads (issue 8, items 5 and 17) ---
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_s: Option<u64>,
+    pub keepalive_timeout_s: Option<u64>,
+    pub max_downloads: Option<usize>,
+    pub max_downloads_per_device: Option<usize>,
+    // --- end of connections and downloads ---
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -145,6 +178,16 @@ impl Layer {
             max_in_flight: parse("max_in_flight", g("max_in_flight"))?,
             log_format: g("log_format"),
             shutdown_grace_s: parse("shutdown_grace_s", g("shutdown_grace_s"))?,
+            // --- Connections and downloads (issue 8, items 5 and 17) ---
+            max_connections: parse("max_connections", g("max_connections"))?,
+            header_read_timeout_s: parse("header_read_timeout_s", g("header_read_timeout_s"))?,
+            keepalive_timeout_s: parse("keepalive_timeout_s", g("keepalive_timeout_s"))?,
+            max_downloads: parse("max_downloads", g("max_downloads"))?,
+            max_downloads_per_device: parse(
+                "max_downloads_per_device",
+                g("max_downloads_per_device"),
+            )?,
+            // --- end of connections and downloads ---
         })
     }
 }
@@ -171,6 +214,13 @@ impl Settings {
         set!(max_in_flight);
         set!(log_format);
         set!(shutdown_grace_s);
+        // --- Connections and downloads (issue 8, items 5 and 17) ---
+        set!(max_connections);
+        set!(header_read_timeout_s);
+        set!(keepalive_timeout_s);
+        set!(max_downloads);
+        set!(max_downloads_per_device);
+        // --- end of connections and downloads ---
     }
 
     /// Checks values that parse but make no sense.
@@ -197,6 +247,23 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "is empty");
         }
+        // --- Connections and downloads (issue 8, items 5 and 17) ---
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.header_read_timeout_s == 0 {
+            return bad("header_read_timeout_s", "must be at least 1");
+        }
+        if self.keepalive_timeout_s == 0 {
+            return bad("keepalive_timeout_s", "must be at least 1");
+        }
+        if self.max_downloads == 0 {
+            return bad("max_downloads", "must be at least 1");
+        }
+        if self.max_downloads_per_device == 0 {
+            return bad("max_downloads_per_device", "must be at least 1");
+        }
+        // --- end of connections and downloads ---
         Ok(())
     }
 
@@ -209,7 +276,7 @@ impl Settings {
 
     /// `key = value  # source` lines, secrets redacted.
     pub fn show(&self, with_sources: bool) -> String {
-        let values: [(&str, String); 8] = [
+        let values: Vec<(&str, String)> = vec![
             (
                 "data_dir",
                 format!("{:?}", self.data_dir.display().to_string()),
@@ -224,6 +291,19 @@ impl Settings {
             ("max_in_flight", self.max_in_flight.to_string()),
             ("log_format", format!("{:?}", self.log_format)),
             ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
+            // --- Connections and downloads (issue 8, items 5 and 17) ---
+            ("max_connections", self.max_connections.to_string()),
+            (
+                "header_read_timeout_s",
+                self.header_read_timeout_s.to_string(),
+            ),
+            ("keepalive_timeout_s", self.keepalive_timeout_s.to_string()),
+            ("max_downloads", self.max_downloads.to_string()),
+            (
+                "max_downloads_per_device",
+                self.max_downloads_per_device.to_string(),
+            ),
+            // --- end of connections and downloads ---
         ];
         let mut out = String::new();
         for (k, v) in values {

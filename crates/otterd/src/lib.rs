@@ -7,13 +7,18 @@
 //! - [`routes`]: the HTTP handlers, one module per resource.
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
+pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod db;
+pub mod download_limit;
+pub mod edge;
 pub mod error;
 pub mod openapi;
+pub mod perms;
 pub mod routes;
+pub mod serve;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -34,6 +39,8 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub settings: Arc<Settings>,
     pub metrics: telemetry::Metrics,
+    /// Image downloads in progress (issue 8, item 17).
+    pub downloads: download_limit::Downloads,
 }
 
 /// Unix seconds now.
@@ -46,13 +53,17 @@ pub fn now() -> i64 {
 
 /// Opens storage for these settings: the database (running migrations) and the blob store.
 pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+    perms::create_private_dir(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (set it with --data-dir, OTTER_DATA_DIR or `data_dir` in the config file)",
             settings.data_dir.display()
         )
     })?;
     let url = settings.database_url();
+    if settings.database_url.is_none() {
+        let file = settings.data_dir.join("otter.db");
+        perms::touch_private(&file).with_context(|| format!("creating {}", file.display()))?;
+    }
     let db: Arc<dyn Database> = if url.starts_with("sqlite:") {
         Arc::new(
             db::sqlite::Sqlite::open(&url)
@@ -77,11 +88,15 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
             "removed uploads interrupted by an earlier stop"
         );
     }
+    perms::warn_if_loose(&settings.data_dir);
+    let downloads =
+        download_limit::Downloads::new(settings.max_downloads, settings.max_downloads_per_device);
     Ok(AppState {
         db,
         blobs,
         settings: Arc::new(settings),
         metrics: telemetry::Metrics::install(),
+        downloads,
     })
 }
 
@@ -143,15 +158,23 @@ pub async fn launch_with_listener(
 ) -> anyhow::Result<()> {
     bootstrap_admin(&state).await?;
     let grace = Duration::from_secs(state.settings.shutdown_grace_s);
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let limits = serve::ConnLimits {
+        max_connections: serve::fit_connection_cap(
+            state.settings.max_connections,
+            state.settings.max_downloads,
+        ),
+        header_read_timeout: Duration::from_secs(state.settings.header_read_timeout_s),
+        keepalive_timeout: Duration::from_secs(state.settings.keepalive_timeout_s),
+    };
+    let app = router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = serve::serve(listener, app, limits, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     let mut stop_rx2 = stop_rx.clone();
     tokio::select! {
-        res = server => res.context("serving HTTP")?,
+        _ = server => {},
         _ = async {
             let _ = stop_rx2.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;

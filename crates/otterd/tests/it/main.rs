@@ -4,7 +4,10 @@
 mod harness;
 
 mod access;
+mod connections;
 mod crash;
 mod device;
+mod edge;
 mod openapi;
+mod process;
 mod upload;
