@@ -167,10 +167,66 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// The socket, noting when the first byte of a request arrives while none is in progress.
+/// The socket, noting when the first byte of a request arrives while none is in progress, and
+/// giving hyper's own error answers (a request it cannot parse) the JSON error body.
 struct Watched {
     inner: TcpStream,
     st: Arc<ConnState>,
+    /// Bytes of a rewritten answer not yet written.
+    pending: Vec<u8>,
+}
+
+/// hyper answers a request it cannot parse (malformed, head or URI too long) by itself, with a
+/// bare status line and no body; every answer of ours to an error has a `content-type`. Such an
+/// answer is replaced by the same status with the JSON error body (the connection closes after
+/// it either way).
+fn rewrite_bare_error(buf: &[u8]) -> Option<Vec<u8>> {
+    if buf.len() < 12 || !buf.starts_with(b"HTTP/1.") || !matches!(buf[9], b'4' | b'5') {
+        return None;
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    if head.contains("\r\ncontent-type:") {
+        return None;
+    }
+    let status = axum::http::StatusCode::from_bytes(&buf[9..12]).ok()?;
+    let (code, message) = match status.as_u16() {
+        431 => (
+            "headers_too_large",
+            "the request head is too large; send fewer or shorter header fields",
+        ),
+        414 => ("uri_too_long", "the request target is too long"),
+        _ => ("bad_request", "the request is not valid HTTP/1.1"),
+    };
+    tracing::info!(
+        status = status.as_u16(),
+        code,
+        reason = ?message,
+        "request refused"
+    );
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl Watched {
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -198,14 +254,25 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if let Some(answer) = rewrite_bare_error(buf) {
+            self.pending = answer;
+            // What is left is written by the next write or flush.
+            if let Poll::Ready(Err(e)) = self.drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -282,6 +349,7 @@ async fn serve_connection(
     let io = TokioIo::new(Watched {
         inner: stream,
         st: st.clone(),
+        pending: Vec::new(),
     });
     let st2 = st.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -350,5 +418,24 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bare_error_answers_are_rewritten() {
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let out = String::from_utf8(rewrite_bare_error(bare).unwrap()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+        assert!(out.contains("content-type: application/json"));
+        assert!(out.ends_with("\"headers_too_large\",\"message\":\"the request head is too large; send fewer or shorter header fields\"}"), "{out}");
+        let ours = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\r\n{}";
+        assert!(rewrite_bare_error(ours).is_none());
+        assert!(rewrite_bare_error(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
+        assert!(rewrite_bare_error(b"HTTP/1.1 304 Not Modified\r\n\r\n").is_none());
     }
 }

@@ -103,7 +103,7 @@ async fn the_last_admin_token_cannot_be_revoked() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["revoked_at"].is_null())
+        .find(|t| t["revoked"] == false)
         .unwrap()["id"]
         .as_str()
         .unwrap()
