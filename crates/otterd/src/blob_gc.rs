@@ -23,8 +23,6 @@
 //! Staging entries of uploads in flight in this process are never touched (the store tracks
 //! them); other staging entries go once they are older than the grace period.
 
-use std::time::Duration;
-
 use crate::blob::BlobStore;
 use crate::AppState;
 
@@ -69,27 +67,4 @@ pub async fn collect_once(state: &AppState) -> anyhow::Result<Collected> {
         );
     }
     Ok(done)
-}
-
-/// Runs the collector now and then every `blob_gc_interval_s` (0: only now) until `stop`
-/// turns true.
-pub fn spawn(
-    state: AppState,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let interval = state.settings.blob_gc_interval_s;
-        loop {
-            if let Err(e) = collect_once(&state).await {
-                tracing::warn!(error = %e, "blob collection failed; trying again at the next pass");
-            }
-            if interval == 0 {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    })
 }

@@ -60,6 +60,18 @@ pub struct Settings {
     // --- end of release hygiene ---
     /// Bounds on device data and enrolment (see [`LIMIT_KEYS`]).
     pub limits: Limits,
+    // --- Connections and downloads (issue 8, items 5 and 17) ---
+    /// Open client connections at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's head once it sent its first byte.
+    pub header_read_timeout_s: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    pub keepalive_timeout_s: u64,
+    /// Image downloads in progress at once (all devices); more get 429.
+    pub max_downloads: usize,
+    /// Image downloads in progress at once for one device; more get 429.
+    pub max_downloads_per_device: usize,
+    // --- end of connections and downloads ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -80,16 +92,23 @@ impl Default for Settings {
             blob_gc_grace_s: 3600,
             manifest_max_future_s: otter_core::publish::DEFAULT_MAX_FUTURE_S,
             limits: Limits::default(),
+            // --- Connections and downloads (issue 8, items 5 and 17) ---
+            max_connections: 1024,
+            header_read_timeout_s: 10,
+            keepalive_timeout_s: 15,
+            max_downloads: 256,
+            max_downloads_per_device: 2,
+            // --- end of connections and downloads ---
             sources: BTreeMap::new(),
         };
-        for k in KEYS.into_iter().chain(LIMIT_KEYS) {
+        for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
             s.sources.insert(k, Source::Default);
         }
         s
     }
 }
 
-const KEYS: [&str; 11] = [
+const KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "database_url",
@@ -102,6 +121,13 @@ const KEYS: [&str; 11] = [
     "blob_gc_interval_s",
     "blob_gc_grace_s",
     "manifest_max_future_s",
+    // --- Connections and downloads (issue 8, items 5 and 17) ---
+    "max_connections",
+    "header_read_timeout_s",
+    "keepalive_timeout_s",
+    "max_downloads",
+    "max_downloads_per_device",
+    // --- end of connections and downloads ---
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -125,6 +151,13 @@ pub struct Layer {
     pub device_history_max: Option<u32>,
     pub wal_size_limit_bytes: Option<u64>,
     pub wal_checkpoint_interval_s: Option<u64>,
+    // --- Connections and downloads (issue 8, items 5 and 17) ---
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_s: Option<u64>,
+    pub keepalive_timeout_s: Option<u64>,
+    pub max_downloads: Option<usize>,
+    pub max_downloads_per_device: Option<usize>,
+    // --- end of connections and downloads ---
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -189,6 +222,16 @@ impl Layer {
                 "wal_checkpoint_interval_s",
                 g("wal_checkpoint_interval_s"),
             )?,
+            // --- Connections and downloads (issue 8, items 5 and 17) ---
+            max_connections: parse("max_connections", g("max_connections"))?,
+            header_read_timeout_s: parse("header_read_timeout_s", g("header_read_timeout_s"))?,
+            keepalive_timeout_s: parse("keepalive_timeout_s", g("keepalive_timeout_s"))?,
+            max_downloads: parse("max_downloads", g("max_downloads"))?,
+            max_downloads_per_device: parse(
+                "max_downloads_per_device",
+                g("max_downloads_per_device"),
+            )?,
+            // --- end of connections and downloads ---
         })
     }
 }
@@ -232,6 +275,13 @@ impl Settings {
         set_limit!(device_history_max);
         set_limit!(wal_size_limit_bytes);
         set_limit!(wal_checkpoint_interval_s);
+        // --- Connections and downloads (issue 8, items 5 and 17) ---
+        set!(max_connections);
+        set!(header_read_timeout_s);
+        set!(keepalive_timeout_s);
+        set!(max_downloads);
+        set!(max_downloads_per_device);
+        // --- end of connections and downloads ---
     }
 
     /// Checks values that parse but make no sense.
@@ -267,6 +317,23 @@ impl Settings {
         if self.limits.wal_checkpoint_interval_s == 0 {
             return bad("wal_checkpoint_interval_s", "must be at least 1");
         }
+        // --- Connections and downloads (issue 8, items 5 and 17) ---
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.header_read_timeout_s == 0 {
+            return bad("header_read_timeout_s", "must be at least 1");
+        }
+        if self.keepalive_timeout_s == 0 {
+            return bad("keepalive_timeout_s", "must be at least 1");
+        }
+        if self.max_downloads == 0 {
+            return bad("max_downloads", "must be at least 1");
+        }
+        if self.max_downloads_per_device == 0 {
+            return bad("max_downloads_per_device", "must be at least 1");
+        }
+        // --- end of connections and downloads ---
         Ok(())
     }
 
@@ -279,7 +346,7 @@ impl Settings {
 
     /// `key = value  # source` lines, secrets redacted.
     pub fn show(&self, with_sources: bool) -> String {
-        let values: [(&str, String); 11] = [
+        let values: Vec<(&str, String)> = vec![
             (
                 "data_dir",
                 format!("{:?}", self.data_dir.display().to_string()),
@@ -301,6 +368,19 @@ impl Settings {
                 "manifest_max_future_s",
                 self.manifest_max_future_s.to_string(),
             ),
+            // --- Connections and downloads (issue 8, items 5 and 17) ---
+            ("max_connections", self.max_connections.to_string()),
+            (
+                "header_read_timeout_s",
+                self.header_read_timeout_s.to_string(),
+            ),
+            ("keepalive_timeout_s", self.keepalive_timeout_s.to_string()),
+            ("max_downloads", self.max_downloads.to_string()),
+            (
+                "max_downloads_per_device",
+                self.max_downloads_per_device.to_string(),
+            ),
+            // --- end of connections and downloads ---
         ];
         let mut out = String::new();
         for (k, v) in values.into_iter().chain(self.limits.values()) {

@@ -80,13 +80,36 @@ impl ApiError {
     }
 }
 
+/// Characters of client input an error message may repeat.
+pub const ECHO_MAX_CHARS: usize = 64;
+/// Characters an error message may have in all; longer ones are cut (issue 8, item 16).
+pub const MESSAGE_MAX_CHARS: usize = 320;
+
+/// At most [`ECHO_MAX_CHARS`] characters of client input, with `…` when cut.
+pub fn clip(input: &str) -> String {
+    clip_to(input, ECHO_MAX_CHARS)
+}
+
+fn clip_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = clip_to(&self.message, MESSAGE_MAX_CHARS);
+        let refusal = crate::edge::Refusal {
+            code: self.code,
+            message: message.clone(),
+        };
         let body = ErrorBody {
             error: self.code,
-            message: self.message,
+            message,
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(refusal);
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -111,7 +134,7 @@ impl From<JsonRejection> for ApiError {
         let mut e = ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            r.body_text().to_string(),
+            clip_to(&r.body_text(), 2 * ECHO_MAX_CHARS + 64),
         );
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             e = ApiError::too_large("the JSON body is too large");

@@ -8,18 +8,24 @@
 //! - [`routes`]: the HTTP handlers, one module per resource.
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
+pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod blob_gc;
 pub mod config;
 pub mod db;
+pub mod download_limit;
+pub mod edge;
 pub mod error;
 pub mod openapi;
 pub mod pagination;
+pub mod perms;
 pub mod ratelimit;
 pub mod routes;
+pub mod serve;
 pub mod telemetry;
 pub mod validate;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +47,8 @@ pub struct AppState {
     pub metrics: telemetry::Metrics,
     /// Rate limits on status reports and enrolments.
     pub limiters: Arc<ratelimit::Limiters>,
+    /// Image downloads in progress (issue 8, item 17).
+    pub downloads: download_limit::Downloads,
 }
 
 /// Unix seconds now.
@@ -53,13 +61,17 @@ pub fn now() -> i64 {
 
 /// Opens storage for these settings: the database (running migrations) and the blob store.
 pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+    perms::create_private_dir(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (set it with --data-dir, OTTER_DATA_DIR or `data_dir` in the config file)",
             settings.data_dir.display()
         )
     })?;
     let url = settings.database_url();
+    if settings.database_url.is_none() {
+        let file = settings.data_dir.join("otter.db");
+        perms::touch_private(&file).with_context(|| format!("creating {}", file.display()))?;
+    }
     let db: Arc<dyn Database> = if url.starts_with("sqlite:") {
         Arc::new(
             db::sqlite::Sqlite::open_with(
@@ -90,12 +102,16 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
             "removed uploads interrupted by an earlier stop"
         );
     }
+    perms::warn_if_loose(&settings.data_dir);
+    let downloads =
+        download_limit::Downloads::new(settings.max_downloads, settings.max_downloads_per_device);
     Ok(AppState {
         db,
         blobs,
         settings: Arc::new(settings),
         metrics: telemetry::Metrics::install(),
         limiters: Arc::default(),
+        downloads,
     })
 }
 
@@ -143,27 +159,6 @@ fn write_private_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()
     f.sync_all()
 }
 
-/// Empties the database's write-ahead log every `every` (issue 8, item 14): without it the log
-/// keeps the size of its largest burst.
-async fn checkpoint_periodically(db: Arc<dyn Database>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = db.checkpoint().await {
-            tracing::warn!(error = %e, "checkpoint of the database log failed; trying again later");
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     routes::router(state)
@@ -178,27 +173,67 @@ pub async fn launch_with_listener(
 ) -> anyhow::Result<()> {
     bootstrap_admin(&state).await?;
     let grace = Duration::from_secs(state.settings.shutdown_grace_s);
-    let checkpoints = tokio::spawn(checkpoint_periodically(
-        state.db.clone(),
-        Duration::from_secs(state.settings.limits.wal_checkpoint_interval_s),
-    ));
-    let _stop_checkpoints = AbortOnDrop(checkpoints);
-    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let limits = serve::ConnLimits {
+        max_connections: serve::fit_connection_cap(
+            state.settings.max_connections,
+            state.settings.max_downloads,
+        ),
+        header_read_timeout: Duration::from_secs(state.settings.header_read_timeout_s),
+        keepalive_timeout: Duration::from_secs(state.settings.keepalive_timeout_s),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let collector = blob_gc::spawn(state.clone(), stop_rx.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let workers = start_workers(&state, &stop_rx);
+    let app = router(state);
+    let server = serve::serve(listener, app, limits, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     let mut stop_rx2 = stop_rx.clone();
     tokio::select! {
-        res = server => res.context("serving HTTP")?,
+        _ = server => {},
         _ = async {
             let _ = stop_rx2.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("requests still running after the shutdown grace period; stopping anyway"),
     }
     drop(stop_rx);
-    collector.abort();
+    for worker in workers {
+        worker.abort();
+    }
     Ok(())
+}
+
+/// The background jobs of this server ([`workers`]): the blob collector (issue 8, item 12) and
+/// the database log checkpoint (item 14). Both run at start and stop with `stop`.
+fn start_workers(
+    state: &AppState,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let collector_state = state.clone();
+    let gc_every = state.settings.blob_gc_interval_s;
+    let db = state.db.clone();
+    vec![
+        workers::spawn_periodic(
+            "blob collector",
+            (gc_every > 0).then(|| Duration::from_secs(gc_every)),
+            stop.clone(),
+            move || {
+                let state = collector_state.clone();
+                async move { blob_gc::collect_once(&state).await.map(drop) }
+            },
+        ),
+        // Empties the database's write-ahead log: without it the log keeps the size of its
+        // largest burst.
+        workers::spawn_periodic(
+            "database log checkpoint",
+            Some(Duration::from_secs(
+                state.settings.limits.wal_checkpoint_interval_s,
+            )),
+            stop.clone(),
+            move || {
+                let db = db.clone();
+                async move { Ok(db.checkpoint().await?) }
+            },
+        ),
+    ]
 }

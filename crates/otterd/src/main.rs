@@ -40,6 +40,24 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Administration on the server's host, without a token.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a new admin token and print it once (recovery when every admin token is lost).
+    /// Works whether or not the server is running.
+    CreateToken {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Name of the new token, as `otter token list` shows it.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +110,8 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Everything otterd creates (data directory, database, WAL, blobs, tokens) is private.
+    otterd::perms::private_umask();
     match Cli::parse().command {
         Command::Openapi => {
             println!("{}", otterd::openapi::document_json());
@@ -101,6 +121,15 @@ async fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Show { settings, sources },
         } => {
             print!("{}", load(settings)?.show(sources));
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::CreateToken { settings, name },
+        } => {
+            let settings = load(settings)?;
+            let token = otterd::admin::create_admin_token(&settings, &name).await?;
+            println!("{token}");
+            eprintln!("This admin token is shown once: keep it in a password manager.");
             Ok(())
         }
         Command::Serve(args) => {

@@ -8,6 +8,9 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+/// The `Conflict` message of [`Database::revoke_token`] for the last active admin token.
+pub const LAST_ADMIN: &str = "last active admin token";
+
 /// A storage failure, in the three shapes callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -187,6 +190,8 @@ pub trait Database: Send + Sync + 'static {
     async fn count_tokens(&self) -> DbResult<i64>;
     async fn find_token(&self, token_hash: &str) -> DbResult<TokenRow>;
     async fn list_tokens(&self) -> DbResult<Vec<TokenRow>>;
+    /// Revokes an active token; `NotFound` if there is none with this id, `Conflict`
+    /// ([`LAST_ADMIN`]) if it is the last active admin token.
     async fn revoke_token(&self, id: &str, at: i64) -> DbResult<()>;
     async fn touch_token(&self, id: &str, at: i64) -> DbResult<()>;
 

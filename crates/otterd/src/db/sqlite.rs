@@ -469,12 +469,28 @@ impl Database for Sqlite {
     }
 
     async fn revoke_token(&self, id: &str, at: i64) -> DbResult<()> {
-        let r = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(at)
+        // One statement, so two revocations at once cannot both remove "the other" last admin.
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL \
+             AND (role <> 'admin' OR (SELECT COUNT(*) FROM tokens WHERE role = 'admin' AND revoked_at IS NULL) > 1)",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if r.rows_affected() == 0 {
+            let active_admin = sqlx::query(
+                "SELECT 1 FROM tokens WHERE id = ? AND revoked_at IS NULL AND role = 'admin'",
+            )
             .bind(id)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
+            if active_admin.is_some() {
+                return Err(DbError::Conflict(LAST_ADMIN.into()));
+            }
+        }
         affected(r.rows_affected())
     }
 

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::DeviceAuth;
 use crate::db::DbError;
+use crate::download_limit::{Full, RETRY_AFTER_S};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
@@ -131,7 +132,8 @@ where
 
 #[utoipa::path(operation_id = "device_image", get, path = "/device/v1/releases/{id}/image", tag = "device",
     responses((status = 200, description = "the whole image"), (status = 206, description = "a range"),
-              (status = 304), (status = 404, body = crate::error::ErrorBody), (status = 416)))]
+              (status = 304), (status = 404, body = crate::error::ErrorBody), (status = 416),
+              (status = 429, description = "too many downloads in progress (server or device); retry after `Retry-After`", body = crate::error::ErrorBody)))]
 pub async fn image(
     State(state): State<AppState>,
     DeviceAuth(device): DeviceAuth,
@@ -203,15 +205,35 @@ pub async fn image(
     if method == Method::HEAD {
         return resp.body(Body::empty()).map_err(ApiError::internal);
     }
+    // Held by the body until it is finished or dropped, so stalled downloads stay counted.
+    let slot = state.downloads.acquire(&device.id).map_err(|full| {
+        metrics::counter!("otter_downloads_refused_total").increment(1);
+        let message = match full {
+            Full::Server(n) => format!(
+                "the server is sending {n} images already (max_downloads); retry after the Retry-After delay"
+            ),
+            Full::Device(n) => format!(
+                "this device has {n} downloads in progress already (max_downloads_per_device); finish or close them first"
+            ),
+        };
+        ApiError {
+            message,
+            ..ApiError::overloaded(RETRY_AFTER_S)
+        }
+    })?;
     let stream = state
         .blobs
         .stream_image(&release.sha256, Some(span.clone()))
         .await
         .map_err(ApiError::internal)?;
     metrics::counter!("otter_download_bytes_total").increment(span.end - span.start);
+    let stream = stream.map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
     let body = if status == StatusCode::OK {
         Body::from_stream(Verified {
-            inner: stream,
+            inner: stream.boxed(),
             hasher: Sha256::new(),
             held: None,
             expected,

@@ -129,5 +129,6 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             Duration::from_secs(300),
         ))
+        .layer(axum::middleware::from_fn(crate::edge::edge))
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::views::Token;
 use crate::auth::{hash_secret, new_id, new_secret, Principal, Role, TOKEN_PREFIX};
 use crate::db::{DbError, TokenRow};
-use crate::error::{ApiError, ApiResult, Json};
+use crate::error::{clip, ApiError, ApiResult, Json};
 use crate::pagination::{self, ListQuery};
 use crate::validate;
 use crate::{now, AppState};
@@ -135,7 +135,9 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(operation_id = "tokens_revoke", delete, path = "/api/v1/tokens/{id}", tag = "tokens", responses((status = 204)))]
+#[utoipa::path(operation_id = "tokens_revoke", delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "the last active admin token cannot be revoked", body = crate::error::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     who: Principal,
@@ -147,7 +149,11 @@ pub async fn revoke(
         .revoke_token(&id, now())
         .await
         .map_err(|e| match e {
-            DbError::NotFound => ApiError::not_found(format!("no active token {id}")),
+            DbError::NotFound => ApiError::not_found(format!("no active token {}", clip(&id))),
+            DbError::Conflict(_) => ApiError::conflict(
+                "this is the last active admin token, and without one nobody can manage the server; \
+                 create another admin token first (otter token create --role admin --name NAME), then revoke this one",
+            ),
             e => e.into(),
         })?;
     tracing::info!(token_id = ?id, by = ?who.name, "token revoked");

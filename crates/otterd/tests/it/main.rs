@@ -4,9 +4,12 @@
 mod harness;
 
 mod access;
+mod connections;
 mod crash;
 mod device;
+mod edge;
 mod hygiene;
 mod limits;
 mod openapi;
+mod process;
 mod upload;

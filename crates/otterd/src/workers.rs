@@ -1,0 +1,82 @@
+//! Background work of one server: jobs that run at start and then periodically (the blob
+//! collector, the database log checkpoint). `launch_with_listener` starts them and stops them with
+//! the server's shutdown signal; a failed run is logged and tried again at the next interval.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Runs `job` now and then every `every` (`None`: only now) until `stop` turns true.
+pub fn spawn_periodic<F, Fut>(
+    name: &'static str,
+    every: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+    mut job: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = job().await {
+                tracing::warn!(job = name, error = %e, "background job failed; trying again at its next run");
+            }
+            let Some(every) = every else { return };
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_at_start_then_periodically_until_stopped() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counted = runs.clone();
+        let task = spawn_periodic("test", Some(Duration::from_secs(10)), stop_rx, move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                anyhow::bail!("a failing run is retried, not fatal")
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "at 0 s, 10 s and 20 s");
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "nothing runs after the stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_interval_runs_once() {
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        spawn_periodic("once", None, stop_rx, move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+}
