@@ -20,7 +20,9 @@ cleanup() { kill "${OTTERD_PID:-}" "${NGINX_PID:-}" 2>/dev/null || true; wait 2>
 trap cleanup EXIT
 
 # --- otterd on core 0, with one product, one 1.7 MB release, one enrolled device ------------
+# One device token drives every connection: lift the per-device download limit for it.
 OTTER_POLL_INTERVAL_S=3600 OTTER_MAX_IN_FLIGHT=100000 RUST_LOG=error \
+  OTTER_MAX_DOWNLOADS_PER_DEVICE=$CONNS OTTER_MAX_DOWNLOADS=$((CONNS + 16)) \
   taskset -c 0 "$BIN/otterd" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/otterd.out" 2>"$WORK/otterd.err" &
 OTTERD_PID=$!
 for _ in $(seq 100); do grep -q listening "$WORK/otterd.out" 2>/dev/null && break; sleep 0.1; done

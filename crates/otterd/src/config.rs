@@ -608,6 +608,45 @@ mod tests {
     }
 
     #[test]
+    fn connection_and_download_limits_are_layered_settings() {
+        let mut s = Settings::default();
+        let file: Layer =
+            toml::from_str("max_connections = 100\nkeepalive_timeout_s = 5\n").unwrap();
+        s.apply(file, Source::File);
+        let env = Layer::from_env(|k| match k {
+            "OTTER_MAX_DOWNLOADS_PER_DEVICE" => Some("4".into()),
+            "OTTER_HEADER_READ_TIMEOUT_S" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        s.apply(env, Source::Env);
+        assert_eq!((s.max_connections, s.keepalive_timeout_s), (100, 5));
+        assert_eq!(
+            (s.max_downloads_per_device, s.header_read_timeout_s),
+            (4, 3)
+        );
+        let shown = s.show(true);
+        assert!(
+            shown.contains("max_connections = 100  # config file"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("max_downloads_per_device = 4  # environment"),
+            "{shown}"
+        );
+        assert!(shown.contains("max_downloads = 256  # default"), "{shown}");
+        let zero = Settings {
+            max_downloads: 0,
+            ..Settings::default()
+        };
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("OTTER_MAX_DOWNLOADS"));
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let s = Settings {
             database_url: Some("postgres://otter:hunter2@db/otter".into()),

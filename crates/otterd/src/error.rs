@@ -90,6 +90,14 @@ pub fn clip(input: &str) -> String {
     clip_to(input, ECHO_MAX_CHARS)
 }
 
+/// An error message as sent: every run of more than [`ECHO_MAX_CHARS`] characters without a
+/// space (an id, a name or a value the client sent) cut to that, and the whole to
+/// [`MESSAGE_MAX_CHARS`].
+pub fn bound_message(m: &str) -> String {
+    let words: Vec<String> = m.split(' ').map(clip).collect();
+    clip_to(&words.join(" "), MESSAGE_MAX_CHARS)
+}
+
 fn clip_to(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -99,7 +107,7 @@ fn clip_to(s: &str, max: usize) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = clip_to(&self.message, MESSAGE_MAX_CHARS);
+        let message = bound_message(&self.message);
         let refusal = crate::edge::Refusal {
             code: self.code,
             message: message.clone(),
@@ -131,11 +139,7 @@ impl From<DbError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
-        let mut e = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            clip_to(&r.body_text(), 2 * ECHO_MAX_CHARS + 64),
-        );
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "bad_json", r.body_text());
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             e = ApiError::too_large("the JSON body is too large");
         } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
@@ -158,3 +162,20 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_repeat_a_bounded_slice_of_client_input() {
+        let long = "x".repeat(10_000);
+        let m = bound_message(&format!("no product named {long:?}; create it first"));
+        assert!(m.starts_with("no product named \"xxxx"), "{m}");
+        assert!(m.ends_with("… create it first"), "{m}");
+        assert!(m.chars().count() < 100, "{m}");
+        let spaced = "a ".repeat(10_000);
+        assert!(bound_message(&spaced).chars().count() <= MESSAGE_MAX_CHARS + 1);
+        assert_eq!(bound_message("short and sweet"), "short and sweet");
+    }
+}

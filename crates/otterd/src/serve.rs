@@ -278,7 +278,18 @@ impl AsyncWrite for Watched {
 }
 
 /// The answer to a connection over the cap, written without waiting and then closed.
-const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nx-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: 107\r\n\r\n{\"error\":\"overloaded\",\"message\":\"the server has too many open connections; retry after the Retry-After delay\"}";
+fn over_cap_answer() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": "overloaded",
+        "message": "the server has too many open connections; retry after the Retry-After delay",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nx-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves; then asks every connection to finish
 /// and returns when all are closed. (The caller bounds that wait.)
@@ -293,6 +304,7 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let last_refusal_log = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
+    let over_cap = over_cap_answer();
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -315,7 +327,7 @@ pub async fn serve(
                     "connection cap reached; refusing new connections (503)"
                 );
             }
-            let _ = stream.try_write(OVER_CAP);
+            let _ = stream.try_write(&over_cap);
             drop(stream);
             continue;
         };
