@@ -329,6 +329,11 @@ async fn repeat_enrollment(
     ))
 }
 
+/// Whether a release's image fits the update partition a device reported (no report: assumed).
+pub fn fits_partition(release: &ReleaseRow, partition_size: Option<u32>) -> bool {
+    partition_size.is_none_or(|p| release.size <= i64::from(p))
+}
+
 /// Picks the release to offer a device, or none (docs/protocol.md, section 2).
 pub fn choose_release<'a>(
     candidates: &'a [ReleaseRow],
@@ -433,6 +438,12 @@ pub async fn checkin(
                 at,
             )
             .await?;
+        // A release larger than the device's update slot is refused by the device ("oversize") at
+        // every poll, and would hide the older releases of the channel it can install.
+        let candidates: Vec<ReleaseRow> = candidates
+            .into_iter()
+            .filter(|r| fits_partition(r, body.partition_size))
+            .collect();
         if let Some(r) = choose_release(&candidates, &body.version, &sha) {
             update = Some(Assignment {
                 release_id: r.id.clone(),

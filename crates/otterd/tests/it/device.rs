@@ -2,6 +2,7 @@
 //! route scoped to the calling device.
 
 use base64::Engine;
+use otter_core::image::synth::{self, SynthApp};
 use otter_core::manifest::Envelope;
 use otter_core::Chip;
 use reqwest::Method;
@@ -536,4 +537,74 @@ async fn enrolment_repeats_with_the_devices_nonce_only() {
         .call(Method::GET, "/api/v1/devices", Some(&srv.admin), None)
         .await;
     assert_eq!(list["devices"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// A release larger than the update partition a device reports is never offered to it (the
+/// device would refuse it as oversize at every poll); the newest one that fits is.
+#[tokio::test]
+async fn a_release_larger_than_the_devices_partition_is_not_offered() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    let (_, token) = srv.enroll("thermo", &secret, "aa:bb").await;
+    let small = image(Chip::Esp32C3, "1.1.0", 1);
+    let big = synth::build(&SynthApp {
+        chip: Chip::Esp32C3,
+        version: "1.2.0".into(),
+        payload_len: 60_000,
+        seed: 2,
+        ..Default::default()
+    });
+    assert!(big.len() > small.len() + 30_000);
+    let m = manifest_for("thermo", Chip::Esp32C3, "1.1.0", &small);
+    let (s, fits) = srv
+        .push(
+            "thermo",
+            "stable",
+            &srv.admin,
+            bundle_of(&key, &m, small.clone()),
+        )
+        .await;
+    assert_eq!(s, 201, "{fits}");
+    let m = manifest_for("thermo", Chip::Esp32C3, "1.2.0", &big);
+    let (s, _) = srv
+        .push(
+            "thermo",
+            "stable",
+            &srv.admin,
+            bundle_of(&key, &m, big.clone()),
+        )
+        .await;
+    assert_eq!(s, 201);
+
+    let offered = |partition: Option<usize>| {
+        let mut body = checkin_body("1.0.0", 0, ZERO_SHA, "esp32c3");
+        if let Some(p) = partition {
+            body["partition_size"] = json!(p);
+        }
+        let srv = &srv;
+        let token = token.clone();
+        async move {
+            let (s, v) = srv
+                .call(Method::POST, "/device/v1/checkin", Some(&token), Some(body))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v["update"]["version"].clone()
+        }
+    };
+    assert_eq!(
+        offered(None).await,
+        "1.2.0",
+        "no partition size: the newest"
+    );
+    assert_eq!(offered(Some(big.len())).await, "1.2.0", "it fits exactly");
+    assert_eq!(
+        offered(Some(big.len() - 1)).await,
+        "1.1.0",
+        "too big for the slot: the newest that fits"
+    );
+    assert_eq!(
+        offered(Some(small.len() - 1)).await,
+        Value::Null,
+        "nothing fits"
+    );
 }
