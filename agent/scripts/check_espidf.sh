@@ -5,7 +5,9 @@
 #   - Kconfig with esp-idf-kconfig's style checker, and kconfgen turns it into sdkconfig.h;
 #   - the port compiles (-Wall -Wextra -Werror) against that sdkconfig.h and transcribed ESP-IDF
 #     v5.0 and v5.5 API declarations (port/espidf/signatures, NOT ESP-IDF headers), with and
-#     without compiled-in keys; every CONFIG_ symbol it uses must come from the Kconfig.
+#     without compiled-in keys; every CONFIG_ symbol it uses must come from the Kconfig;
+#   - the port's state storage in a dedicated NVS partition, run against a fake NVS
+#     (tests/test_espidf_nvs.c).
 set -euo pipefail
 AGENT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$AGENT/../target/agent/espidf-check"
@@ -71,3 +73,17 @@ for version in "5 0 0" "5 4 1" "5 4 2" "5 5 0"; do
   done
   echo "   ESP-IDF port: compiles against the v$1.$2.$3 API declarations, with and without Kconfig keys"
 done
+
+# The port's state with a dedicated NVS partition, run on the host against a fake NVS (the port's
+# source and the transcribed declarations; tests/test_espidf_nvs.c says what it guards).
+mkdir -p "$OUT/nvs"
+echo 'CONFIG_OTTER_NVS_PARTITION="otter_nvs"' >"$OUT/nvs/sdkconfig"
+python3 -m kconfgen --kconfig "$OUT/Kconfig" --config "$OUT/nvs/sdkconfig" --output header "$OUT/nvs/sdkconfig.h" \
+  >/dev/null 2>&1
+gcc -std=gnu99 -Wall -Wextra -Werror -g -fsanitize=address,undefined -DOTTER_CHECK_IDF_MAJOR=5 \
+  -DOTTER_CHECK_IDF_MINOR=5 -DOTTER_CHECK_IDF_PATCH=0 -DOTTER_KCONFIG_KEYS=0 -I"$OUT/nvs" \
+  -I"$AGENT/port/espidf/signatures" -I"$AGENT/include" -I"$AGENT/port/espidf" -I"$AGENT/port/common" \
+  -I"$AGENT/tests" -I"$AGENT/port/espidf" -no-pie -Wl,--unresolved-symbols=ignore-all \
+  "$AGENT/tests/test_espidf_nvs.c" -o "$OUT/nvs/test_espidf_nvs"
+"$OUT/nvs/test_espidf_nvs" >"$OUT/nvs/test.log" 2>&1 || { cat "$OUT/nvs/test.log" >&2; echo "check_espidf: test_espidf_nvs failed" >&2; exit 1; }
+echo "   ESP-IDF port: a dedicated NVS partition (fake NVS): $(grep -c '^ok ' "$OUT/nvs/test.log") tests pass"

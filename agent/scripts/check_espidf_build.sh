@@ -182,6 +182,28 @@ fi
 now=$(date +%s)
 echo "   configured in $((now - start)) s"
 
+# --- the partition table ---------------------------------------------------------------------
+# ESP-IDF's own gen_esp32part.py checks the example's table (alignment, overlaps, flash size),
+# and CONFIG_OTTER_NVS_PARTITION must name a data/nvs partition of three 4 KiB pages at least.
+sdk_value() { sed -n "s/^CONFIG_$1=\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$BUILD/sdkconfig"; }
+"$PY" "$IDF/components/partition_table/gen_esp32part.py" -q --flash-size "$(sdk_value ESPTOOLPY_FLASHSIZE)" \
+  "$EXAMPLE/$(sdk_value PARTITION_TABLE_CUSTOM_FILENAME)" "$BUILD/partitions.bin" ||
+  fail "ESP-IDF v$IDF_VER refuses the example's partition table"
+nvs_part="$(sdk_value OTTER_NVS_PARTITION)"
+"$PY" "$IDF/components/partition_table/gen_esp32part.py" -q "$BUILD/partitions.bin" "$BUILD/partitions.csv"
+"$PY" -c '
+import sys
+units = {"K": 1024, "M": 1048576}
+for row in open(sys.argv[1]):
+    f = [x.strip() for x in row.split(",")]
+    if len(f) > 4 and f[:3] == [sys.argv[2], "data", "nvs"]:
+        size = int(f[4][:-1]) * units[f[4][-1]] if f[4][-1] in units else int(f[4], 0)
+        sys.exit(0 if size >= 0x3000 else 1)
+sys.exit(1)
+' "$BUILD/partitions.csv" "$nvs_part" ||
+  fail "CONFIG_OTTER_NVS_PARTITION=\"$nvs_part\" is not a data/nvs partition of 0x3000 bytes or more in the example's table"
+echo "   partition table: valid for ESP-IDF v$IDF_VER; \"$nvs_part\" (CONFIG_OTTER_NVS_PARTITION) is a data/nvs partition"
+
 # --- our sources, warning-clean --------------------------------------------------------------
 # Compiled alone, with the exact commands ESP-IDF generated (compile_commands.json): a failure
 # here is ours and nothing else's.

@@ -6,7 +6,7 @@
  *   static otter_config_t cfg;
  *
  *   void app_main(void) {
- *       nvs_flash_init();                 // the agent keeps its state in NVS
+ *       nvs_flash_init();                 // the default NVS partition (Wi-Fi, the app)
  *       ...connect Wi-Fi, optionally start SNTP...
  *       otter_config_from_kconfig(&cfg);  // server, product, secret, channel, poll, keys
  *       cfg.self_test = my_self_test;     // decides whether a fresh image is healthy
@@ -38,7 +38,11 @@ void otter_espidf_set_ca(const char *ca_pem);
 void otter_config_from_kconfig(otter_config_t *cfg);
 
 /* Starts the agent in its own task (stack and priority from Kconfig): first-boot checks
- * (self-test, confirm or roll back), then update cycles forever. `cfg` must outlive the task. */
+ * (self-test, confirm or roll back), then update cycles forever. `cfg` must outlive the task.
+ * With a dedicated NVS partition (CONFIG_OTTER_NVS_PARTITION, when the partition table has it)
+ * it first initialises that partition, never erasing it, and copies the agent's records from
+ * the default partition once; call nvs_flash_init() before. When that fails it returns the
+ * error and starts nothing. */
 esp_err_t otter_agent_start(const otter_config_t *cfg);
 
 #ifdef __cplusplus

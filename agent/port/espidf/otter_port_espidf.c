@@ -27,6 +27,7 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
 #include "nvs.h"
+#include "nvs_flash.h"
 #include "sdkconfig.h"
 
 #include "otter_espidf.h"
@@ -71,6 +72,9 @@ static struct {
     uint32_t win_next, win_total;
     int running_known;
     otter_running_image_t running;
+    const char *state_part;         /* the NVS partition of the agent's records */
+    int state_tried;                /* it was prepared (once per boot) */
+    esp_err_t state_err;            /* with this outcome */
 } P;
 
 /* ---------------------------------------------------------------- HTTP(S) */
@@ -456,13 +460,107 @@ static void reboot(void *ctx)
 /* ---------------------------------------------------------------- state in NVS */
 
 /* One NVS blob per record key ("id", "installed", "update"; "state" is the layout before
- * records, read once to migrate it). NVS writes a blob atomically: after a power cut the old
- * value or the new one is there. */
+ * records, read once to migrate it), in namespace "otter" of the NVS partition
+ * CONFIG_OTTER_NVS_PARTITION. NVS writes a blob atomically: after a power cut the old value or
+ * the new one is there. */
+static const char *const STATE_KEYS[] = {"id", "installed", "update", "state"};
+/* Written in a dedicated partition once the records of the default one have been copied. */
+#define MOVED_KEY "moved"
+
+static esp_err_t state_open(nvs_open_mode_t mode, nvs_handle_t *nvs)
+{
+    return nvs_open_from_partition(P.state_part, NVS_NAMESPACE, mode, nvs);
+}
+
+/* An agent that kept its records in the default partition and now has a dedicated one: each
+ * record the dedicated partition lacks is copied from namespace "otter" of the default
+ * partition, until MOVED_KEY says all of them were. A power cut part way copies the rest at the
+ * next start. The default partition's copies stay (an older firmware started again finds its
+ * own); an application that erases that partition later loses nothing of the agent's. */
+static esp_err_t state_move_from_default(nvs_handle_t to)
+{
+    uint8_t moved;
+    size_t len = sizeof moved;
+    if (nvs_get_blob(to, MOVED_KEY, &moved, &len) == ESP_OK) return ESP_OK;
+    nvs_handle_t from;
+    esp_err_t err = nvs_open_from_partition(NVS_DEFAULT_PART_NAME, NVS_NAMESPACE, NVS_READONLY, &from);
+    if (err == ESP_OK) {
+        for (size_t i = 0; err == ESP_OK && i < sizeof STATE_KEYS / sizeof STATE_KEYS[0]; i++) {
+            const char *key = STATE_KEYS[i];
+            if (nvs_get_blob(to, key, NULL, &len) == ESP_OK) continue; /* has its own */
+            if (nvs_get_blob(from, key, NULL, &len) != ESP_OK || len == 0) continue;
+            void *buf = malloc(len);
+            if (!buf) {
+                err = ESP_ERR_NO_MEM;
+                break;
+            }
+            err = nvs_get_blob(from, key, buf, &len);
+            if (err == ESP_OK) err = nvs_set_blob(to, key, buf, len);
+            free(buf);
+            if (err == ESP_OK) ESP_LOGI(TAG, "record %s moved from NVS partition %s", key, NVS_DEFAULT_PART_NAME);
+        }
+        nvs_close(from);
+    } else if (err == ESP_ERR_NVS_NOT_FOUND ||
+               !esp_partition_find_first(ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_DATA_NVS,
+                                         NVS_DEFAULT_PART_NAME)) {
+        err = ESP_OK; /* no "otter" namespace there, or no default partition: nothing to move */
+    } else {
+        /* There but not initialised: its records would be missed for good. */
+        ESP_LOGE(TAG, "call nvs_flash_init() before otter_agent_start(): records may be in NVS partition %s",
+                 NVS_DEFAULT_PART_NAME);
+    }
+    moved = 1;
+    if (err == ESP_OK) err = nvs_set_blob(to, MOVED_KEY, &moved, sizeof moved);
+    if (err == ESP_OK) err = nvs_commit(to);
+    return err;
+}
+
+/* ESP_OK once the partition is ready, else why not; tried once per boot. CONFIG_OTTER_NVS_PARTITION
+ * when the partition table has it, else the default partition. A dedicated partition that
+ * cannot be initialised (no free pages, a newer NVS format) is NOT erased: the agent stays
+ * stopped and keeps the device's identity and security counter for a firmware that can read
+ * them. Erasing it is a decision for whoever owns the device (docs/agent.md). */
+static esp_err_t state_ready(void)
+{
+    if (P.state_tried) return P.state_err;
+    P.state_tried = 1;
+    esp_err_t err = ESP_OK;
+    P.state_part = CONFIG_OTTER_NVS_PARTITION;
+    if (strcmp(P.state_part, NVS_DEFAULT_PART_NAME) != 0 &&
+        !esp_partition_find_first(ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_DATA_NVS, P.state_part)) {
+        /* An image built for the new partition table, installed by OTA on a device with the old
+         * one (OTA never rewrites the table): it goes on where the state is. */
+        ESP_LOGW(TAG, "no NVS partition \"%s\" (CONFIG_OTTER_NVS_PARTITION) in the partition table: the "
+                      "agent's state stays in \"%s\"", P.state_part, NVS_DEFAULT_PART_NAME);
+        P.state_part = NVS_DEFAULT_PART_NAME;
+    }
+    if (strcmp(P.state_part, NVS_DEFAULT_PART_NAME) != 0) {
+#if CONFIG_NVS_ENCRYPTION
+        ESP_LOGW(TAG, "NVS partition %s is not encrypted (only ESP-IDF's default one is)", P.state_part);
+#endif
+        err = nvs_flash_init_partition(P.state_part);
+        nvs_handle_t nvs;
+        if (err == ESP_OK) err = state_open(NVS_READWRITE, &nvs);
+        if (err == ESP_OK) {
+            err = state_move_from_default(nvs);
+            nvs_close(nvs);
+        }
+        if (err != ESP_OK) {
+            ESP_LOGE(TAG, "NVS partition \"%s\" (CONFIG_OTTER_NVS_PARTITION): %s; the agent does not start "
+                          "and erases nothing (see docs/agent.md, \"Where the agent keeps its state\")",
+                     P.state_part, esp_err_to_name(err));
+        }
+    }
+    P.state_err = err;
+    return err;
+}
+
 static int state_load(void *ctx, const char *key, void *buf, size_t cap)
 {
     (void)ctx;
+    if (state_ready() != ESP_OK) return -1; /* there, but unreadable */
     nvs_handle_t nvs;
-    if (nvs_open(NVS_NAMESPACE, NVS_READONLY, &nvs) != ESP_OK) return 0;
+    if (state_open(NVS_READONLY, &nvs) != ESP_OK) return 0;
     size_t len = cap;
     esp_err_t err = nvs_get_blob(nvs, key, buf, &len);
     nvs_close(nvs);
@@ -474,7 +572,7 @@ static int state_save(void *ctx, const char *key, const void *buf, size_t len)
 {
     (void)ctx;
     nvs_handle_t nvs;
-    if (nvs_open(NVS_NAMESPACE, NVS_READWRITE, &nvs) != ESP_OK) return -1;
+    if (state_ready() != ESP_OK || state_open(NVS_READWRITE, &nvs) != ESP_OK) return -1;
     esp_err_t err = nvs_set_blob(nvs, key, buf, len);
     if (err == ESP_OK) err = nvs_commit(nvs);
     nvs_close(nvs);
@@ -625,6 +723,8 @@ esp_err_t otter_agent_start(const otter_config_t *cfg)
         ESP_LOGE(TAG, "Secure Boot v1 / v1 signed apps are not supported: use Secure Boot v2");
         return ESP_ERR_NOT_SUPPORTED;
     }
+    esp_err_t err = state_ready();
+    if (err != ESP_OK) return err;
     BaseType_t ok = xTaskCreate(agent_task, "otter", CONFIG_OTTER_TASK_STACK_SIZE, (void *)cfg,
                                 CONFIG_OTTER_TASK_PRIORITY, NULL);
     return ok == pdPASS ? ESP_OK : ESP_ERR_NO_MEM;

@@ -69,9 +69,11 @@ static otter_config_t cfg;
 void app_main(void)
 {
     esp_err_t err = nvs_flash_init();
-    /* ESP-IDF's usual recovery. Beware: erasing NVS also erases the Otter agent's identity and
-     * security counter (namespace "otter"); the server then refuses the device's new enrolment
-     * (409) until an admin allows it again. See docs/agent.md, "Do not erase NVS lightly". */
+    /* ESP-IDF's usual recovery: it erases the default partition "nvs" only, the application's
+     * own settings. The Otter agent keeps its identity and security counter in "otter_nvs"
+     * (CONFIG_OTTER_NVS_PARTITION), which it initialises itself and never erases. With the
+     * agent's state in "nvs" this erase would make the device a stranger to the server (409).
+     * See docs/agent.md, "Where the agent keeps its state". */
     if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
         ESP_ERROR_CHECK(nvs_flash_erase());
         err = nvs_flash_init();
@@ -82,5 +84,7 @@ void app_main(void)
     otter_config_from_kconfig(&cfg);
     cfg.self_test = self_test;
     cfg.on_state = on_state;
-    ESP_ERROR_CHECK(otter_agent_start(&cfg));
+    /* Without the agent (its NVS partition unusable, see the log) the application runs on. */
+    err = otter_agent_start(&cfg);
+    if (err != ESP_OK) ESP_LOGE(TAG, "no updates: otter_agent_start: %s", esp_err_to_name(err));
 }

@@ -1,8 +1,8 @@
 /*
  * NOT ESP-IDF. The declarations of the ESP-IDF v5.x API that the port calls, transcribed from
  * ESP-IDF's documented headers (esp_http_client.h, esp_ota_ops.h, esp_partition.h,
- * esp_image_format.h, esp_app_desc.h, nvs.h, esp_mac.h, esp_random.h, esp_system.h, esp_log.h,
- * freertos/task.h, esp_crt_bundle.h, esp_idf_version.h), so that the host can compile the port
+ * esp_image_format.h, esp_app_desc.h, nvs.h, nvs_flash.h, esp_mac.h, esp_random.h, esp_system.h,
+ * esp_log.h, freertos/task.h, esp_crt_bundle.h, esp_idf_version.h), so that the host can compile the port
  * with -Wall -Wextra -Werror and catch a wrong argument count or type. The real build runs in
  * Espressif's container (.github/workflows/agent-esp-idf.yml); this is only the check that can
  * run here. Every header name the port includes maps to this file (see the siblings).
@@ -30,6 +30,7 @@ const char *esp_err_to_name(esp_err_t code);
 
 /* esp_log.h */
 #define ESP_LOGI(tag, format, ...) esp_log_check(tag, format, ##__VA_ARGS__)
+#define ESP_LOGW(tag, format, ...) esp_log_check(tag, format, ##__VA_ARGS__)
 #define ESP_LOGE(tag, format, ...) esp_log_check(tag, format, ##__VA_ARGS__)
 void esp_log_check(const char *tag, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
@@ -47,6 +48,9 @@ typedef struct {
     bool readonly;
 } esp_partition_t;
 esp_err_t esp_partition_read(const esp_partition_t *partition, size_t src_offset, void *dst, size_t size);
+typedef enum { ESP_PARTITION_SUBTYPE_DATA_NVS = 0x02, ESP_PARTITION_SUBTYPE_ANY = 0xff } esp_partition_subtype_t;
+const esp_partition_t *esp_partition_find_first(esp_partition_type_t type, esp_partition_subtype_t subtype,
+                                                const char *label);
 
 /* esp_image_format.h (bootloader_support) */
 typedef struct {
@@ -182,6 +186,13 @@ esp_err_t nvs_get_blob(nvs_handle_t handle, const char *key, void *out_value, si
 esp_err_t nvs_set_blob(nvs_handle_t handle, const char *key, const void *value, size_t length);
 esp_err_t nvs_commit(nvs_handle_t handle);
 void nvs_close(nvs_handle_t handle);
+#define ESP_ERR_NVS_NOT_FOUND (ESP_ERR_NVS_BASE + 0x02)
+#define NVS_DEFAULT_PART_NAME "nvs"
+esp_err_t nvs_open_from_partition(const char *part_name, const char *namespace_name, nvs_open_mode_t open_mode,
+                                  nvs_handle_t *out_handle);
+
+/* nvs_flash.h (nvs_flash) */
+esp_err_t nvs_flash_init_partition(const char *partition_label);
 
 /* esp_mac.h, esp_random.h, esp_system.h (esp_hw_support, esp_system) */
 esp_err_t esp_efuse_mac_get_default(uint8_t *mac);

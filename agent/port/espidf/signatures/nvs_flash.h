@@ -1,0 +1,1 @@
+#include "esp_idf_v5_api.h" /* NOT ESP-IDF: see esp_idf_v5_api.h */
