@@ -29,6 +29,20 @@ if git -C "$AGENT" rev-parse --git-dir >/dev/null 2>&1; then
   echo "   examples/basic: the release key sdkconfig.defaults names is not ignored by git"
 fi
 compote -W manifest lint "$AGENT/idf_component.yml"
+# ESP-IDF v6 ships mbedTLS 4, which has no mbedtls/ecdsa.h (issue 8, item 21): while the mbedTLS
+# glue includes it, the manifest must not let the component manager pick the agent for v6.
+if grep -q 'mbedtls/ecdsa.h' "$AGENT"/port/common/*.c; then
+  python3 - "$AGENT/idf_component.yml" <<'PY' || exit 1
+import sys, yaml
+from idf_component_tools.semver import SimpleSpec, Version
+spec = yaml.safe_load(open(sys.argv[1]))["dependencies"]["idf"]
+spec = spec["version"] if isinstance(spec, dict) else spec
+ok, bad = SimpleSpec(spec).match(Version("5.0.0")), SimpleSpec(spec).match(Version("6.0.0"))
+if not ok or bad:
+    sys.exit(f"check_espidf: idf_component.yml allows idf {spec!r}: the mbedTLS glue builds on 5.x only (>=5.0,<6.0)")
+print(f"   idf_component.yml: idf {spec} (v6 excluded: its mbedTLS has no mbedtls/ecdsa.h)")
+PY
+fi
 echo "   idf_component.yml: valid (idf-component-manager)"
 python3 -m kconfcheck "$AGENT/Kconfig" >/dev/null
 # The symbols ESP-IDF itself defines, which the component's Kconfig and port rely on.
