@@ -362,14 +362,7 @@ async fn devices_are_scoped_to_themselves_and_their_product() {
     let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
     let (_, other_secret) = srv.product("lamp", Chip::Esp32C3).await;
     let (_, lamp_token) = srv.enroll("lamp", &other_secret, "lamp-1").await;
-    let (_, rel) = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
-        )
-        .await;
+    let (_, rel) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
     let rid = rel["id"].as_str().unwrap();
     // A lamp device cannot download or report on a thermostat release.
     let r = srv

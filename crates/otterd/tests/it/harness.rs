@@ -162,6 +162,23 @@ impl TestServer {
         v["token"].as_str().unwrap().to_string()
     }
 
+    /// Publishes a fresh signed release of `version` on `product`'s stable channel, as admin.
+    pub async fn publish(
+        &self,
+        key: &PrivateKey,
+        product: &str,
+        chip: Chip,
+        version: &str,
+    ) -> (u16, Value) {
+        self.push(
+            product,
+            "stable",
+            &self.admin,
+            bundle(key, product, chip, version),
+        )
+        .await
+    }
+
     /// Uploads bundle bytes.
     pub async fn push(
         &self,

@@ -106,22 +106,8 @@ async fn checkin_last_outcome_is_checked_like_a_status_report() {
     let srv = spawn().await;
     let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
     let (lamp_key, _) = srv.product("lamp", Chip::Esp32C3).await;
-    let (_, own) = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
-        )
-        .await;
-    let (_, foreign) = srv
-        .push(
-            "lamp",
-            "stable",
-            &srv.admin,
-            bundle(&lamp_key, "lamp", Chip::Esp32C3, "1.0.0"),
-        )
-        .await;
+    let (_, own) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
+    let (_, foreign) = srv.publish(&lamp_key, "lamp", Chip::Esp32C3, "1.0.0").await;
     let (device, token) = srv.enroll("thermo", &secret, "aa").await;
     let checkin = |outcome: Value| {
         let body = json!({"version": "0.9.0", "security_counter": 0, "image_sha256": ZERO_SHA,
@@ -212,14 +198,7 @@ async fn checkin_last_outcome_is_checked_like_a_status_report() {
 async fn a_delta_manifest_is_refused_at_upload_and_at_the_dry_run() {
     let srv = spawn().await;
     let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
-    let (s, _) = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
-        )
-        .await;
+    let (s, _) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
     assert_eq!(s, 201);
     let img = image(Chip::Esp32C3, "2.0.0", 9);
     let mut m = manifest_for("thermo", Chip::Esp32C3, "2.0.0", &img);
@@ -433,14 +412,7 @@ async fn orphan_blobs_are_collected_at_start_and_referenced_ones_kept() {
 async fn the_collector_runs_periodically_and_clears_stale_staging() {
     let srv = spawn_with(|s| s.blob_gc_interval_s = 1).await;
     let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
-    let (s, rel) = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
-        )
-        .await;
+    let (s, rel) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
     assert_eq!(s, 201);
     let data = srv.data_dir();
     let referenced = data
@@ -585,14 +557,7 @@ async fn the_otterd_binary_collects_orphans_at_start() {
     let sha = {
         let srv = spawn_with(|s| s.data_dir = data.clone()).await;
         let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
-        let (s, rel) = srv
-            .push(
-                "thermo",
-                "stable",
-                &srv.admin,
-                bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
-            )
-            .await;
+        let (s, rel) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
         assert_eq!(s, 201);
         rel["sha256"].as_str().unwrap().to_string()
     };

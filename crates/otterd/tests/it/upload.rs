@@ -72,12 +72,7 @@ async fn refuses_signature_by_an_unregistered_key() {
     srv.product("thermo", Chip::Esp32C3).await;
     let stranger = PrivateKey::generate();
     let r = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&stranger, "thermo", Chip::Esp32C3, "1.0.0"),
-        )
+        .publish(&stranger, "thermo", Chip::Esp32C3, "1.0.0")
         .await;
     refused(&srv, r, 422, "no signature by a trusted key").await;
 }
@@ -156,14 +151,7 @@ async fn refuses_wrong_chip_and_wrong_product() {
     let srv = spawn().await;
     let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
     // The manifest says esp32 for an esp32c3 product.
-    let r = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&key, "thermo", Chip::Esp32, "1.0.0"),
-        )
-        .await;
+    let r = srv.publish(&key, "thermo", Chip::Esp32, "1.0.0").await;
     refused(&srv, r, 422, "esp32c3").await;
     // The manifest says esp32c3 but the image inside is built for the ESP32.
     let img = image(Chip::Esp32, "1.0.0", 3);
@@ -195,14 +183,7 @@ async fn refuses_wrong_chip_and_wrong_product() {
 async fn refuses_oversize_uploads() {
     let srv = spawn_with(|s| s.max_upload_bytes = 8 * 1024).await;
     let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
-    let r = srv
-        .push(
-            "thermo",
-            "stable",
-            &srv.admin,
-            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
-        )
-        .await;
+    let r = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
     refused(&srv, r, 413, "max_upload_bytes").await;
     // Without Content-Length (streamed), the manifest's size is checked before any byte is stored.
     let b = bundle(&key, "thermo", Chip::Esp32C3, "1.0.0");
@@ -237,14 +218,7 @@ async fn refuses_expired_manifests_and_keyless_products() {
         .await;
     assert_eq!(s, 201);
     let key = PrivateKey::generate();
-    let r = srv
-        .push(
-            "bare",
-            "stable",
-            &srv.admin,
-            bundle(&key, "bare", Chip::Esp32, "1.0.0"),
-        )
-        .await;
+    let r = srv.publish(&key, "bare", Chip::Esp32, "1.0.0").await;
     refused(&srv, r, 422, "otter product key add").await;
 
     let (key, _) = srv.product("thermo", Chip::Esp32).await;
