@@ -36,6 +36,28 @@ async fn start(data: &std::path::Path, log: &std::path::Path) -> (Child, String)
     (child, url)
 }
 
+/// Starts the real binary, reads its first admin token and creates the product "thermo" (esp32);
+/// returns the child, the URL, the token and the product's creation answer (with its secret).
+async fn start_with_product(
+    data: &std::path::Path,
+    log: &std::path::Path,
+) -> (Child, String, String, Value) {
+    let (child, url) = start(data, log).await;
+    let admin = std::fs::read_to_string(data.join("initial-admin-token")).unwrap();
+    let admin = admin.trim().to_string();
+    let (s, v) = call(
+        &Client::new(),
+        &url,
+        &admin,
+        "POST",
+        "/api/v1/products",
+        json!({"name": "thermo", "chip": "esp32"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    (child, url, admin, v)
+}
+
 async fn call(
     http: &Client,
     url: &str,
@@ -182,21 +204,10 @@ async fn data_directory_is_private_and_loose_modes_are_warned_about() {
     let dir = tempfile::TempDir::new().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log");
-    let (mut child, url) = start(&data, &log).await;
     // Put a release in, so there is a blob.
-    let admin = std::fs::read_to_string(data.join("initial-admin-token")).unwrap();
-    let admin = admin.trim();
+    let (mut child, url, admin, _) = start_with_product(&data, &log).await;
+    let admin = admin.as_str();
     let http = Client::new();
-    let (s, _) = call(
-        &http,
-        &url,
-        admin,
-        "POST",
-        "/api/v1/products",
-        json!({"name": "thermo", "chip": "esp32"}),
-    )
-    .await;
-    assert_eq!(s, 201);
     let key = otter_core::keys::PrivateKey::generate();
     let (s, _) = call(
         &http,
@@ -259,20 +270,9 @@ async fn refused_uploads_and_checkins_are_logged_with_their_reason_and_no_colour
     let dir = tempfile::TempDir::new().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log");
-    let (mut child, url) = start(&data, &log).await;
-    let admin = std::fs::read_to_string(data.join("initial-admin-token")).unwrap();
-    let admin = admin.trim();
+    let (mut child, url, admin, v) = start_with_product(&data, &log).await;
+    let admin = admin.as_str();
     let http = Client::new();
-    let (s, v) = call(
-        &http,
-        &url,
-        admin,
-        "POST",
-        "/api/v1/products",
-        json!({"name": "thermo", "chip": "esp32"}),
-    )
-    .await;
-    assert_eq!(s, 201);
     let secret = v["enrollment_secret"].as_str().unwrap().to_string();
     // A refused upload: garbage instead of a bundle.
     let r = http
