@@ -12,33 +12,14 @@ use rand::{Rng, SeedableRng};
 use reqwest::Client;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::harness::{bundle_of, image, manifest_for};
+use crate::harness::{bundle_of, image, manifest_for, otterd_serve, spawn_otterd};
 
 async fn start(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otterd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("otterd binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("otterd starts within 30 s")
-        .unwrap()
-        .expect("otterd prints its address");
-    let url = line
-        .strip_prefix("otterd listening on ")
-        .expect("the ready line")
-        .to_string();
-    (child, url)
+    let mut cmd = otterd_serve(data_dir);
+    cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+    spawn_otterd(cmd).await
 }
 
 async fn get(http: &Client, url: &str, token: &str) -> Value {

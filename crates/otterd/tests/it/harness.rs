@@ -286,3 +286,33 @@ pub fn bundle_of(key: &PrivateKey, m: &Manifest, image: Vec<u8>) -> Vec<u8> {
     }
     .encode()
 }
+
+/// Spawns a prepared `otterd serve --listen 127.0.0.1:0 ...` command (stdout is taken here) and
+/// waits for its ready line; returns the child (killed when dropped) and the server's URL.
+pub async fn spawn_otterd(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the otterd binary runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("otterd starts within 30 s")
+        .unwrap()
+        .expect("otterd prints its address");
+    let url = line
+        .strip_prefix("otterd listening on ")
+        .expect("the ready line")
+        .to_string();
+    (child, url)
+}
+
+/// `otterd serve` on a free loopback port with this data directory (not yet spawned).
+pub fn otterd_serve(data_dir: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir);
+    cmd
+}

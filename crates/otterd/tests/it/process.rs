@@ -1,39 +1,21 @@
 //! The real `otterd` process: admin recovery on its host (issue 8, item 7), private file modes
 //! (item 15) and refusal log lines (item 20).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use otter_core::Chip;
 use reqwest::Client;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::harness::*;
 
 /// Starts `otterd serve` with stderr going to `log` (a file, as under a service manager).
 async fn start(data: &std::path::Path, log: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otterd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("otterd starts")
-        .unwrap()
-        .expect("the ready line");
-    let url = line
-        .strip_prefix("otterd listening on ")
-        .unwrap()
-        .to_string();
-    (child, url)
+    let mut cmd = otterd_serve(data);
+    cmd.env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap());
+    spawn_otterd(cmd).await
 }
 
 /// Starts the real binary, reads its first admin token and creates the product "thermo" (esp32);
