@@ -1,6 +1,6 @@
 """PlatformIO extra script: sign the firmware .bin and publish it to otterd after a build.
 
-In platformio.ini (see platformio.ini.example beside this file):
+Copy this file next to your platformio.ini, then (examples/platformio/platformio.ini is a whole one):
 
     [env:esp32c3]
     extra_scripts = post:otter_release.py

@@ -15,6 +15,7 @@ them first), or from OTTER_BIN_DIR.
 Also checks agent/library.json, the agent as a PlatformIO library for the ESP-IDF framework.
 """
 
+import configparser
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "integrations", "platformio", "otter_release.py")
+EXAMPLE = os.path.join(REPO, "examples", "platformio")
 BIN_DIR = os.environ.get("OTTER_BIN_DIR") or os.path.join(REPO, "target", "debug")
 OTTER = os.path.join(BIN_DIR, "otter")
 OTTERD = os.path.join(BIN_DIR, "otterd")
@@ -195,8 +197,22 @@ class PlatformioScript(unittest.TestCase):
     def ci_environ(self):
         return {"OTTER_RELEASE": "1", "OTTER_SERVER": self.server, "OTTER_TOKEN": self.publisher}
 
-    OPTIONS = {"custom_otter_product": PRODUCT, "custom_otter_channel": "beta",
-               "custom_otter_key": "release.key"}
+    @staticmethod
+    def example_options():
+        """The [env:esp32c3] options of examples/platformio/platformio.ini, as PlatformIO reads them."""
+        ini = configparser.ConfigParser(inline_comment_prefixes=(";",))
+        ini.read(os.path.join(EXAMPLE, "platformio.ini"))
+        return dict(ini["env:esp32c3"])
+
+    OPTIONS = example_options.__func__()
+
+    def test_0_example_project_uses_this_script(self):
+        self.assertEqual(self.OPTIONS["extra_scripts"].split(), ["post:otter_release.py"])
+        self.assertTrue(os.path.samefile(os.path.join(EXAMPLE, "otter_release.py"), SCRIPT))
+        self.assertEqual(self.OPTIONS["custom_otter_product"], PRODUCT)
+        self.assertEqual(self.OPTIONS["custom_otter_channel"], "beta")
+        self.assertEqual(self.OPTIONS["custom_otter_key"], "release.key")
+        self.assertNotIn("custom_otter_release", self.OPTIONS, "the example must not push on every build")
 
     def test_1_ordinary_build_pushes_nothing(self):
         before = self.releases()
