@@ -298,6 +298,24 @@ class LibraryJson(unittest.TestCase):
                         selected.add(os.path.normpath(os.path.join(path, name)))
         self.assertEqual(selected, {os.path.relpath(os.path.join(agent, s), src_root) for s in srcs})
 
+    def test_library_build_flags_in_docs_define_every_option_the_sources_use(self):
+        """PlatformIO reads no Kconfig of a library: docs/agent.md's build_flags must define each."""
+        agent = os.path.join(REPO, "agent")
+        used = set()
+        for folder in ("core", "port/common", "port/espidf", "include"):
+            for name in os.listdir(os.path.join(agent, folder)):
+                if name.endswith((".c", ".h")):
+                    with open(os.path.join(agent, folder, name), encoding="utf-8") as f:
+                        used |= set(re.findall(r"\bCONFIG_OTTER_[A-Z_]+", f.read()))
+        # Off when undefined (#if !...), and a file CMake compiles in: neither is a -D.
+        used -= {"CONFIG_OTTER_ALLOW_PLAIN_HTTP", "CONFIG_OTTER_TRUSTED_KEYS_FILE"}
+        with open(os.path.join(REPO, "docs", "agent.md"), encoding="utf-8") as f:
+            doc = f.read()
+        block = re.search(r"```ini\nbuild_flags =\n(.*?)```", doc, re.S)
+        self.assertIsNotNone(block, "docs/agent.md has no build_flags block for the library")
+        defined = set(re.findall(r"-D (CONFIG_OTTER_[A-Z_]+)=", block.group(1)))
+        self.assertEqual(used - defined, set(), "options the sources use but the docs do not define")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
