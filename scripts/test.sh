@@ -15,6 +15,9 @@ bash scripts/tests/setup_uses_venv.sh
 echo "== Rust: build the binaries the end-to-end tests drive"
 cargo build --locked --bins
 
+echo "== PlatformIO: the extra script as PlatformIO runs it, pushing to a local otterd; library.json"
+.venv/bin/python scripts/tests/platformio_script_test.py
+
 echo "== Rust: all tests"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc

@@ -1,0 +1,1 @@
+../../integrations/platformio/otter_release.py
