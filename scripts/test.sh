@@ -15,6 +15,12 @@ bash scripts/tests/setup_uses_venv.sh
 echo "== Rust: build the binaries the end-to-end tests drive"
 cargo build --locked --bins
 
+echo "== GitHub Action: its shell steps publish a real image to a local otterd"
+python3 scripts/tests/action_steps.py
+
+echo "== GitHub automation: actionlint and the action-metadata schema"
+bash scripts/tests/workflow_lint.sh
+
 echo "== Rust: all tests"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc
