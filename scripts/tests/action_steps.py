@@ -11,7 +11,8 @@ What stands in for GitHub:
     GITHUB_REF_NAME and GITHUB_REF_TYPE set;
   - skipped: the `uses: actions/cache` step and the step with id `install` (the pinned
     `cargo install --locked`); instead the repository's own build of `otter` is on PATH. Any other
-    skipped step fails the test.
+    skipped step fails the test. The install step's script runs on its own with a stand-in
+    `cargo` that records its arguments (a real build would take minutes).
 
 Binaries: $OTTER_BIN_DIR, else target/debug of this repository (scripts/test.sh builds them).
 Image: ../shared/firmware/p1-esp32-idf-hello-world/new.bin when present, else `otter dev
@@ -27,7 +28,6 @@ import os
 import re
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -157,8 +157,48 @@ def run_action(action, inputs, github, base_env, workdir):
             return False, "".join(log), {}
     if skipped != SKIPPED_STEP_IDS:
         fail(f"expected to replace steps {SKIPPED_STEP_IDS}, found {skipped}")
+    if not re.fullmatch(r"[0-9a-f]{32}", ctx["steps"]["cli-key"]["outputs"].get("key", "")):
+        fail(f"the cli-key step gave no cache key: {ctx['steps']['cli-key']}")
     outputs = {name: substitute(spec["value"], ctx) for name, spec in action["outputs"].items()}
     return True, "".join(log), outputs
+
+
+def check_install_step(action, workdir):
+    """The install step the main run replaces, run with a stand-in `cargo` (no 5-minute build):
+    it must be a `cargo install --locked` of this source, put its bin on GITHUB_PATH, and not
+    build again when the cached binary is there."""
+    step = next(s for s in action["runs"]["steps"] if s.get("id") == "install")
+    home = os.path.join(workdir, "home")
+    stub = os.path.join(workdir, "stub")
+    os.makedirs(stub)
+    calls = os.path.join(workdir, "cargo-calls")
+    with open(os.path.join(stub, "cargo"), "w") as f:
+        f.write(f"""#!/bin/bash
+echo "$*" >> {calls}
+root=; while [ $# -gt 0 ]; do [ "$1" = --root ] && root=$2; shift; done
+mkdir -p "$root/bin" && printf '#!/bin/sh\necho otter-stub\n' > "$root/bin/otter" && chmod +x "$root/bin/otter"
+""")
+    os.chmod(os.path.join(stub, "cargo"), 0o755)
+    script = os.path.join(workdir, "install.sh")
+    with open(script, "w") as f:
+        f.write(substitute(step["run"], {"github": {"action_path": REPO}}))
+    for attempt in (1, 2):
+        gh_path = os.path.join(workdir, f"path{attempt}")
+        open(gh_path, "w").close()
+        env = dict(os.environ, HOME=home, PATH=stub + os.pathsep + os.environ["PATH"],
+                   GITHUB_ACTION_PATH=REPO, GITHUB_PATH=gh_path)
+        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", script], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            fail("the install step failed with a stand-in cargo:\n" + proc.stdout)
+        if open(gh_path).read().split() != [os.path.join(home, ".otter-cli", "bin")]:
+            fail(f"the install step did not put ~/.otter-cli/bin on GITHUB_PATH: {open(gh_path).read()!r}")
+    made = open(calls).read().splitlines()
+    want = f"install --locked --quiet --root {home}/.otter-cli --path {REPO}/crates/otter-cli"
+    if made != [want]:
+        fail(f"the install step ran cargo as {made}, expected once: cargo {want}")
+    print("action_steps: the install step is `cargo " + want.replace(REPO, "<action>").replace(home, "~")
+          + "`, once (the cached binary is reused)")
 
 
 def main():
@@ -243,6 +283,9 @@ exec {OTTER} "$@"
             left = os.listdir(os.path.join(run_dir, "runner-temp"))
             if left:
                 fail(f"{what}: the action left {left} in RUNNER_TEMP (the key's directory must be removed)")
+
+        os.makedirs(os.path.join(work, "install"))
+        check_install_step(action, os.path.join(work, "install"))
 
         # 1. A tag push whose tag is the image's version publishes it.
         run1 = os.path.join(work, "run1")
