@@ -13,8 +13,8 @@ APT_PACKAGES=(
   python3 python3-venv
   # agent: size checks for ESP32-C3 (rv32imc) and ESP8266 (Xtensa lx106) with picolibc
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
-  # deployment: systemd-analyze verifies the unit; nginx is the reverse proxy deploy_paths.sh runs
-  systemd nginx
+  # deployment: systemd-analyze verifies the unit; nginx and Caddy are the reverse proxies deploy_paths.sh runs
+  systemd nginx caddy
 )
 PIP_PACKAGES=(
   # independent checks of image and signature formats
