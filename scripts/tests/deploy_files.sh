@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Acceptance test (issue 12, Docker and other ways to run it): the deployment files are valid and
 # say what the tests run.
+#  - .dockerignore: the build context is Cargo.toml, Cargo.lock and crates/ (with the migrations),
+#    and the workspace loads from it alone with --locked (no Docker needed to check that).
 #  - Dockerfile: hadolint passes (and fails on a copy whose last USER is root: the lint is live);
 #    its build command is the one docs/deploy.md states; its ENTRYPOINT/CMD with its ENV is run
 #    here with this repository's otterd (data in a temp dir), the initial admin token appears in
@@ -32,6 +34,44 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 hadolint Dockerfile || fail "hadolint finds problems in the Dockerfile"
 { cat Dockerfile; echo "USER root"; } > "$work/Dockerfile.bad"
 if hadolint "$work/Dockerfile.bad" >/dev/null; then fail "hadolint accepts a Dockerfile whose last USER is root"; fi
+
+# ---- .dockerignore: the build context holds the workspace and nothing else ----
+# The files `docker build .` would send (git's files filtered by .dockerignore, Docker's rule: the
+# last matching pattern wins, a pattern also matches everything under a matching directory).
+context_files() { # dockerignore file
+  git ls-files | python3 -c '
+import fnmatch, sys
+rules = []
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    neg = line.startswith("!")
+    rules.append((neg, line.lstrip("!").strip("/")))
+for path in sys.stdin.read().split("\n"):
+    if not path:
+        continue
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for neg, pat in rules:
+        if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
+            excluded = not neg
+    if not excluded:
+        print(path)' "$1"
+}
+context_files .dockerignore > "$work/context.txt"
+grep -qx crates/otterd/Cargo.toml "$work/context.txt" || fail "the build context lacks crates/"
+grep -q '^crates/otterd/migrations/sqlite/.*\.sql$' "$work/context.txt" || fail "the build context lacks the SQLite migrations"
+if grep -Ev '^(Cargo\.toml|Cargo\.lock|crates/.*)$' "$work/context.txt"; then fail "the build context holds more than the workspace (above)"; fi
+# The workspace resolves from the context alone, with the locked dependency set.
+mkdir "$work/context"
+(cd "$REPO" && tar -cf - -T "$work/context.txt") | tar -xf - -C "$work/context"
+(cd "$work/context" && cargo metadata --locked --offline --format-version 1 >/dev/null) ||
+  fail "the workspace does not load from the build context .dockerignore lets through"
+grep -v '^!crates/$' .dockerignore > "$work/dockerignore.bad"
+if context_files "$work/dockerignore.bad" | grep -q '^crates/'; then fail "the context check is not live"; fi
+echo "deploy_files: the build context is the workspace ($(wc -l < "$work/context.txt") files) and it loads with --locked"
 
 # ---- Dockerfile: the commands in it ----
 # Parse into "stage  INSTRUCTION  args" lines (continuations joined, comments dropped).
