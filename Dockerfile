@@ -40,11 +40,12 @@ CMD ["serve"]
 
 # --- paas stage (docker build --target paas): for hosts whose volumes are mounted owned by root
 # (Fly.io, Railway), where uid 10001 could not write. It starts as root only to hand the data
-# directory to uid 10001, then runs otterd as that user with no capabilities (docs/deploy.md).
+# directory to uid 10001 (recursively: files a root shell made, e.g. with `fly ssh console`, too),
+# then runs otterd as that user with no capabilities (docs/deploy.md).
 FROM runtime AS paas
 # hadolint ignore=DL3002
 USER 0:0
-ENTRYPOINT ["/bin/sh", "-c", "chown 10001:10001 \"$OTTER_DATA_DIR\" && chmod 0700 \"$OTTER_DATA_DIR\" && exec setpriv --reuid=10001 --regid=10001 --clear-groups --inh-caps=-all --bounding-set=-all otterd \"$@\"", "otterd"]
+ENTRYPOINT ["/bin/sh", "-c", "chown -R 10001:10001 \"$OTTER_DATA_DIR\" && chmod 0700 \"$OTTER_DATA_DIR\" && exec setpriv --reuid=10001 --regid=10001 --clear-groups --inh-caps=-all --bounding-set=-all otterd \"$@\"", "otterd"]
 CMD ["serve"]
 
 # The default target (a plain `docker build`) is the unprivileged image above.

@@ -154,6 +154,8 @@ if [ "$(id -u)" -eq 0 ]; then
   mapfile -t paas_entry < <(json_args "$(instr paas ENTRYPOINT)")
   mapfile -t paas_cmd < <(json_args "$(instr paas CMD)")
   pdata="$work/paas-data"; install -d -o 0 -g 0 -m 0755 "$pdata"
+  # Something a root shell (fly ssh console) made in the volume: otterd must be able to write there.
+  install -d -o 0 -g 0 -m 0700 "$pdata/blobs"
   PATH="$BIN:$PATH" OTTER_DATA_DIR="$pdata" OTTER_LISTEN="127.0.0.1:$port" \
     "${paas_entry[@]}" "${paas_cmd[@]}" > "$work/paas.log" 2>&1 &
   pids+=($!); paas=$!
@@ -162,9 +164,9 @@ if [ "$(id -u)" -eq 0 ]; then
   uid=$(awk '/^Uid:/{print $2}' "/proc/$paas/status")
   [ "$uid" = 10001 ] || fail "the paas target runs otterd as uid $uid, not 10001"
   [ "$(stat -c %u:%a "$pdata")" = "10001:700" ] || fail "the paas target left $pdata as $(stat -c %u:%a "$pdata")"
-  [ "$(stat -c %u "$pdata/initial-admin-token")" = 10001 ] || fail "the admin token is not uid 10001's"
+  [ -z "$(find "$pdata" ! -uid 10001)" ] || fail "the paas target left files not uid 10001's: $(find "$pdata" ! -uid 10001)"
   kill "$paas"; wait "$paas" 2>/dev/null || true
-  echo "deploy_files: the paas target hands a root-owned volume to uid 10001 and runs otterd as it"
+  echo "deploy_files: the paas target hands a root-owned volume (and root's files in it) to uid 10001 and runs otterd as it"
 else
   echo "deploy_files: not root, so the paas target's chown to uid 10001 is not tried here"
 fi

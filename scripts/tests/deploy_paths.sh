@@ -161,6 +161,13 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$proxy/metrics")
 [ "$code" = 404 ] || fail "nginx serves /metrics ($code)"
 curl -fsS -o /dev/null "http://127.0.0.1:$otterd_port/metrics" || fail "otterd's own /metrics does not answer"
 
+# The recovery command of the systemd section, as root while the service runs: the token works
+# through the proxy and every file in the state directory still belongs to the service's user.
+rescue=$("$prefix/usr/local/bin/otterd" admin create-token --data-dir "$state_dir" --name rescue 2>/dev/null)
+OTTER_TOKEN="$rescue" otter whoami > whoami.out || fail "the recovery token does not work through nginx"
+strays=$(find "$state_dir" ! -user "$run_user")
+[ -z "$strays" ] || fail "the recovery command left files the service's user does not own: $strays"
+
 # ---- Caddy section: the documented site on a plain-HTTP loopback port ----
 command -v caddy >/dev/null || fail "caddy is not installed (scripts/setup.sh)"
 caddy_block=$(awk '/<!-- deploy-test: caddy/{on=1; next} /<!-- deploy-test end -->/{on=0} on && /^```text/{inb=1; next} on && /^```/{inb=0; next} inb' "$REPO/docs/deploy.md")
@@ -199,5 +206,5 @@ beta=$(OTTER_SERVER="http://127.0.0.1:$otterd_port" otter --json release list --
 python3 -c 'import json,sys; r=json.loads(sys.argv[1])["releases"]; assert r == [], r' "$beta" ||
   fail "a release reached otterd through Caddy with a 1MB body limit"
 
-echo "deploy_paths: through nginx, a $size-byte image pushed with the CLI and downloaded by a device byte for byte; /metrics refused; without client_max_body_size the push gets 413"
+echo "deploy_paths: through nginx, a $size-byte image pushed with the CLI and downloaded by a device byte for byte; /metrics refused; without client_max_body_size the push gets 413; the recovery token works"
 echo "deploy_paths: through Caddy, the same image pushed and downloaded; /metrics refused; with max_size 1MB the push is refused"
