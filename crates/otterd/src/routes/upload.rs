@@ -4,6 +4,8 @@
 //! byte is stored; then the image streams into `staging/` while it is hashed and counted; then
 //! size, hash, image structure and chip; only then the blob moves to its content address and the
 //! release row is inserted. A refusal at any step deletes what was staged and stores nothing.
+//! The same signed release again on its channel is answered with the release that is there
+//! (`existing`), after its image was read and matched; nothing is stored (routes::promote).
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -274,6 +276,12 @@ pub async fn push_release(
                 release: Some(Release::from(existing)),
             };
             return Ok((StatusCode::OK, Json(check)).into_response());
+        }
+        if manifest.image_size as u64 > limit {
+            return Err(ApiError::too_large(format!(
+                "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
+                manifest.image_size
+            )));
         }
         buf.advance(head.head_len);
         let digest = stage_image(&mut stream, buf, None, manifest.image_size as u64).await?;
