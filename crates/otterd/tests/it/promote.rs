@@ -242,3 +242,43 @@ async fn publishers_promote_only_their_products_and_viewers_not_at_all() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["published_by"], "publisher-test");
 }
+
+/// Promotions are audited: the real binary's log names the source release, the new one, the
+/// channel and the token.
+#[tokio::test]
+async fn promotion_is_logged_with_source_target_and_token() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("log");
+    let mut cmd = otterd_serve(&data);
+    cmd.env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut child, url) = spawn_otterd(cmd).await;
+    let srv = TestServer::attach(url, dir, &data);
+    let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
+    let (_, beta) = srv
+        .push(
+            "thermo",
+            "beta",
+            &srv.admin,
+            bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
+        )
+        .await;
+    let (s, stable) = promote(&srv, &srv.admin, &beta["id"], json!({"channel": "stable"})).await;
+    assert_eq!(s, 201, "{stable}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("release promoted"))
+        .unwrap_or_else(|| panic!("no promotion line:\n{text}"));
+    for part in [
+        beta["id"].as_str().unwrap(),
+        stable["id"].as_str().unwrap(),
+        "stable",
+        "initial-admin",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from {line}");
+    }
+}
