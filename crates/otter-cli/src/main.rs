@@ -118,6 +118,12 @@ enum Command {
     /// Tools for developing and testing Otter.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Print a shell completion script on stdout (also with --json), e.g.
+    /// `otter completions bash > /etc/bash_completion.d/otter`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +175,19 @@ enum ReleaseCommand {
     Show {
         /// The release id (rel_...), as `otter release list` shows it.
         id: String,
+    },
+    /// Make a published release available on another channel too (e.g. beta, then stable):
+    /// the same signed release and image, checked by the server as an upload would be.
+    Promote {
+        /// The release id (rel_...), as `otter release push` or `otter release list` shows it.
+        release: String,
+        /// The channel to publish it on, e.g. stable.
+        #[arg(long)]
+        channel: String,
+        /// Publish although the security counter is lower than the channel's highest (refused
+        /// otherwise: devices that took the higher counter would never update again).
+        #[arg(long)]
+        allow_lower_counter: bool,
     },
 }
 
@@ -420,6 +439,11 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     limit,
                 } => release::list(&api, product.as_deref(), channel.as_deref(), limit, o),
                 ReleaseCommand::Show { id } => release::show(&api, &id, o),
+                ReleaseCommand::Promote {
+                    release,
+                    channel,
+                    allow_lower_counter,
+                } => release::promote(&api, &release, &channel, allow_lower_counter, o),
             }
         }
         Command::Product(Online { server, command }) => {
@@ -514,11 +538,59 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
             seed,
             out,
         }) => dev::synth_image(&chip, &version, size, secure_version, seed, &out, o),
+        Command::Completions { shell } => {
+            completions(shell);
+            Ok(())
+        }
     }
 }
 
+/// Writes the completion script for `shell` on stdout (the script is the output: `--json`
+/// changes nothing here).
+fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "otter", &mut script);
+    output::raw(&script);
+}
+
+/// Parses the command line. A usage error under `--json` goes to stderr as the JSON error
+/// document every other error is (`{"error": "usage", ...}`), not as clap's text.
+fn parse() -> Cli {
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    let help = matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || help {
+        e.exit();
+    }
+    // clap's first paragraph, on one line: "the following required arguments were not
+    // provided: <FILE>".
+    let rendered = e.render().to_string();
+    let message = rendered
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    Output { json: true }.error(&error::CliError::usage(message));
+    std::process::exit(2);
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let o = Output { json: cli.json };
     match run(cli, o) {
         Ok(()) => ExitCode::SUCCESS,

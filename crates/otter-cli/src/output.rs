@@ -44,6 +44,19 @@ impl Output {
     }
 }
 
+/// Writes bytes on stdout as they are (a completion script), ending as [`stdout_line`] does when
+/// the reader has gone.
+pub fn raw(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        stderr_line(&format!("error: cannot write the output: {e}"));
+        std::process::exit(2);
+    }
+}
+
 /// Writes a line on stdout. When the reader has gone (`otter inspect fw.bin | head`), the command
 /// ends quietly with exit code 0, as Unix tools do; any other write error ends it with exit code 2.
 fn stdout_line(text: &str) {

@@ -1335,3 +1335,427 @@ fn list_commands_follow_pages() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
 }
+
+/// Issue 12: `otter completions SHELL` prints a script that knows the commands; bash parses it.
+#[test]
+fn completions_for_bash_zsh_and_fish_name_the_commands() {
+    let dir = TempDir::new().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        for json in [false, true] {
+            let mut c = Command::cargo_bin("otter").unwrap();
+            if json {
+                c.arg("--json");
+            }
+            let out = c.args(["completions", shell]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let script = String::from_utf8(out.stdout).unwrap();
+            assert!(!script.trim().is_empty(), "{shell}: empty script");
+            for word in ["release", "promote", "synth-image"] {
+                assert!(script.contains(word), "{shell}: no {word:?} in the script");
+            }
+            if shell == "bash" {
+                let path = dir.path().join("otter.bash");
+                std::fs::write(&path, &script).unwrap();
+                let check = Process::new("bash").arg("-n").arg(&path).output().unwrap();
+                assert!(
+                    check.status.success(),
+                    "bash -n refuses the script: {}",
+                    String::from_utf8_lossy(&check.stderr)
+                );
+            }
+        }
+    }
+    let out = Command::cargo_bin("otter")
+        .unwrap()
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad usage");
+}
+
+/// Issue 12: a CI job that runs twice pushes the same release.otter twice; the second push exits
+/// 0 with the release that is there, `"existing": true`. Another image of that version is still
+/// refused.
+#[test]
+fn pushing_the_same_release_again_exits_0_and_says_existing() {
+    let s = start_server();
+    product_with_key(&s);
+    synth(&s, "esp32c3", "1.0.0", "fw.bin");
+    s.json(
+        &s.admin,
+        &[
+            "sign",
+            "fw.bin",
+            "--key",
+            "release.key",
+            "--product",
+            "thermo",
+            "--out",
+            "r.otter",
+        ],
+    );
+    let push = ["release", "push", "r.otter", "--channel", "beta"];
+    let first = s.json(&s.admin, &push);
+    assert_eq!(first["existing"], false, "{first}");
+    let again = s.json(&s.admin, &push);
+    assert_eq!(again["existing"], true, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["sha256"], first["sha256"]);
+    let out = s.otter(&s.admin).args(push).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("published already"), "{text}");
+    assert!(text.contains(first["id"].as_str().unwrap()), "{text}");
+
+    // A higher security counter published since on the channel: the repeat is still no downgrade.
+    synth(&s, "esp32c3", "2.0.0", "two.bin");
+    s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "two.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--channel",
+            "beta",
+            "--security-counter",
+            "4",
+        ],
+    );
+    let repeat = s.json(&s.admin, &push);
+    assert_eq!(
+        (&repeat["existing"], &repeat["id"]),
+        (&json!(true), &first["id"])
+    );
+
+    // Another image with the same version: refused as before, naming the release that is there.
+    s.json(
+        &s.admin,
+        &[
+            "dev",
+            "synth-image",
+            "--chip",
+            "esp32c3",
+            "--version",
+            "1.0.0",
+            "--seed",
+            "9",
+            "--size",
+            "50000",
+            "--out",
+            "other.bin",
+        ],
+    );
+    let e = s.fails(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "other.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--channel",
+            "beta",
+            "--security-counter",
+            "4",
+        ],
+        1,
+    );
+    assert_eq!(e["error"], "conflict", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap()),
+        "{e}"
+    );
+    assert_eq!(s.releases().len(), 2);
+}
+
+/// Issue 12: `otter release promote RELEASE --channel stable`.
+#[test]
+fn release_promote_makes_a_release_available_on_another_channel() {
+    let s = start_server();
+    product_with_key(&s);
+    synth(&s, "esp32c3", "1.1.0", "fw.bin");
+    let beta = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "fw.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+            "--channel",
+            "beta",
+        ],
+    );
+    let id = beta["id"].as_str().unwrap();
+    let stable = s.json(&s.admin, &["release", "promote", id, "--channel", "stable"]);
+    assert_eq!(
+        (&stable["channel"], &stable["existing"]),
+        (&json!("stable"), &json!(false)),
+        "{stable}"
+    );
+    assert_eq!(
+        (&stable["version"], &stable["sha256"]),
+        (&beta["version"], &beta["sha256"])
+    );
+    assert_ne!(stable["id"], beta["id"]);
+    let listed = s.json(&s.admin, &["release", "list", "--channel", "stable"]);
+    assert_eq!(listed["releases"][0]["id"], stable["id"]);
+
+    // Again: nothing changes, exit 0.
+    let out = s
+        .otter(&s.admin)
+        .args(["release", "promote", id, "--channel", "stable"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("already") && text.contains(stable["id"].as_str().unwrap()),
+        "{text}"
+    );
+    assert_eq!(s.releases().len(), 2);
+
+    // Tokens: a viewer may not (exit 4), a publisher of another product does not see it.
+    let viewer = s.json(&s.admin, &["token", "create", "--role", "viewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = s.fails(
+        &viewer,
+        &["release", "promote", id, "--channel", "canary"],
+        4,
+    );
+    assert_eq!(e["error"], "forbidden");
+    s.json(
+        &s.admin,
+        &["product", "create", "other", "--chip", "esp32c3"],
+    );
+    let outsider = s.json(
+        &s.admin,
+        &[
+            "token",
+            "create",
+            "--role",
+            "publisher",
+            "--product",
+            "other",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = s.fails(
+        &outsider,
+        &["release", "promote", id, "--channel", "canary"],
+        1,
+    );
+    assert_eq!(e["error"], "not_found");
+    assert_eq!(s.releases().len(), 2);
+}
+
+/// The leaf commands of `otter`, as its help lists them ("release push", ...).
+fn leaf_commands(path: &mut Vec<String>, out: &mut Vec<String>) {
+    let help = Command::cargo_bin("otter")
+        .unwrap()
+        .args(path.iter())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let subs: Vec<String> = help
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|name| name != "help")
+        .collect();
+    if subs.is_empty() {
+        out.push(path.join(" "));
+    }
+    for sub in subs {
+        path.push(sub);
+        leaf_commands(path, out);
+        path.pop();
+    }
+}
+
+/// Issue 12: with `--json`, every command (completions excepted: its output is the script)
+/// prints exactly one JSON document on stdout. The list of runs must cover every command.
+#[test]
+fn every_command_prints_one_json_document_with_json() {
+    let s = start_server();
+    let mut covered = std::collections::BTreeSet::new();
+    let mut run = |token: &str, args: &[&str]| -> Value {
+        let words: Vec<&str> = args
+            .iter()
+            .copied()
+            .take_while(|a| !a.starts_with('-'))
+            .collect();
+        // The command is the leading words that are not its operands.
+        for n in (1..=words.len().min(3)).rev() {
+            covered.insert(words[..n].join(" "));
+        }
+        s.json(token, args)
+    };
+    let admin = s.admin.clone();
+    run(&admin, &["keygen", "--out", "release.key"]);
+    run(
+        &admin,
+        &[
+            "dev",
+            "synth-image",
+            "--chip",
+            "esp32c3",
+            "--version",
+            "1.0.0",
+            "--size",
+            "50000",
+            "--out",
+            "fw.bin",
+        ],
+    );
+    run(&admin, &["inspect", "fw.bin"]);
+    let created = run(
+        &admin,
+        &["product", "create", "thermo", "--chip", "esp32c3"],
+    );
+    let secret = created["enrollment_secret"].as_str().unwrap().to_string();
+    run(
+        &admin,
+        &[
+            "product",
+            "key",
+            "add",
+            "thermo",
+            "--pub",
+            "release.pub.pem",
+        ],
+    );
+    run(
+        &admin,
+        &[
+            "sign",
+            "fw.bin",
+            "--key",
+            "release.key",
+            "--product",
+            "thermo",
+            "--out",
+            "r.otter",
+        ],
+    );
+    run(&admin, &["inspect", "r.otter"]);
+    run(&admin, &["verify", "r.otter", "--pub", "release.pub.pem"]);
+    let rel = run(&admin, &["release", "push", "r.otter", "--channel", "beta"]);
+    let rel_id = rel["id"].as_str().unwrap().to_string();
+    run(&admin, &["release", "list"]);
+    run(&admin, &["release", "show", &rel_id]);
+    run(
+        &admin,
+        &["release", "promote", &rel_id, "--channel", "stable"],
+    );
+    run(&admin, &["product", "list"]);
+    run(&admin, &["product", "show", "thermo"]);
+    run(
+        &admin,
+        &["product", "update", "thermo", "--max-devices", "10"],
+    );
+    std::fs::write(s.path("hw.csv"), "hardware_id\naa:bb\ncc:dd\n").unwrap();
+    run(
+        &admin,
+        &["product", "allowlist", "import", "thermo", "hw.csv"],
+    );
+    run(&admin, &["product", "allowlist", "list", "thermo"]);
+    run(
+        &admin,
+        &["product", "allowlist", "remove", "thermo", "cc:dd"],
+    );
+    enroll(&s, "thermo", &secret, "aa:bb");
+    run(&admin, &["product", "rotate-secret", "thermo"]);
+    run(&admin, &["keygen", "--out", "second.key"]);
+    let key = run(
+        &admin,
+        &["product", "key", "add", "thermo", "--pub", "second.pub.pem"],
+    );
+    run(
+        &admin,
+        &[
+            "product",
+            "key",
+            "remove",
+            "thermo",
+            key["key_id"].as_str().unwrap(),
+        ],
+    );
+    let token = run(&admin, &["token", "create", "--role", "viewer"]);
+    run(&admin, &["token", "list"]);
+    run(
+        &admin,
+        &["token", "revoke", token["info"]["id"].as_str().unwrap()],
+    );
+    run(&admin, &["whoami"]);
+    let devices = run(&admin, &["device", "list"]);
+    let device = devices["devices"][0]["id"].as_str().unwrap().to_string();
+    run(&admin, &["device", "show", &device]);
+    run(&admin, &["device", "set-channel", &device, "beta"]);
+    run(
+        &admin,
+        &["device", "allow-reenroll", "aa:bb", "--product", "thermo"],
+    );
+
+    let mut leaves = Vec::new();
+    leaf_commands(&mut Vec::new(), &mut leaves);
+    let missing: Vec<&String> = leaves
+        .iter()
+        .filter(|c| *c != "completions" && !covered.contains(*c))
+        .collect();
+    assert!(leaves.len() > 25, "{leaves:?}");
+    assert!(
+        missing.is_empty(),
+        "commands not run with --json here: {missing:?}"
+    );
+}
+
+/// Issue 12: under `--json`, a usage error that the argument parser finds is the same JSON
+/// error document on stderr as every other error (exit 2, stdout empty), not clap's text.
+#[test]
+fn usage_errors_are_json_with_json() {
+    for args in [
+        &["--json", "release", "push"][..],
+        &["release", "promote", "rel_x", "--json"],
+        &["--json", "completions", "tcsh"],
+        &["--json", "no-such-command"],
+    ] {
+        let out = Command::cargo_bin("otter")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let e: Value = serde_json::from_slice(&out.stderr)
+            .unwrap_or_else(|_| panic!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(e["error"], "usage", "{args:?}");
+        assert!(!e["message"].as_str().unwrap().is_empty(), "{args:?}");
+    }
+}

@@ -33,6 +33,7 @@ impl Modify for BearerAuth {
         system::healthz, system::metrics,
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
+        promote::promote,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

@@ -1,4 +1,4 @@
-//! `otter release push|list|show`.
+//! `otter release push|list|show|promote`.
 
 use std::path::Path;
 
@@ -65,14 +65,27 @@ pub fn push(
     }
     // The head alone first: the server checks credentials, product, signature and duplicates
     // and answers before any image byte is sent, so a refusal is never lost mid-upload.
-    api.post_bytes(
+    let check = api.post_bytes(
         &format!("{path}&dry_run=true"),
         &BundleHead::encode(&bundle.envelope),
     )?;
-    let release = api.upload(&path, &bundle.encode(), !o.json)?;
+    // This signed release is on the channel already (a CI job that runs again): nothing to send.
+    let release = match check.get("release").filter(|_| check["existing"] == true) {
+        Some(existing) => {
+            let mut r = existing.clone();
+            r["existing"] = Value::Bool(true);
+            r
+        }
+        None => api.upload(&path, &bundle.encode(), !o.json)?,
+    };
     o.emit(&release, || {
+        let done = if release["existing"] == true {
+            "published already (nothing changed):"
+        } else {
+            "published"
+        };
         format!(
-            "published {} {} on channel {} as {}\n  size {} bytes, sha256 {}\n  signed by {}",
+            "{done} {} {} on channel {} as {}\n  size {} bytes, sha256 {}\n  signed by {}",
             text(&release, "product"),
             text(&release, "version"),
             text(&release, "channel"),
@@ -115,6 +128,14 @@ fn pre_check(
         Err(e) if e.exit == Exit::Auth => return Ok(()),
         Err(e) => return Err(e),
     };
+    // This version on the channel already: the server's dry run decides whether it is the same
+    // release (answered as it is, whatever the counters) or another one (refused).
+    if items(&listed, "releases")
+        .iter()
+        .any(|r| r["version"].as_str() == Some(m.version.as_str()))
+    {
+        return Ok(());
+    }
     let highest = items(&listed, "releases")
         .iter()
         .filter_map(|r| {
@@ -227,6 +248,41 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
         .chain([format!("{:<17}{}", "signed_by", join(&r["signed_by"]))])
         .collect::<Vec<_>>()
         .join("\n")
+    });
+    Ok(())
+}
+
+/// Publishes a release on another channel of its product (the server checks it as an upload).
+pub fn promote(
+    api: &Api,
+    id: &str,
+    channel: &str,
+    allow_lower_counter: bool,
+    o: Output,
+) -> CliResult<()> {
+    let mut body = serde_json::json!({ "channel": channel });
+    if allow_lower_counter {
+        body["allow_lower_counter"] = Value::Bool(true);
+    }
+    let r = api.post(&format!("/api/v1/releases/{id}/promote"), &body)?;
+    o.emit(&r, || {
+        if r["existing"] == true {
+            format!(
+                "{} {} is on channel {} already as {} (nothing changed)",
+                text(&r, "product"),
+                text(&r, "version"),
+                text(&r, "channel"),
+                text(&r, "id")
+            )
+        } else {
+            format!(
+                "promoted {} {} ({id}) to channel {} as {}",
+                text(&r, "product"),
+                text(&r, "version"),
+                text(&r, "channel"),
+                text(&r, "id")
+            )
+        }
     });
     Ok(())
 }

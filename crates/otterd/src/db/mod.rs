@@ -168,6 +168,13 @@ pub trait Database: Send + Sync + 'static {
     async fn release_exists(&self, product_id: i64, channel: &str, version: &str)
         -> DbResult<bool>;
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow>;
+    /// The release of a product's channel with this version, if there is one.
+    async fn find_release(
+        &self,
+        product_id: i64,
+        channel: &str,
+        version: &str,
+    ) -> DbResult<Option<ReleaseRow>>;
     async fn list_releases(&self, f: &ReleaseFilter) -> DbResult<Vec<ReleaseRow>>;
     /// Releases of a channel that a device with this counter could take, unexpired at `now`.
     async fn release_candidates(

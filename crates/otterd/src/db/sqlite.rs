@@ -359,6 +359,26 @@ impl Database for Sqlite {
         one(row, release)
     }
 
+    async fn find_release(
+        &self,
+        product_id: i64,
+        channel: &str,
+        version: &str,
+    ) -> DbResult<Option<ReleaseRow>> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id \
+             WHERE r.product_id = ? AND r.channel = ? AND r.version = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(product_id)
+            .bind(channel)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| release(&r).map_err(map_err)).transpose()
+    }
+
     async fn list_releases(&self, f: &ReleaseFilter) -> DbResult<Vec<ReleaseRow>> {
         let sql = format!(
             "SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id \

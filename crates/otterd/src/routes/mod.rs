@@ -7,6 +7,7 @@ pub mod devices;
 pub mod download;
 pub mod enrolment;
 pub mod products;
+pub mod promote;
 pub mod releases;
 pub mod system;
 pub mod tokens;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/releases", get(releases::list))
         .route("/releases/{id}", get(releases::show))
+        .route("/releases/{id}/promote", post(promote::promote))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/devices", get(devices::list))

@@ -4,6 +4,8 @@
 //! byte is stored; then the image streams into `staging/` while it is hashed and counted; then
 //! size, hash, image structure and chip; only then the blob moves to its content address and the
 //! release row is inserted. A refusal at any step deletes what was staged and stores nothing.
+//! The same signed release again on its channel is answered with the release that is there
+//! (`existing`), after its image was read and matched; nothing is stored (routes::promote).
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::devices::check_channel;
+use super::promote::{identical, Published};
 use super::views::Release;
 use crate::auth::{new_id, Principal};
 use crate::blob::{StagedBlob, StagedObject};
@@ -39,7 +42,7 @@ pub struct PushQuery {
 }
 
 /// The answer to a dry run: the release would be accepted so far.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PushCheck {
     pub product: String,
     pub version: String,
@@ -48,6 +51,11 @@ pub struct PushCheck {
     pub signed_by: Vec<String>,
     /// Bytes of image the upload must carry after the head.
     pub image_size: u32,
+    /// `true`: this signed manifest is published on the channel already (`release`); the
+    /// upload would change nothing and answer that release with 200.
+    pub existing: bool,
+    /// The release already published, when `existing`.
+    pub release: Option<Release>,
 }
 
 type BodyStream = axum::body::BodyDataStream;
@@ -69,8 +77,9 @@ async fn fill(stream: &mut BodyStream, buf: &mut BytesMut, n: usize) -> ApiResul
     Ok(())
 }
 
-/// Checks the signed head against the product, before any image byte is accepted.
-async fn check_envelope(
+/// Checks the signed head against the product, before any image byte is accepted (and a stored
+/// envelope again when it is promoted: keys may have been removed, or it may have expired).
+pub(crate) async fn check_envelope(
     state: &AppState,
     product: &ProductRow,
     envelope: &Envelope,
@@ -114,7 +123,7 @@ async fn check_envelope(
 
 /// Refuses what no device can install, a counter below the channel's highest (unless
 /// `allow_lower`) and a creation time ahead of the server's clock (otter_core::publish).
-async fn check_publish_rules(
+pub(crate) async fn check_publish_rules(
     state: &AppState,
     product: &ProductRow,
     channel: &str,
@@ -145,11 +154,12 @@ async fn check_publish_rules(
     Ok(())
 }
 
-/// Streams the image into staging, hashing and counting; refuses too many or too few bytes.
+/// Streams the image into staging (or nowhere, for a release that exists already), hashing and
+/// counting; refuses too many or too few bytes.
 async fn stage_image(
     stream: &mut BodyStream,
     mut leftover: BytesMut,
-    staged: &mut StagedBlob,
+    mut staged: Option<&mut StagedBlob>,
     expected_size: u64,
 ) -> ApiResult<[u8; 32]> {
     let mut hasher = Sha256::new();
@@ -175,10 +185,12 @@ async fn stage_image(
             )));
         }
         hasher.update(&chunk);
-        staged
-            .write(chunk.chunk())
-            .await
-            .map_err(ApiError::internal)?;
+        if let Some(staged) = staged.as_deref_mut() {
+            staged
+                .write(chunk.chunk())
+                .await
+                .map_err(ApiError::internal)?;
+        }
     }
     if received < expected_size {
         return Err(ApiError::bad_release(format!(
@@ -210,7 +222,9 @@ fn check_image(bytes: &[u8], product: &ProductRow) -> ApiResult<(Option<String>,
         ("dry_run" = Option<bool>, Query, description = "send only the bundle head; check it and stop"),
         ("allow_lower_counter" = Option<bool>, Query, description = "publish although the security counter is lower than the channel's highest")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a release.otter bundle"),
-    responses((status = 201, body = Release), (status = 200, body = PushCheck, description = "dry run: the head would be accepted"), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Published, description = "published (`existing`: false)"),
+        (status = 200, body = Published, description = "this signed manifest and image are on the channel already: nothing changed, `existing`: true (a dry run answers a PushCheck)"),
+        (status = 409, body = crate::error::ErrorBody, description = "another release of this version is on the channel"), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn push_release(
     State(state): State<AppState>,
     who: Principal,
@@ -244,6 +258,43 @@ pub async fn push_release(
     let head = BundleHead::decode(&buf).map_err(|e| ApiError::bad_release(e.to_string()))?;
     let signed_by = check_envelope(&state, &product, &head.envelope).await?;
     let manifest = head.envelope.manifest().clone();
+    // The same signed manifest on this channel already: pushing it again changes nothing and is
+    // no error (a CI job that runs twice). The image is still read and must match.
+    let on_channel = state
+        .db
+        .find_release(product.id, &channel, &manifest.version)
+        .await?;
+    if let Some(existing) = on_channel.as_ref().filter(|r| identical(r, &head.envelope)) {
+        if q.dry_run.unwrap_or(false) {
+            let check = PushCheck {
+                product: product.name.clone(),
+                version: manifest.version.clone(),
+                channel,
+                signed_by,
+                image_size: manifest.image_size,
+                existing: true,
+                release: Some(Release::from(existing)),
+            };
+            return Ok((StatusCode::OK, Json(check)).into_response());
+        }
+        if manifest.image_size as u64 > limit {
+            return Err(ApiError::too_large(format!(
+                "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
+                manifest.image_size
+            )));
+        }
+        buf.advance(head.head_len);
+        let digest = stage_image(&mut stream, buf, None, manifest.image_size as u64).await?;
+        if digest != manifest.image_sha256 {
+            return Err(ApiError::bad_release(format!(
+                "the image's SHA-256 is {}, but the manifest signs {}",
+                hex::encode(digest),
+                manifest.image_sha256_hex()
+            )));
+        }
+        tracing::info!(release = %existing.id, product = %existing.product, version = %existing.version, channel = %existing.channel, by = ?who.name, "release pushed again: published already");
+        return Ok((StatusCode::OK, Json(Published::new(existing, true))).into_response());
+    }
     check_publish_rules(
         &state,
         &product,
@@ -258,15 +309,8 @@ pub async fn push_release(
             manifest.image_size
         )));
     }
-    if state
-        .db
-        .release_exists(product.id, &channel, &manifest.version)
-        .await?
-    {
-        return Err(ApiError::conflict(format!(
-            "{} {} is published on channel {channel:?} already",
-            product.name, manifest.version
-        )));
+    if let Some(other) = &on_channel {
+        return Err(super::promote::conflict(other, &manifest));
     }
     if q.dry_run.unwrap_or(false) {
         let check = PushCheck {
@@ -275,6 +319,8 @@ pub async fn push_release(
             channel,
             signed_by,
             image_size: manifest.image_size,
+            existing: false,
+            release: None,
         };
         return Ok((StatusCode::OK, Json(check)).into_response());
     }
@@ -283,7 +329,13 @@ pub async fn push_release(
     buf.advance(head.head_len);
 
     let mut staged = state.blobs.stage();
-    let digest = match stage_image(&mut stream, buf, &mut staged, manifest.image_size as u64).await
+    let digest = match stage_image(
+        &mut stream,
+        buf,
+        Some(&mut staged),
+        manifest.image_size as u64,
+    )
+    .await
     {
         Ok(d) => d,
         Err(e) => {
@@ -345,14 +397,15 @@ pub async fn push_release(
     };
     // The blob is in place; the release becomes visible with this one insert. A crash before
     // it leaves an unreferenced blob that no route serves.
-    state.db.insert_release(&row).await.map_err(|e| match e {
-        DbError::Conflict(_) => ApiError::conflict(format!(
-            "{} {} is published on channel {channel:?} already",
-            product.name, manifest.version
-        )),
-        e => e.into(),
-    })?;
+    match state.db.insert_release(&row).await {
+        Ok(()) => {}
+        // The same push ran alongside this one and won: its answer is this one's too.
+        Err(DbError::Conflict(_)) => {
+            return super::promote::lost_race(&state, &row, &head.envelope).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
     metrics::counter!("otter_releases_published_total").increment(1);
     tracing::info!(release = %row.id, product = %row.product, version = %row.version, channel = %row.channel, by = ?who.name, "release published");
-    Ok((StatusCode::CREATED, Json(Release::from(&row))).into_response())
+    Ok((StatusCode::CREATED, Json(Published::new(&row, false))).into_response())
 }

@@ -67,6 +67,7 @@ async fn management_routes_refuse_missing_bad_and_device_credentials() {
         (Method::DELETE, "/api/v1/products/thermo/allowlist/aa:bb"),
         (Method::POST, "/api/v1/products/thermo/allow-reenroll"),
         (Method::GET, "/api/v1/devices/dev_x/history"),
+        (Method::POST, "/api/v1/releases/rel_x/promote"),
     ];
     for (m, path) in routes {
         for token in [

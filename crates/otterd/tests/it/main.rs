@@ -12,4 +12,5 @@ mod hygiene;
 mod limits;
 mod openapi;
 mod process;
+mod promote;
 mod upload;

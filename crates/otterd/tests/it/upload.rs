@@ -46,13 +46,20 @@ async fn push_then_list() {
     assert_eq!(v["chip"], "esp32c3");
     assert_eq!(v["signed_by"][0], key.public_key().key_id().to_string());
     assert_eq!(srv.blob_files(), (1, 0));
-    // Same version on another channel shares the blob; same channel again is a conflict.
+    // Same version on another channel shares the blob; another image of that version on the
+    // same channel is a conflict.
     let b = bundle(&key, "thermo", Chip::Esp32C3, "1.2.0");
     assert_eq!(
         srv.push("thermo", "stable", &srv.admin, b.clone()).await.0,
         201
     );
-    let (s, v) = srv.push("thermo", "stable", &srv.admin, b).await;
+    let img = image(Chip::Esp32C3, "1.2.0", 42);
+    let other = bundle_of(
+        &key,
+        &manifest_for("thermo", Chip::Esp32C3, "1.2.0", &img),
+        img,
+    );
+    let (s, v) = srv.push("thermo", "stable", &srv.admin, other).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(srv.blob_files(), (1, 0));
     let (_, v) = srv
@@ -268,4 +275,89 @@ async fn a_dry_run_checks_the_head_and_stores_nothing() {
         )
         .await;
     refused(&srv, result, 422, "key").await;
+}
+
+/// A CI job that runs twice: the same signed release pushed again to its channel answers the
+/// release that is there (200, `existing`), dry run included, and stores nothing new; any other
+/// release of that version is refused as before.
+#[tokio::test]
+async fn pushing_the_same_signed_release_again_answers_the_existing_one() {
+    let srv = spawn().await;
+    let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
+    let img = image(Chip::Esp32C3, "1.0.0", 1);
+    let m = manifest_for("thermo", Chip::Esp32C3, "1.0.0", &img);
+    let b = bundle_of(&key, &m, img.clone());
+    let (s, first) = srv.push("thermo", "beta", &srv.admin, b.clone()).await;
+    assert_eq!(
+        (s, &first["existing"]),
+        (201, &serde_json::json!(false)),
+        "{first}"
+    );
+
+    let (s, again) = srv.push("thermo", "beta", &srv.admin, b.clone()).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["existing"], true);
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["published_at"], first["published_at"]);
+    // The dry run says so before the image is sent.
+    let env_len = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+    let (s, v) = into_json(
+        srv.req(
+            Method::POST,
+            "/api/v1/products/thermo/releases?channel=beta&dry_run=true",
+            Some(&srv.admin),
+        )
+        .body(b[..12 + env_len].to_vec())
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["existing"], &v["release"]["id"]),
+        (200, &serde_json::json!(true), &first["id"]),
+        "{v}"
+    );
+    // The image must still match the manifest.
+    let mut tampered = b.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let (s, v) = srv.push("thermo", "beta", &srv.admin, tampered).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(srv.release_count().await, 1);
+    assert_eq!(srv.blob_files(), (1, 0));
+
+    // The same image under another signed manifest, and another image: refused, naming the
+    // release that is there.
+    let mut m3 = m.clone();
+    m3.created_at -= 1;
+    for other in [
+        bundle_of(&key, &m3, img.clone()),
+        bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
+    ] {
+        let (s, v) = srv.push("thermo", "beta", &srv.admin, other).await;
+        assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains(first["id"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+    assert_eq!(srv.release_count().await, 1);
+
+    // A higher counter published since does not turn the repeat into a downgrade.
+    let img2 = image(Chip::Esp32C3, "2.0.0", 2);
+    let mut m2 = manifest_for("thermo", Chip::Esp32C3, "2.0.0", &img2);
+    m2.security_counter = 3;
+    assert_eq!(
+        srv.push("thermo", "beta", &srv.admin, bundle_of(&key, &m2, img2))
+            .await
+            .0,
+        201
+    );
+    let (s, v) = srv.push("thermo", "beta", &srv.admin, b.clone()).await;
+    assert_eq!((s, &v["existing"]), (200, &serde_json::json!(true)), "{v}");
+
+    assert_eq!(srv.release_count().await, 2);
 }
