@@ -53,17 +53,25 @@ pub struct Promotion {
     pub allow_lower_counter: bool,
 }
 
-/// Whether a stored release carries the same signed manifest as `envelope` (signatures may
-/// differ: the same manifest signed by another set of keys is the same release).
+/// Whether a stored release is the same release as `envelope`'s manifest: every signed field
+/// equal but the creation time. A CI job that runs again for the same tag signs the same image
+/// again, which changes only `created_at` (and the signatures); that is no new release, and the
+/// stored one, as first signed, stays what devices get.
 pub fn identical(r: &ReleaseRow, envelope: &Envelope) -> bool {
-    Envelope::decode(&r.envelope).is_ok_and(|e| e.manifest_bytes() == envelope.manifest_bytes())
+    let theirs = envelope.manifest();
+    Envelope::decode(&r.envelope).is_ok_and(|stored| {
+        Manifest {
+            created_at: theirs.created_at,
+            ..stored.manifest().clone()
+        } == *theirs
+    })
 }
 
 /// The refusal of a release whose version is on the channel already with another manifest.
 pub fn conflict(existing: &ReleaseRow, m: &Manifest) -> ApiError {
     let why = if existing.sha256 == m.image_sha256_hex() {
-        "with the same image but another signed manifest (signed again since?); push the \
-         release.otter that was published, or give the release a new version"
+        "with the same image but another signed manifest (another security counter or expiry); \
+         give the release a new version"
     } else {
         "with another image; give this release a new version"
     };

@@ -326,10 +326,27 @@ async fn pushing_the_same_signed_release_again_answers_the_existing_one() {
     assert_eq!(srv.release_count().await, 1);
     assert_eq!(srv.blob_files(), (1, 0));
 
-    // The same image under another signed manifest, and another image: refused, naming the
-    // release that is there.
+    // The same image signed again (a CI re-run: only the creation time differs) is the same
+    // release: nothing changes, the stored manifest stays as first signed.
+    let mut resigned = m.clone();
+    resigned.created_at -= 1;
+    let (s, v) = srv
+        .push(
+            "thermo",
+            "beta",
+            &srv.admin,
+            bundle_of(&key, &resigned, img.clone()),
+        )
+        .await;
+    assert_eq!((s, v["existing"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(v["id"], first["id"], "{v}");
+    assert_eq!(v["created_at"], first["created_at"], "{v}");
+    assert_eq!(srv.release_count().await, 1);
+
+    // The same image under another signed manifest (another counter), and another image:
+    // refused, naming the release that is there.
     let mut m3 = m.clone();
-    m3.created_at -= 1;
+    m3.security_counter += 1;
     for other in [
         bundle_of(&key, &m3, img.clone()),
         bundle(&key, "thermo", Chip::Esp32C3, "1.0.0"),
