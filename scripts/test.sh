@@ -11,6 +11,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== Scripts: setup.sh installs Python tools into the repository's venv only"
 bash scripts/tests/setup_uses_venv.sh
+bash scripts/tests/versions_agree.sh
 
 echo "== Rust: build the binaries the end-to-end tests drive"
 cargo build --locked --bins
