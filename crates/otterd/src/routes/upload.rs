@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use otter_core::keys::PublicKey;
-use otter_core::manifest::{BundleHead, Envelope, BUNDLE_HEAD_LEN, MAX_ENVELOPE_LEN};
+use otter_core::manifest::{BundleHead, Envelope, Manifest, BUNDLE_HEAD_LEN, MAX_ENVELOPE_LEN};
 use otter_core::Chip;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -277,12 +277,7 @@ pub async fn push_release(
             };
             return Ok((StatusCode::OK, Json(check)).into_response());
         }
-        if manifest.image_size as u64 > limit {
-            return Err(ApiError::too_large(format!(
-                "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
-                manifest.image_size
-            )));
-        }
+        check_size(&manifest, limit)?;
         buf.advance(head.head_len);
         let digest = stage_image(&mut stream, buf, None, manifest.image_size as u64).await?;
         if digest != manifest.image_sha256 {
@@ -303,12 +298,7 @@ pub async fn push_release(
         q.allow_lower_counter.unwrap_or(false),
     )
     .await?;
-    if manifest.image_size as u64 > limit {
-        return Err(ApiError::too_large(format!(
-            "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
-            manifest.image_size
-        )));
-    }
+    check_size(&manifest, limit)?;
     if let Some(other) = &on_channel {
         return Err(super::promote::conflict(other, &manifest));
     }
@@ -408,4 +398,15 @@ pub async fn push_release(
     metrics::counter!("otter_releases_published_total").increment(1);
     tracing::info!(release = %row.id, product = %row.product, version = %row.version, channel = %row.channel, by = ?who.name, "release published");
     Ok((StatusCode::CREATED, Json(Published::new(&row, false))).into_response())
+}
+
+/// Refuses an image larger than `max_upload_bytes` before a byte of it is read.
+fn check_size(manifest: &Manifest, limit: u64) -> ApiResult<()> {
+    if manifest.image_size as u64 > limit {
+        return Err(ApiError::too_large(format!(
+            "the image has {} bytes; this server accepts at most {limit} (max_upload_bytes)",
+            manifest.image_size
+        )));
+    }
+    Ok(())
 }
