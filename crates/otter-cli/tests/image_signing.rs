@@ -212,3 +212,62 @@ fn sign_esp8266_signed_appends_signature_and_its_length() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!d.join("no.bin").exists());
 }
+
+/// A team that already has a Secure Boot V2 P-256 key from espsecure (SEC1 PEM) can sign Otter
+/// release bundles with it too, and `otter verify` accepts them under espsecure's public key.
+#[test]
+fn an_espsecure_p256_key_signs_release_bundles() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let es = |args: &[&str]| {
+        let out = Process::new(espsecure())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .expect("espsecure is needed for this test (bash scripts/setup.sh installs it)");
+        assert!(out.status.success(), "espsecure {args:?}");
+    };
+    es(&[
+        "generate-signing-key",
+        "--version",
+        "2",
+        "--scheme",
+        "ecdsa256",
+        "team.pem",
+    ]);
+    es(&[
+        "extract-public-key",
+        "--version",
+        "2",
+        "--keyfile",
+        "team.pem",
+        "team.pub.pem",
+    ]);
+    ok(
+        d,
+        &[
+            "dev",
+            "synth-image",
+            "--chip",
+            "esp32s3",
+            "--version",
+            "2.0.0",
+            "--out",
+            "app.bin",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "sign",
+            "app.bin",
+            "--product",
+            "lamp",
+            "--key",
+            "team.pem",
+            "--out",
+            "r.otter",
+        ],
+    );
+    ok(d, &["verify", "r.otter", "--pub", "team.pub.pem"]);
+}
