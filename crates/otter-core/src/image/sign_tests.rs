@@ -282,3 +282,26 @@ print("OK", len(body))
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// The Arduino core's `signing.py` signs with `openssl dgst -sha256 -sign private.key` (PKCS#1
+/// v1.5 is deterministic), so with the same key our signature must be that one, byte for byte.
+#[test]
+fn esp8266_signature_is_byte_for_byte_what_openssl_dgst_sign_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let key = rsa_key(2048);
+    std::fs::write(p("private.key"), key.to_pem()).unwrap();
+    let image = esp8266_image();
+    std::fs::write(p("app.bin"), &image).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", &p("private.key"), &p("app.bin")])
+        .output()
+        .expect("openssl is needed for this interop test (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signed = sign_esp8266(&image, &key).unwrap();
+    assert_eq!(&signed[image.len()..signed.len() - 4], &out.stdout[..]);
+}
