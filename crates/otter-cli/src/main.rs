@@ -88,16 +88,20 @@ enum Command {
         /// The firmware image (.bin).
         image: PathBuf,
         /// The product the release is for (release.otter bundles).
-        #[arg(long, required_unless_present_any = ["secure_boot_v2", "esp8266_signed"], conflicts_with_all = ["secure_boot_v2", "esp8266_signed"])]
+        #[arg(long, required_unless_present_any = ["secure_boot_v2", "esp8266_signed", "esp32_arduino_signed"], conflicts_with_all = ["secure_boot_v2", "esp8266_signed", "esp32_arduino_signed"])]
         product: Option<String>,
         /// Append an ESP-IDF Secure Boot V2 signature sector instead (one block per --key:
         /// RSA-3072 or P-256, at most 3); writes the signed image to --out.
-        #[arg(long, conflicts_with = "esp8266_signed")]
+        #[arg(long, conflicts_with_all = ["esp8266_signed", "esp32_arduino_signed"])]
         secure_boot_v2: bool,
         /// Write the ESP8266 Arduino signed format instead (image, RSA PKCS#1 v1.5 SHA-256
         /// signature, its length as u32 LE; one RSA --key) to --out.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "esp32_arduino_signed")]
         esp8266_signed: bool,
+        /// Write the arduino-esp32 (3.3, `UPDATE_SIGN`) signed format instead (image, then 512
+        /// bytes: RSA-PSS or ECDSA P-256 DER signature and zeros; one --key) to --out.
+        #[arg(long)]
+        esp32_arduino_signed: bool,
         #[command(flatten)]
         manifest: ManifestArgs,
         /// Where to write the bundle (default release.otter) or the signed image (required).
@@ -412,19 +416,22 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
             product,
             secure_boot_v2,
             esp8266_signed,
+            esp32_arduino_signed,
             manifest,
             out,
             force,
         } => match (product, secure_boot_v2, esp8266_signed) {
-            (Some(product), false, false) => {
+            (Some(product), false, false) if !esp32_arduino_signed => {
                 let out = out.unwrap_or_else(|| PathBuf::from("release.otter"));
                 signing::sign(&image, &product, &manifest, &out, force, o)
             }
-            (_, sbv2, _) => {
+            (_, sbv2, esp8266) => {
                 let format = if sbv2 {
                     image_signing::Format::SecureBootV2
-                } else {
+                } else if esp8266 {
                     image_signing::Format::Esp8266
+                } else {
+                    image_signing::Format::Esp32Arduino
                 };
                 image_signing::sign_image(&image, format, &manifest, out.as_deref(), force, o)
             }

@@ -271,3 +271,56 @@ fn an_espsecure_p256_key_signs_release_bundles() {
     );
     ok(d, &["verify", "r.otter", "--pub", "team.pub.pem"]);
 }
+
+#[test]
+fn sign_esp32_arduino_signed_appends_a_512_byte_signature_area() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "dev",
+            "synth-image",
+            "--chip",
+            "esp32",
+            "--version",
+            "1.0.0",
+            "--out",
+            "app.bin",
+        ],
+    );
+    ok(d, &["keygen", "--type", "rsa2048", "--out", "r2.key"]);
+    ok(
+        d,
+        &[
+            "sign",
+            "app.bin",
+            "--esp32-arduino-signed",
+            "--key",
+            "r2.key",
+            "--out",
+            "signed.bin",
+        ],
+    );
+    let image = std::fs::read(d.join("app.bin")).unwrap();
+    let signed = std::fs::read(d.join("signed.bin")).unwrap();
+    assert_eq!(signed.len(), image.len() + 512);
+    assert_eq!(&signed[..image.len()], &image[..]);
+    assert!(signed[image.len() + 256..].iter().all(|b| *b == 0));
+    // Only one format at a time.
+    let out = otter(
+        d,
+        &[
+            "sign",
+            "app.bin",
+            "--esp32-arduino-signed",
+            "--esp8266-signed",
+            "--key",
+            "r2.key",
+            "--out",
+            "x.bin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!d.join("x.bin").exists());
+}

@@ -1,10 +1,10 @@
-//! `otter sign --secure-boot-v2` and `otter sign --esp8266-signed`: signed images that the
+//! `otter sign --secure-boot-v2`, `--esp8266-signed` and `--esp32-arduino-signed`: signed images that the
 //! device checks itself (ESP-IDF's Secure Boot V2 / signed-app verification, the ESP8266 Arduino
-//! core's `Updater`), made where the key lives. The formats are in docs/image-formats.md.
+//! core's `Updater`, arduino-esp32's `Update` with `UPDATE_SIGN`), made where the key lives. The formats are in docs/image-formats.md.
 
 use std::path::Path;
 
-use otter_core::image::sign::{sign_esp8266, sign_secure_boot_v2};
+use otter_core::image::sign::{sign_esp32_arduino, sign_esp8266, sign_secure_boot_v2};
 use serde_json::json;
 
 use super::keys::read_image_key;
@@ -19,6 +19,8 @@ pub enum Format {
     SecureBootV2,
     /// The ESP8266 Arduino signed format.
     Esp8266,
+    /// The arduino-esp32 (3.3) signed format.
+    Esp32Arduino,
 }
 
 pub fn sign_image(
@@ -32,6 +34,7 @@ pub fn sign_image(
     let flag = match format {
         Format::SecureBootV2 => "--secure-boot-v2",
         Format::Esp8266 => "--esp8266-signed",
+        Format::Esp32Arduino => "--esp32-arduino-signed",
     };
     let out = out.ok_or_else(|| {
         CliError::usage(format!(
@@ -59,33 +62,33 @@ pub fn sign_image(
         .iter()
         .map(|p| read_image_key(p, o))
         .collect::<CliResult<Vec<_>>>()?;
-    let signed =
-        match format {
-            Format::SecureBootV2 => {
-                let refs: Vec<_> = keys.iter().collect();
-                sign_secure_boot_v2(&image, &refs)
-            }
-            Format::Esp8266 => match keys.as_slice() {
-                [key] => sign_esp8266(&image, key),
-                _ => return Err(CliError::usage(
-                    "--esp8266-signed takes exactly one --key (the device holds one public key)",
-                )),
-            },
+    let signed = match (format, keys.as_slice()) {
+        (Format::SecureBootV2, _) => {
+            let refs: Vec<_> = keys.iter().collect();
+            sign_secure_boot_v2(&image, &refs)
         }
-        .map_err(|e| CliError::usage(format!("{}: {e}", image_path.display())))?;
+        (Format::Esp8266, [key]) => sign_esp8266(&image, key),
+        (Format::Esp32Arduino, [key]) => sign_esp32_arduino(&image, key),
+        _ => {
+            return Err(CliError::usage(format!(
+                "{flag} takes exactly one --key (the device holds one public key)"
+            )))
+        }
+    }
+    .map_err(|e| CliError::usage(format!("{}: {e}", image_path.display())))?;
     std::fs::write(out, &signed).map_err(|e| CliError::io(out, "write", e))?;
     let described: Vec<String> = keys.iter().map(|k| k.describe()).collect();
     let digests: Vec<Option<String>> = keys
         .iter()
         .map(|k| match format {
             Format::SecureBootV2 => k.sbv2_key_digest().map(hex::encode),
-            Format::Esp8266 => None,
+            Format::Esp8266 | Format::Esp32Arduino => None,
         })
         .collect();
     o.emit(
         &json!({
             "signed_image": out,
-            "format": match format { Format::SecureBootV2 => "secure-boot-v2", Format::Esp8266 => "esp8266-signed" },
+            "format": flag.trim_start_matches("--"),
             "size": signed.len(),
             "unsigned_size": image.len(),
             "keys": described,

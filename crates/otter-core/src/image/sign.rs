@@ -3,7 +3,9 @@
 //! - the ESP-IDF Secure Boot V2 signature sector (RSA-3072-PSS or ECDSA P-256 blocks) appended
 //!   after the image padded to 4 KiB, as `espsecure sign-data --version 2` writes it;
 //! - the ESP8266 Arduino signed format: the binary, an RSA PKCS#1 v1.5 SHA-256 signature of it,
-//!   and the signature's length as a little-endian u32, as the core's `signing.py` writes it.
+//!   and the signature's length as a little-endian u32, as the core's `signing.py` writes it;
+//! - the arduino-esp32 (3.3) signed format: the image, then a 512-byte area with an RSA-PSS or
+//!   ECDSA P-256 signature and zeros, as the core's `bin_signing.py` writes it.
 //!
 //! The layouts are described byte by byte in `docs/image-formats.md`. No I/O here; randomness
 //! (ECDSA nonces come from RFC 6979, PSS salts from the OS) only.
@@ -320,6 +322,54 @@ pub fn sign_esp8266(file: &[u8], key: &ImageKey) -> Result<Vec<u8>, ImageSignErr
     out.extend_from_slice(file);
     out.extend_from_slice(&sig);
     out.extend_from_slice(&len.to_le_bytes());
+    Ok(out)
+}
+
+/// The signature area of the arduino-esp32 signed format: the signature, then zeros.
+pub const ESP32_ARDUINO_SIGNATURE_AREA: usize = 512;
+
+/// Signs an ESP-IDF (ESP32-family) Arduino image in arduino-esp32's signed format (`Update` with
+/// `UPDATE_SIGN`, from core 3.3): the image unchanged, then a 512-byte area holding the signature
+/// over the image's SHA-256 followed by zeros; no length field. RSA keys sign with RSASSA-PSS,
+/// MGF1-SHA-256, salt length = modulus bytes - 32 - 2 (the largest, as the core's
+/// `bin_signing.py` and its mbedTLS verifier use); P-256 keys with ECDSA, DER-encoded.
+pub fn sign_esp32_arduino(file: &[u8], key: &ImageKey) -> Result<Vec<u8>, ImageSignError> {
+    let info = parse(file)
+        .map_err(|e| ImageSignError::WrongImage(format!("not a valid firmware image: {e}")))?;
+    if info.format != ImageFormat::EspIdf {
+        return Err(ImageSignError::WrongImage(
+            "this is an ESP8266 image; --esp32-arduino-signed is for ESP32-family images (use --esp8266-signed)".into(),
+        ));
+    }
+    let digest = Sha256::digest(file);
+    let sig = match key {
+        ImageKey::Rsa(k) => {
+            let salt = k.size() - 32 - 2;
+            k.sign_with_rng(
+                &mut rand_core::OsRng,
+                Pss::new_with_salt::<Sha256>(salt),
+                &digest,
+            )
+            .map_err(|e| ImageSignError::WrongKey(format!("RSA-PSS signing failed: {e}")))?
+        }
+        ImageKey::P256(k) => {
+            let sig: p256::ecdsa::Signature = k
+                .sign_prehash(&digest)
+                .map_err(|e| ImageSignError::WrongKey(format!("ECDSA signing failed: {e}")))?;
+            sig.to_der().as_bytes().to_vec()
+        }
+    };
+    if sig.len() > ESP32_ARDUINO_SIGNATURE_AREA {
+        return Err(ImageSignError::WrongKey(format!(
+            "a {} signature has {} bytes; the format holds at most {ESP32_ARDUINO_SIGNATURE_AREA} (RSA up to 4096 bits)",
+            key.describe(),
+            sig.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(file.len() + ESP32_ARDUINO_SIGNATURE_AREA);
+    out.extend_from_slice(file);
+    out.extend_from_slice(&sig);
+    out.resize(file.len() + ESP32_ARDUINO_SIGNATURE_AREA, 0);
     Ok(out)
 }
 

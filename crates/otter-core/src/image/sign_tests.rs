@@ -305,3 +305,79 @@ fn esp8266_signature_is_byte_for_byte_what_openssl_dgst_sign_makes() {
     let signed = sign_esp8266(&image, &key).unwrap();
     assert_eq!(&signed[image.len()..signed.len() - 4], &out.stdout[..]);
 }
+
+/// The arduino-esp32 signed layout, checked by a verifier written from the format (image, then a
+/// 512-byte area: RSA-PSS with the largest salt, or a DER ECDSA signature, then zeros) with
+/// Python's `cryptography`, as the core's `Updater` does it; and refused after one changed byte.
+#[test]
+fn python_verifier_accepts_the_esp32_arduino_signed_layout() {
+    const VERIFIER: &str = r#"
+import sys
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+data = open(sys.argv[2], "rb").read()
+pub = serialization.load_pem_public_key(open(sys.argv[1], "rb").read())
+body, area = data[:-512], data[-512:]
+if isinstance(pub, rsa.RSAPublicKey):
+    n = pub.key_size // 8
+    sig = area[:n]
+    assert area[n:] == bytes(512 - n), "padding is not zeros"
+    pub.verify(sig, body, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=n - 32 - 2), hashes.SHA256())
+else:
+    assert area[0] == 0x30
+    der_len = 2 + area[1]
+    sig = area[:der_len]
+    decode_dss_signature(sig)
+    assert area[der_len:] == bytes(512 - der_len), "padding is not zeros"
+    pub.verify(sig, body, ec.ECDSA(hashes.SHA256()))
+print("OK", len(body))
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(p("verify.py"), VERIFIER).unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let python = if python.exists() {
+        python.to_str().unwrap().to_owned()
+    } else {
+        "python3".to_owned()
+    };
+    let image = synth_for(Chip::Esp32S3);
+    for key in [
+        rsa_key(2048),
+        rsa_key(3072),
+        ImageKey::generate(KeyType::P256),
+    ] {
+        std::fs::write(p("key.pub.pem"), key.public_pem()).unwrap();
+        let signed = sign_esp32_arduino(&image, &key).unwrap();
+        assert_eq!(signed.len(), image.len() + 512);
+        std::fs::write(p("signed.bin"), &signed).unwrap();
+        let mut changed = signed.clone();
+        changed[0x40] ^= 1;
+        std::fs::write(p("changed.bin"), &changed).unwrap();
+        let verify = |file: &str| {
+            std::process::Command::new(&python)
+                .args([&p("verify.py"), &p("key.pub.pem"), &p(file)])
+                .output()
+                .expect("python with `cryptography` is needed (bash scripts/setup.sh)")
+        };
+        let ok = verify("signed.bin");
+        assert!(
+            ok.status.success(),
+            "{}: {}",
+            key.describe(),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ok.stdout).trim(),
+            format!("OK {}", image.len())
+        );
+        let bad = verify("changed.bin");
+        assert!(
+            !bad.status.success(),
+            "{}: a changed byte was accepted",
+            key.describe()
+        );
+    }
+    assert!(sign_esp32_arduino(&synth_for(Chip::Esp8266), &rsa_key(2048)).is_err());
+}
