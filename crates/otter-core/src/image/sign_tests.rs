@@ -131,14 +131,33 @@ fn keys_round_trip_through_pem() {
     );
 }
 
+/// The real firmware corpus: `OTTER_FIRMWARE_DIR` when set, else `../shared/firmware` beside the
+/// repository (CI has it).
+fn firmware(relative: &str) -> Option<Vec<u8>> {
+    let dir = std::env::var_os("OTTER_FIRMWARE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/firmware"));
+    let path = dir.join(relative);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            eprintln!(
+                "{} is absent: checked with a synthetic image instead (set OTTER_FIRMWARE_DIR)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 /// The real ESP8266 Arduino image from the firmware corpus when present, else a synthetic one.
 fn esp8266_image() -> Vec<u8> {
-    let real = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/firmware/p7-esp8266-arduino-esplinker/new.bin");
-    match std::fs::read(&real) {
-        Ok(bytes) => bytes,
-        Err(_) => synth_for(Chip::Esp8266),
-    }
+    firmware("p7-esp8266-arduino-esplinker/new.bin").unwrap_or_else(|| synth_for(Chip::Esp8266))
+}
+
+/// The real ESP-IDF hello_world (ESP32) when present, else a synthetic ESP32-C6 image.
+fn idf_image() -> Vec<u8> {
+    firmware("p1-esp32-idf-hello-world/new.bin").unwrap_or_else(|| synth_for(Chip::Esp32C6))
 }
 
 // ---------- independent checks ----------
@@ -149,7 +168,7 @@ fn esp8266_image() -> Vec<u8> {
 fn espsecure_verifies_our_sbv2_sectors_and_refuses_a_changed_byte() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let image = synth_for(Chip::Esp32C6);
+    let image = idf_image();
     for scheme in ["ecdsa256", "rsa3072"] {
         let key_path = p(&format!("{scheme}.pem"));
         run_ok(
@@ -342,7 +361,7 @@ print("OK", len(body))
     } else {
         "python3".to_owned()
     };
-    let image = synth_for(Chip::Esp32S3);
+    let image = idf_image();
     for key in [
         rsa_key(2048),
         rsa_key(3072),
