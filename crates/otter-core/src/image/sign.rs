@@ -315,7 +315,11 @@ pub fn sign_esp8266(file: &[u8], key: &ImageKey) -> Result<Vec<u8>, ImageSignErr
     }
     let digest = Sha256::digest(file);
     let sig = k
-        .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
+        .sign_with_rng(
+            &mut rand_core::OsRng,
+            Pkcs1v15Sign::new::<Sha256>(),
+            &digest,
+        )
         .map_err(|e| ImageSignError::WrongKey(format!("RSA signing failed: {e}")))?;
     let len = u32::try_from(sig.len()).expect("an RSA signature is short");
     let mut out = Vec::with_capacity(file.len() + sig.len() + 4);
