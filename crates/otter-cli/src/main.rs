@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use client::Api;
 use commands::signing::ManifestArgs;
-use commands::{dev, device, inspect, keys, product, release, signing, token};
+use commands::{dev, device, image_signing, inspect, keys, product, release, signing, token};
 use error::CliResult;
 use output::Output;
 
@@ -69,6 +69,10 @@ enum Command {
         /// Where to write the private key; the public key goes beside it as NAME.pub.pem.
         #[arg(long, default_value = "release.key")]
         out: PathBuf,
+        /// The key type: p256 (Otter release keys; Secure Boot V2 ECDSA), rsa3072 (Secure Boot V2
+        /// RSA-PSS) or rsa2048 (the ESP8266 Arduino signed format).
+        #[arg(long = "type", value_enum, default_value = "p256")]
+        key_type: keys::KeyKind,
         /// Overwrite existing key files.
         #[arg(long)]
         force: bool,
@@ -78,18 +82,31 @@ enum Command {
         /// A firmware .bin or a signed .otter file.
         file: PathBuf,
     },
-    /// Sign a firmware image into a release.otter bundle.
+    /// Sign a firmware image into a release.otter bundle, or (with --secure-boot-v2 or
+    /// --esp8266-signed) into a signed image the device itself checks.
     Sign {
         /// The firmware image (.bin).
         image: PathBuf,
-        /// The product the release is for.
+        /// The product the release is for (release.otter bundles).
+        #[arg(long, required_unless_present_any = ["secure_boot_v2", "esp8266_signed", "esp32_arduino_signed"], conflicts_with_all = ["secure_boot_v2", "esp8266_signed", "esp32_arduino_signed"])]
+        product: Option<String>,
+        /// Append an ESP-IDF Secure Boot V2 signature sector instead (one block per --key:
+        /// RSA-3072 or P-256, at most 3); writes the signed image to --out.
+        #[arg(long, conflicts_with_all = ["esp8266_signed", "esp32_arduino_signed"])]
+        secure_boot_v2: bool,
+        /// Write the ESP8266 Arduino signed format instead (image, RSA PKCS#1 v1.5 SHA-256
+        /// signature, its length as u32 LE; one RSA --key) to --out.
+        #[arg(long, conflicts_with = "esp32_arduino_signed")]
+        esp8266_signed: bool,
+        /// Write the arduino-esp32 (3.3, `UPDATE_SIGN`) signed format instead (image, then 512
+        /// bytes: RSA-PSS or ECDSA P-256 DER signature and zeros; one --key) to --out.
         #[arg(long)]
-        product: String,
+        esp32_arduino_signed: bool,
         #[command(flatten)]
         manifest: ManifestArgs,
-        /// Where to write the bundle.
-        #[arg(long, default_value = "release.otter")]
-        out: PathBuf,
+        /// Where to write the bundle (default release.otter) or the signed image (required).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Overwrite an existing bundle.
         #[arg(long)]
         force: bool,
@@ -388,15 +405,37 @@ enum DevCommand {
 
 fn run(cli: Cli, o: Output) -> CliResult<()> {
     match cli.command {
-        Command::Keygen { out, force } => keys::keygen(&out, force, o),
+        Command::Keygen {
+            out,
+            key_type,
+            force,
+        } => keys::keygen(&out, key_type, force, o),
         Command::Inspect { file } => inspect::inspect(&file, o),
         Command::Sign {
             image,
             product,
+            secure_boot_v2,
+            esp8266_signed,
+            esp32_arduino_signed,
             manifest,
             out,
             force,
-        } => signing::sign(&image, &product, &manifest, &out, force, o),
+        } => match (product, secure_boot_v2, esp8266_signed) {
+            (Some(product), false, false) if !esp32_arduino_signed => {
+                let out = out.unwrap_or_else(|| PathBuf::from("release.otter"));
+                signing::sign(&image, &product, &manifest, &out, force, o)
+            }
+            (_, sbv2, esp8266) => {
+                let format = if sbv2 {
+                    image_signing::Format::SecureBootV2
+                } else if esp8266 {
+                    image_signing::Format::Esp8266
+                } else {
+                    image_signing::Format::Esp32Arduino
+                };
+                image_signing::sign_image(&image, format, &manifest, out.as_deref(), force, o)
+            }
+        },
         Command::Verify {
             bundle,
             public_keys,

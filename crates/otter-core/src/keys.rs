@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 #[non_exhaustive]
 pub enum KeyError {
     /// The text is not a P-256 private key in PKCS#8 PEM.
-    #[error("not a P-256 private key in PKCS#8 PEM (\"-----BEGIN PRIVATE KEY-----\"); make one with `otter keygen` or `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`")]
+    #[error("not a P-256 private key in PKCS#8 PEM (\"-----BEGIN PRIVATE KEY-----\") or SEC1 PEM (\"-----BEGIN EC PRIVATE KEY-----\"); make one with `otter keygen` or `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`")]
     BadPrivateKey,
     /// The text is not a P-256 public key in SubjectPublicKeyInfo PEM.
     #[error("not a P-256 public key in PEM (\"-----BEGIN PUBLIC KEY-----\"); `otter keygen` writes one beside the private key, or use `openssl pkey -in release.key -pubout`")]
@@ -127,8 +127,15 @@ impl PrivateKey {
         PrivateKey(SigningKey::random(&mut rand_core::OsRng))
     }
 
-    /// Reads a PKCS#8 PEM private key.
+    /// Reads a PKCS#8 PEM private key, or a SEC1 one (`-----BEGIN EC PRIVATE KEY-----`, as
+    /// `espsecure generate-signing-key --version 2 --scheme ecdsa256` and `openssl ecparam
+    /// -genkey` write it, possibly after an `EC PARAMETERS` block).
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        if let Some(at) = pem.find("-----BEGIN EC PRIVATE KEY-----") {
+            return p256::SecretKey::from_sec1_pem(pem[at..].trim())
+                .map(|k| PrivateKey(k.into()))
+                .map_err(|_| KeyError::BadPrivateKey);
+        }
         SigningKey::from_pkcs8_pem(pem.trim())
             .map(PrivateKey)
             .map_err(|_| KeyError::BadPrivateKey)

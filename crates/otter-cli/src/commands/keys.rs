@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use otter_core::image::sign::{ImageKey, KeyType};
 use otter_core::keys::{PrivateKey, PublicKey};
 use serde_json::json;
 
@@ -18,8 +19,19 @@ pub fn public_key_path(private: &Path) -> PathBuf {
     private.with_file_name(format!("{stem}.pub.pem"))
 }
 
+/// `otter keygen --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// ECDSA P-256: Otter release keys and Secure Boot V2 ECDSA.
+    P256,
+    /// RSA-3072: Secure Boot V2 RSA-PSS.
+    Rsa3072,
+    /// RSA-2048: the ESP8266 Arduino signed format.
+    Rsa2048,
+}
+
 /// Writes a new key pair: the private key with mode 0600, the public key beside it.
-pub fn keygen(out: &Path, force: bool, o: Output) -> CliResult<()> {
+pub fn keygen(out: &Path, kind: KeyKind, force: bool, o: Output) -> CliResult<()> {
     let public_path = public_key_path(out);
     if !force {
         for p in [out, public_path.as_path()] {
@@ -30,6 +42,14 @@ pub fn keygen(out: &Path, force: bool, o: Output) -> CliResult<()> {
                 )));
             }
         }
+    }
+    let rsa = match kind {
+        KeyKind::P256 => None,
+        KeyKind::Rsa3072 => Some(KeyType::Rsa3072),
+        KeyKind::Rsa2048 => Some(KeyType::Rsa2048),
+    };
+    if let Some(rsa) = rsa {
+        return keygen_rsa(out, &public_path, rsa, o);
     }
     let key = PrivateKey::generate();
     write_private(out, key.to_pem().as_bytes())?;
@@ -47,6 +67,37 @@ pub fn keygen(out: &Path, force: bool, o: Output) -> CliResult<()> {
                 out.display(),
                 public_path.display(),
                 public_path.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+/// An RSA key pair for device-checked image signatures (`otter sign --secure-boot-v2` with
+/// RSA-3072, `--esp8266-signed` with RSA-2048); it is not an Otter release key.
+fn keygen_rsa(out: &Path, public_path: &Path, kind: KeyType, o: Output) -> CliResult<()> {
+    let key = ImageKey::generate(kind);
+    write_private(out, key.to_pem().as_bytes())?;
+    std::fs::write(public_path, key.public_pem())
+        .map_err(|e| CliError::io(public_path, "write", e))?;
+    let digest = key.sbv2_key_digest().map(hex::encode);
+    let (use_with, digest_line) = match &digest {
+        Some(d) => (
+            "otter sign IMAGE --secure-boot-v2 --key",
+            format!("\nSecure Boot V2 key digest (eFuse): {d}"),
+        ),
+        None => ("otter sign IMAGE --esp8266-signed --key", String::new()),
+    };
+    o.emit(
+        &json!({"private_key": out, "public_key": public_path, "type": key.describe(), "sbv2_key_digest": digest}),
+        || {
+            format!(
+                "private key: {} ({}, mode 0600; keep it secret)\npublic key:  {}{digest_line}\n\n\
+                 Sign images with: {use_with} {} --out signed.bin",
+                out.display(),
+                key.describe(),
+                public_path.display(),
+                out.display()
             )
         },
     );
@@ -75,6 +126,18 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> CliResult<()> {
 
 /// Reads a private key file, warning when others may read it.
 pub fn read_private(path: &Path, o: Output) -> CliResult<PrivateKey> {
+    let text = read_secret(path, o)?;
+    PrivateKey::from_pem(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+}
+
+/// Reads a key for device-checked image signatures (P-256 or RSA; `otter keygen` or `espsecure
+/// generate-signing-key` files), warning when others may read it.
+pub fn read_image_key(path: &Path, o: Output) -> CliResult<ImageKey> {
+    let text = read_secret(path, o)?;
+    ImageKey::from_pem(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+}
+
+fn read_secret(path: &Path, o: Output) -> CliResult<String> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, "read", e))?;
     #[cfg(unix)]
     {
@@ -91,7 +154,7 @@ pub fn read_private(path: &Path, o: Output) -> CliResult<PrivateKey> {
     }
     #[cfg(not(unix))]
     let _ = o;
-    PrivateKey::from_pem(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+    Ok(text)
 }
 
 /// Reads a public key file.

@@ -19,6 +19,7 @@ mod esp8266;
 mod idf;
 mod reader;
 mod sigblock;
+pub mod sign;
 pub mod synth;
 
 use crate::Chip;

@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256, Sha384};
 
 /// The size of a Secure Boot V2 signature sector.
 pub const SIGNATURE_SECTOR_LEN: usize = 4096;
-const BLOCK_LEN: usize = 1216;
-const BLOCKS_PER_SECTOR: usize = 3;
-const BLOCK_MAGIC: u8 = 0xE7;
-const CRC_OFFSET: usize = 1196;
+pub(super) const BLOCK_LEN: usize = 1216;
+pub(super) const BLOCKS_PER_SECTOR: usize = 3;
+pub(super) const BLOCK_MAGIC: u8 = 0xE7;
+pub(super) const CRC_OFFSET: usize = 1196;
 /// The SBv1 ECDSA signature: u32 version (0) and r||s.
 const V1_SIGNATURE_LEN: usize = 68;
 

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn synth_for(chip: Chip) -> Vec<u8> {
+pub(super) fn synth_for(chip: Chip) -> Vec<u8> {
     synth::build(&SynthApp {
         chip,
         version: "2.4.1-rc.1".into(),
@@ -324,7 +324,7 @@ proptest! {
 // ---------- independent checks with Espressif's tools (PyPI esptool, installed by setup.sh) ----------
 
 /// Runs an Espressif tool (`esptool`, `espsecure`), as a command or a Python module.
-fn espressif(tool: &str, args: &[&str]) -> std::process::Output {
+pub(super) fn espressif(tool: &str, args: &[&str]) -> std::process::Output {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../.venv/bin")
         .join(tool);
