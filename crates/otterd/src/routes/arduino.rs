@@ -21,11 +21,16 @@ use crate::arduino::{
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
+use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
 use crate::{now, AppState};
 
 /// The channel of an auto-registered device (an admin moves it with `otter device update`).
 const DEFAULT_CHANNEL: &str = "stable";
+
+/// Seconds a client refused for load is asked to wait (ESP8266 and ESP32 treat `429` as a failed
+/// update and try again at their next poll).
+const RETRY_AFTER_S: u64 = 5;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -284,6 +289,23 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
             .body(Body::empty())
             .map_err(ApiError::internal);
     }
+    // Counted with the agent's downloads (max_downloads, max_downloads_per_device) until the
+    // body is sent or the connection drops.
+    let slot = state.downloads.acquire(&device.id).map_err(|full| {
+        metrics::counter!("otter_downloads_refused_total").increment(1);
+        let message = match full {
+            Full::Server(n) => {
+                format!("the server is sending {n} images already (max_downloads); retry later")
+            }
+            Full::Device(n) => format!(
+                "this device has {n} downloads in progress already (max_downloads_per_device)"
+            ),
+        };
+        ApiError {
+            message,
+            ..ApiError::overloaded(RETRY_AFTER_S)
+        }
+    })?;
     let bytes = image_bytes(state, release).await?;
     // Digests over exactly the bytes served.
     let md5 = md5_hex(&bytes);
@@ -312,5 +334,11 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
         .await?;
     metrics::counter!("otter_download_bytes_total").increment(bytes.len() as u64);
     tracing::info!(device = %device.id, release = %release.id, version = %release.version, "update served to an arduino client");
-    builder.body(Body::from(bytes)).map_err(ApiError::internal)
+    let body = futures::stream::once(async move {
+        let _held = slot;
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))
+    });
+    builder
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
 }

@@ -600,3 +600,33 @@ async fn outcome_is_inferred_from_the_next_request() {
     let d = device_json(&srv, "thermo", "18:FE:AA:AA:AA:02").await;
     assert_eq!(d["history"][0]["state"], "success", "{d}");
 }
+
+#[tokio::test]
+async fn auto_registration_keeps_to_the_device_cap() {
+    let srv = spawn().await;
+    let (_, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let (s, v) = srv
+        .call(
+            Method::PATCH,
+            "/api/v1/products/thermo",
+            Some(&srv.admin),
+            Some(json!({"max_devices": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        get8266(&srv, "thermo", &Client::new(&secret)).await.status,
+        304
+    );
+    let other = Client {
+        mac: "18:FE:AA:AA:AA:02",
+        ..Client::new(&secret)
+    };
+    let a = get8266(&srv, "thermo", &other).await;
+    assert_eq!(a.status, 403, "{}", String::from_utf8_lossy(&a.body));
+    // The registered device is still served.
+    assert_eq!(
+        get8266(&srv, "thermo", &Client::new(&secret)).await.status,
+        304
+    );
+}
