@@ -135,6 +135,17 @@ pub struct Candidate {
     pub md5: String,
 }
 
+/// The version the client runs: the one it sends, else that of the release whose MD5 it reports.
+pub fn running_version(candidates: &[Candidate], report: &ClientReport) -> Option<String> {
+    report.version.clone().or_else(|| {
+        let md5 = report.sketch_md5.as_deref()?;
+        candidates
+            .iter()
+            .find(|c| c.md5 == md5)
+            .map(|c| c.release.version.clone())
+    })
+}
+
 /// The release to serve, or none. The rule of check-ins (`device_api::choose_release`) with
 /// what these clients can report: releases larger than the client's free space are left out
 /// (as check-ins leave out those larger than the partition); the newest of the rest (version
@@ -154,14 +165,7 @@ pub fn decide<'a>(candidates: &'a [Candidate], report: &ClientReport) -> Option<
                 .cmp(&Version::new(&b.release.version))
                 .then(a.release.published_at.cmp(&b.release.published_at))
         })?;
-    let running = report.version.clone().or_else(|| {
-        let md5 = report.sketch_md5.as_deref()?;
-        candidates
-            .iter()
-            .find(|c| c.md5 == md5)
-            .map(|c| c.release.version.clone())
-    });
-    match running {
+    match running_version(candidates, report) {
         Some(v) => (Version::new(&newest.release.version) > Version::new(&v)).then_some(newest),
         None => report.sketch_md5.is_some().then_some(newest),
     }

@@ -17,7 +17,8 @@ use md5::{Digest, Md5};
 
 use super::device_api::{check_allowlist, check_new_device_bounds};
 use crate::arduino::{
-    decide, infer_outcome, parse_headers, Candidate, ClientReport, Family, Mode, Outcome,
+    decide, infer_outcome, parse_headers, running_version, Candidate, ClientReport, Family, Mode,
+    Outcome,
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
@@ -244,13 +245,22 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
     let device = device_of(state, &product, &report.mac).await?;
     record_outcome(state, &device, &report).await?;
     let at = now();
+    // Arduino clients have no anti-rollback counter: every unexpired release of the channel.
+    let mut candidates = Vec::new();
+    for r in state
+        .db
+        .release_candidates(product.id, &device.channel, 0, at)
+        .await?
+    {
+        candidates.push(candidate(state, r).await?);
+    }
     state
         .db
         .record_checkin(
             &device.id,
             &CheckinReport {
                 chip: product.chip.clone(),
-                version: report.version.clone().unwrap_or_default(),
+                version: running_version(&candidates, &report).unwrap_or_default(),
                 security_counter: 0,
                 image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
                 partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
@@ -266,14 +276,6 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
     }
     if report.mode == Mode::Filesystem {
         return Ok(not_modified());
-    }
-    let mut candidates = Vec::new();
-    for r in state
-        .db
-        .release_candidates(product.id, &device.channel, 0, at)
-        .await?
-    {
-        candidates.push(candidate(state, r).await?);
     }
     let Some(chosen) = decide(&candidates, &report) else {
         return Ok(not_modified());
