@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use super::device_api::{check_allowlist, check_new_device_bounds};
@@ -125,17 +125,26 @@ async fn device_of(state: &AppState, product: &ProductRow, mac: &str) -> ApiResu
     }
 }
 
-/// The image bytes of a release.
-async fn image_bytes(state: &AppState, release: &ReleaseRow) -> ApiResult<Vec<u8>> {
-    let chunks: Vec<bytes::Bytes> = state
+/// MD5 (hex) of a release's stored image, read as a stream; an image whose SHA-256 is not the
+/// release's (a damaged blob) is an error, so a wrong digest is never cached.
+async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> {
+    let mut stream = state
         .blobs
         .stream_image(&release.sha256, None)
         .await
-        .map_err(ApiError::internal)?
-        .try_collect()
-        .await
         .map_err(ApiError::internal)?;
-    Ok(chunks.concat())
+    let (mut md5, mut sha) = (Md5::new(), sha2::Sha256::new());
+    while let Some(chunk) = stream.try_next().await.map_err(ApiError::internal)? {
+        md5.update(&chunk);
+        sha.update(&chunk);
+    }
+    if hex::encode(sha.finalize()) != release.sha256 {
+        return Err(ApiError::internal(format!(
+            "the stored image of release {} does not match its SHA-256",
+            release.id
+        )));
+    }
+    Ok(hex::encode(md5.finalize()))
 }
 
 /// MD5 (hex) of images by their SHA-256: images are content-addressed, so an entry never changes.
@@ -144,16 +153,12 @@ fn md5_cache() -> &'static Mutex<HashMap<String, String>> {
     CACHE.get_or_init(Default::default)
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
-    hex::encode(Md5::digest(bytes))
-}
-
 async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
     let cached = md5_cache().lock().unwrap().get(&release.sha256).cloned();
     let md5 = match cached {
         Some(m) => m,
         None => {
-            let m = md5_hex(&image_bytes(state, &release).await?);
+            let m = image_md5(state, &release).await?;
             md5_cache()
                 .lock()
                 .unwrap()
@@ -308,20 +313,18 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
             ..ApiError::overloaded(RETRY_AFTER_S)
         }
     })?;
-    let bytes = image_bytes(state, release).await?;
-    // Digests over exactly the bytes served.
-    let md5 = md5_hex(&bytes);
+    // The stored image, whose MD5 and SHA-256 were checked when its MD5 was computed; streamed
+    // with its exact length (never chunked: these clients need `Content-Length`).
+    let stream = state
+        .blobs
+        .stream_image(&release.sha256, None)
+        .await
+        .map_err(ApiError::internal)?;
     let mut builder = builder
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, bytes.len());
-    if md5 != chosen.md5 {
-        return Err(ApiError::internal(format!(
-            "image of release {} changed under its MD5",
-            release.id
-        )));
-    }
+        .header(header::CONTENT_LENGTH, release.size);
     if report.family == Family::Esp32 {
-        builder = builder.header("x-SHA256", hex::encode(sha2::Sha256::digest(&bytes)));
+        builder = builder.header("x-SHA256", &release.sha256);
     }
     state
         .db
@@ -334,11 +337,12 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
             reason: None,
         })
         .await?;
-    metrics::counter!("otter_download_bytes_total").increment(bytes.len() as u64);
+    metrics::counter!("otter_download_bytes_total").increment(release.size.max(0) as u64);
     tracing::info!(device = %device.id, release = %release.id, version = %release.version, "update served to an arduino client");
-    let body = futures::stream::once(async move {
-        let _held = slot;
-        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))
+    // Held by the body until it is sent or the connection drops.
+    let body = stream.map(move |chunk| {
+        let _held = &slot;
+        chunk.map_err(|e| std::io::Error::other(e.to_string()))
     });
     builder
         .body(Body::from_stream(body))

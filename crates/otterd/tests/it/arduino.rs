@@ -633,3 +633,31 @@ async fn auto_registration_keeps_to_the_device_cap() {
         304
     );
 }
+
+#[tokio::test]
+async fn a_damaged_stored_image_is_not_served() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        esp8266_image(41),
+    )
+    .await;
+    let path = srv
+        .data_dir()
+        .join("blobs/images")
+        .join(rel["sha256"].as_str().unwrap());
+    let mut bad = std::fs::read(&path).unwrap();
+    let n = bad.len();
+    bad[n / 3] ^= 0x5a;
+    std::fs::write(&path, &bad).unwrap();
+    // The image does not match its SHA-256: an error the client does not flash, not a 200 whose
+    // x-MD5 vouches for damaged bytes.
+    let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 500, "{}", String::from_utf8_lossy(&a.body));
+}
