@@ -227,7 +227,7 @@ fn not_modified() -> Response {
         (status = 400, body = crate::error::ErrorBody, description = "not an Arduino update client: no `x-ESP8266-*`/`x-ESP32-*` headers or no STA MAC"),
         (status = 401, body = crate::error::ErrorBody, description = "no HTTP Basic credential, a wrong one, or an unknown product (the same answer)"),
         (status = 403, body = crate::error::ErrorBody, description = "the MAC is not on the product's allow-list, or the product's device cap is reached"),
-        (status = 429, body = crate::error::ErrorBody, description = "the product's rate of new devices is exceeded")))]
+        (status = 429, body = crate::error::ErrorBody, description = "the product's rate of new devices is exceeded, or the server's image sends are at `max_downloads`")))]
 pub async fn update(
     State(state): State<AppState>,
     Path(product): Path<String>,
@@ -264,7 +264,11 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
         .record_checkin(
             &device.id,
             &CheckinReport {
-                chip: product.chip.clone(),
+                chip: match (report.family.serves(&product.chip), report.family) {
+                    (true, _) => product.chip.clone(),
+                    (false, Family::Esp8266) => "esp8266".into(),
+                    (false, Family::Esp32) => "esp32".into(),
+                },
                 version: running_version(&candidates, &report).unwrap_or_default(),
                 security_counter: 0,
                 image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
