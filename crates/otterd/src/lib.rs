@@ -9,6 +9,7 @@
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
 pub mod admin;
+pub mod arduino;
 pub mod auth;
 pub mod blob;
 pub mod blob_gc;

@@ -16,6 +16,11 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Stock Arduino update clients (`/arduino/v1/{product}`): the enrolment secret as password.
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
     }
 }
 
@@ -33,7 +38,7 @@ impl Modify for BearerAuth {
         system::healthz, system::metrics,
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
-        promote::promote,
+        promote::promote, arduino::update,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

@@ -206,7 +206,7 @@ fn refuse_enrolment(reason: &'static str, product: &str, hardware_id: &str) {
 }
 
 /// With the product's allow-list mode on, only listed hardware ids may enrol (any enrolment).
-async fn check_allowlist(
+pub(crate) async fn check_allowlist(
     state: &AppState,
     product: &ProductRow,
     hardware_id: &str,
@@ -225,7 +225,7 @@ async fn check_allowlist(
 }
 
 /// A new device: within the product's cap and its rate of new enrolments.
-async fn check_new_device_bounds(
+pub(crate) async fn check_new_device_bounds(
     state: &AppState,
     product: &ProductRow,
     hardware_id: &str,

@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, wired here with the cross-cutting layers
 //! (tracing, metrics, overload shedding, timeouts).
 
+pub mod arduino;
 pub mod device_api;
 pub mod device_report;
 pub mod devices;
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     let limited = Router::new()
         .nest("/api/v1", management)
         .nest("/device/v1", device)
+        .route("/arduino/v1/{product}", get(arduino::update))
         .layer(axum::middleware::from_fn(move |request, next| {
             shed_overload(slots.clone(), request, next)
         }))

@@ -428,3 +428,43 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn arduino_route_takes_only_the_product_secret() {
+    let srv = spawn().await;
+    let (_, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let (_, device_token) = srv.enroll("thermo", &secret, "aa:bb").await;
+    let get = |auth: Option<String>| {
+        let mut r = srv
+            .req(Method::GET, "/arduino/v1/thermo", None)
+            .header("x-ESP8266-STA-MAC", "18:FE:AA:AA:AA:AA")
+            .header("x-ESP8266-mode", "sketch");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    // API and device tokens, as bearer or as the Basic password, are not the product secret.
+    for token in [srv.admin.clone(), device_token.clone()] {
+        for auth in [
+            format!("Bearer {token}"),
+            format!("Basic {}", b64(&format!("thermo:{token}"))),
+        ] {
+            let r = get(Some(auth)).await.unwrap();
+            assert_eq!(r.status(), 401);
+        }
+    }
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    let ok = get(Some(format!(
+        "Basic {}",
+        b64(&format!("any-user:{secret}"))
+    )))
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 304, "any user name with the secret");
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod arduino;
 mod connections;
 mod crash;
 mod device;

@@ -1,0 +1,354 @@
+//! `GET /arduino/v1/{product}`: stock Arduino update clients (ESP8266 `ESP8266httpUpdate`,
+//! arduino-esp32 `HTTPUpdate`), served natively (docs/arduino.md). What a client gets is decided
+//! in [`crate::arduino`]; this module reads the request and writes the answer those clients
+//! understand: `304` up to date, `200` with the exact `Content-Length` and `x-MD5` (ESP32 also
+//! `x-SHA256`), `401`/`403` refusals; never a redirect; always `Connection: close`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+
+use super::device_api::{check_allowlist, check_new_device_bounds};
+use crate::arduino::{
+    decide, infer_outcome, parse_headers, running_version, Candidate, ClientReport, Family, Mode,
+    Outcome,
+};
+use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
+use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
+use crate::download_limit::Full;
+use crate::error::{ApiError, ApiResult};
+use crate::{now, AppState};
+
+/// The channel of an auto-registered device (an admin moves it with `otter device update`).
+const DEFAULT_CHANNEL: &str = "stable";
+
+/// Seconds a client refused for load is asked to wait (ESP8266 and ESP32 treat `429` as a failed
+/// update and try again at their next poll).
+const RETRY_AFTER_S: u64 = 5;
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The password of an `Authorization: Basic` header (any user name).
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// The product, when the password is its enrolment secret; an unknown product and a wrong
+/// secret get the same `401`, so product names do not leak.
+async fn authenticate(
+    state: &AppState,
+    product: &str,
+    headers: &HeaderMap,
+) -> ApiResult<ProductRow> {
+    let refused = || {
+        ApiError::unauthorized(
+            "unknown product or wrong credential: use HTTP Basic with the product's enrolment secret as the password",
+        )
+    };
+    let password = basic_password(headers).ok_or_else(refused)?;
+    let product = match state.db.get_product(product).await {
+        Ok(p) => p,
+        Err(DbError::NotFound) => return Err(refused()),
+        Err(e) => return Err(e.into()),
+    };
+    if !constant_time_eq(
+        hash_secret(&password).as_bytes(),
+        product.enrollment_secret_hash.as_bytes(),
+    ) {
+        tracing::warn!(product = %product.name, "arduino client refused: wrong credential");
+        return Err(refused());
+    }
+    Ok(product)
+}
+
+/// The device of this MAC in the product, registered at its first request within the product's
+/// allow-list, device cap and enrolment rate.
+async fn device_of(state: &AppState, product: &ProductRow, mac: &str) -> ApiResult<DeviceRow> {
+    check_allowlist(state, product, mac).await?;
+    match state.db.find_device_by_hardware_id(product.id, mac).await {
+        Ok(d) => return Ok(d),
+        Err(DbError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let _counted = match product.max_devices {
+        Some(_) => Some(state.limiters.new_devices.lock().await),
+        None => None,
+    };
+    check_new_device_bounds(state, product, mac).await?;
+    let row = DeviceRow {
+        id: new_id("dev_"),
+        product_id: product.id,
+        product: product.name.clone(),
+        hardware_id: mac.to_string(),
+        channel: DEFAULT_CHANNEL.into(),
+        // These clients have no token; this one is thrown away, so it can never be used.
+        token_hash: hash_secret(&new_secret(DEVICE_TOKEN_PREFIX)),
+        enrollment_nonce_hash: None,
+        chip: None,
+        version: None,
+        security_counter: None,
+        image_sha256: None,
+        partition_size: None,
+        last_state: None,
+        enrolled_at: now(),
+        last_seen_at: None,
+    };
+    match state.db.insert_device(&row).await {
+        Ok(()) => {
+            metrics::counter!("otter_device_enrollments_total").increment(1);
+            tracing::info!(device = %row.id, product = %product.name, mac, "arduino client registered");
+            Ok(row)
+        }
+        // Registered by a concurrent request.
+        Err(DbError::Conflict(_)) => {
+            Ok(state.db.find_device_by_hardware_id(product.id, mac).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// MD5 (hex) of a release's stored image, read as a stream; an image whose SHA-256 is not the
+/// release's (a damaged blob) is an error, so a wrong digest is never cached.
+async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> {
+    let mut stream = state
+        .blobs
+        .stream_image(&release.sha256, None)
+        .await
+        .map_err(ApiError::internal)?;
+    let (mut md5, mut sha) = (Md5::new(), sha2::Sha256::new());
+    while let Some(chunk) = stream.try_next().await.map_err(ApiError::internal)? {
+        md5.update(&chunk);
+        sha.update(&chunk);
+    }
+    if hex::encode(sha.finalize()) != release.sha256 {
+        return Err(ApiError::internal(format!(
+            "the stored image of release {} does not match its SHA-256",
+            release.id
+        )));
+    }
+    Ok(hex::encode(md5.finalize()))
+}
+
+/// MD5 (hex) of images by their SHA-256: images are content-addressed, so an entry never changes.
+fn md5_cache() -> &'static Mutex<HashMap<String, String>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
+    let cached = md5_cache().lock().unwrap().get(&release.sha256).cloned();
+    let md5 = match cached {
+        Some(m) => m,
+        None => {
+            let m = image_md5(state, &release).await?;
+            md5_cache()
+                .lock()
+                .unwrap()
+                .insert(release.sha256.clone(), m.clone());
+            m
+        }
+    };
+    Ok(Candidate { release, md5 })
+}
+
+/// After an update was served, this request tells whether the client installed it.
+async fn record_outcome(
+    state: &AppState,
+    device: &DeviceRow,
+    report: &ClientReport,
+) -> ApiResult<()> {
+    let last = state.db.list_events(&device.id, 1).await?;
+    let Some(served) = last
+        .first()
+        .filter(|e| e.state == "downloading")
+        .and_then(|e| e.release_id.clone())
+    else {
+        return Ok(());
+    };
+    let release = match state.db.get_release(&served).await {
+        Ok(r) => r,
+        Err(DbError::NotFound) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let served = candidate(state, release).await?;
+    let (event_state, reason) = match infer_outcome(&served, report) {
+        Outcome::Success => ("success", None),
+        Outcome::Failure(reason) => ("failure", Some(reason)),
+    };
+    state
+        .db
+        .add_event(&EventRow {
+            device_id: device.id.clone(),
+            at: now(),
+            release_id: Some(served.release.id.clone()),
+            state: event_state.into(),
+            progress_bytes: None,
+            reason,
+        })
+        .await?;
+    metrics::counter!("otter_device_reports_total", "state" => event_state).increment(1);
+    Ok(())
+}
+
+fn close(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn not_modified() -> Response {
+    StatusCode::NOT_MODIFIED.into_response()
+}
+
+#[utoipa::path(operation_id = "arduino_update", get, path = "/arduino/v1/{product}", tag = "device",
+    security(("basic" = [])),
+    params(("product" = String, Path, description = "the product's name")),
+    responses(
+        (status = 200, description = "an update: the image, with `Content-Length`, `x-MD5`, `x-version` (and `x-SHA256` for `x-ESP32-*` clients); in `version` mode an empty body with `x-version` and `x-MD5`", content_type = "application/octet-stream"),
+        (status = 304, description = "up to date, or nothing this client can take (too large for its free space, a filesystem mode, a chip of another family)"),
+        (status = 400, body = crate::error::ErrorBody, description = "not an Arduino update client: no `x-ESP8266-*`/`x-ESP32-*` headers or no STA MAC"),
+        (status = 401, body = crate::error::ErrorBody, description = "no HTTP Basic credential, a wrong one, or an unknown product (the same answer)"),
+        (status = 403, body = crate::error::ErrorBody, description = "the MAC is not on the product's allow-list, or the product's device cap is reached"),
+        (status = 429, body = crate::error::ErrorBody, description = "the product's rate of new devices is exceeded, or the server's image sends are at `max_downloads`")))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(product): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    close(match serve(&state, &product, &headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResult<Response> {
+    let product = authenticate(state, product, headers).await?;
+    let report = parse_headers(
+        headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
+    )
+    .map_err(ApiError::bad_request)?;
+    let device = device_of(state, &product, &report.mac).await?;
+    record_outcome(state, &device, &report).await?;
+    let at = now();
+    // Arduino clients have no anti-rollback counter: every unexpired release of the channel.
+    let mut candidates = Vec::new();
+    for r in state
+        .db
+        .release_candidates(product.id, &device.channel, 0, at)
+        .await?
+    {
+        candidates.push(candidate(state, r).await?);
+    }
+    state
+        .db
+        .record_checkin(
+            &device.id,
+            &CheckinReport {
+                chip: match (report.family.serves(&product.chip), report.family) {
+                    (true, _) => product.chip.clone(),
+                    (false, Family::Esp8266) => "esp8266".into(),
+                    (false, Family::Esp32) => "esp32".into(),
+                },
+                version: running_version(&candidates, &report).unwrap_or_default(),
+                security_counter: 0,
+                image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
+                partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
+                at,
+            },
+        )
+        .await?;
+    metrics::counter!("otter_device_checkins_total").increment(1);
+    if !report.family.serves(&product.chip) {
+        tracing::warn!(device = %device.id, product_chip = %product.chip, family = ?report.family,
+            "arduino client of another chip family; no update offered");
+        return Ok(not_modified());
+    }
+    if report.mode == Mode::Filesystem {
+        return Ok(not_modified());
+    }
+    let Some(chosen) = decide(&candidates, &report) else {
+        return Ok(not_modified());
+    };
+    let release = &chosen.release;
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("x-MD5", &chosen.md5)
+        .header("x-version", &release.version);
+    if report.mode == Mode::Version {
+        return builder
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .map_err(ApiError::internal);
+    }
+    // Counted with the agent's downloads (max_downloads, max_downloads_per_device) until the
+    // body is sent or the connection drops.
+    let slot = state.downloads.acquire(&device.id).map_err(|full| {
+        metrics::counter!("otter_downloads_refused_total").increment(1);
+        let message = match full {
+            Full::Server(n) => {
+                format!("the server is sending {n} images already (max_downloads); retry later")
+            }
+            Full::Device(n) => format!(
+                "this device has {n} downloads in progress already (max_downloads_per_device)"
+            ),
+        };
+        ApiError {
+            message,
+            ..ApiError::overloaded(RETRY_AFTER_S)
+        }
+    })?;
+    // The stored image, whose MD5 and SHA-256 were checked when its MD5 was computed; streamed
+    // with its exact length (never chunked: these clients need `Content-Length`).
+    let stream = state
+        .blobs
+        .stream_image(&release.sha256, None)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut builder = builder
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, release.size);
+    if report.family == Family::Esp32 {
+        builder = builder.header("x-SHA256", &release.sha256);
+    }
+    state
+        .db
+        .add_event(&EventRow {
+            device_id: device.id.clone(),
+            at,
+            release_id: Some(release.id.clone()),
+            state: "downloading".into(),
+            progress_bytes: None,
+            reason: None,
+        })
+        .await?;
+    metrics::counter!("otter_download_bytes_total").increment(release.size.max(0) as u64);
+    tracing::info!(device = %device.id, release = %release.id, version = %release.version, "update served to an arduino client");
+    // Held by the body until it is sent or the connection drops.
+    let body = stream.map(move |chunk| {
+        let _held = &slot;
+        chunk.map_err(|e| std::io::Error::other(e.to_string()))
+    });
+    builder
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
+}

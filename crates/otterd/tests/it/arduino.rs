@@ -1,0 +1,663 @@
+//! `GET /arduino/v1/{product}` spoken to byte for byte as the stock clients do: raw HTTP/1.0
+//! requests over a TcpStream with the header sets of ESP8266httpUpdate and arduino-esp32's
+//! HTTPUpdate, no redirects followed, the answer read until the server closes.
+
+use base64::Engine;
+use md5::{Digest, Md5};
+use otter_core::keys::PrivateKey;
+use otter_core::Chip;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+const MAC: &str = "18:FE:AA:AA:AA:01";
+
+/// An answer as the client sees it.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the sketch passes: the credential, its current version, and what the core reports.
+struct Client<'a> {
+    user: &'a str,
+    password: &'a str,
+    mac: &'a str,
+    version: Option<&'a str>,
+    sketch_md5: &'a str,
+    free_space: u64,
+    mode: &'a str,
+}
+
+impl<'a> Client<'a> {
+    fn new(password: &'a str) -> Self {
+        Client {
+            user: "thermo",
+            password,
+            mac: MAC,
+            version: Some("1.0.0"),
+            sketch_md5: "00000000000000000000000000000000",
+            free_space: 1_044_464,
+            mode: "sketch",
+        }
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// The request of ESP8266httpUpdate `update(client, url, currentVersion)` after
+/// `setAuthorization(user, password)`: ESP8266HTTPClient's header order, HTTP/1.0.
+fn esp8266_request(host: &str, path: &str, c: &Client) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ESP8266-http-Update\r\n\
+         Authorization: Basic {}\r\nConnection: close\r\n\
+         x-ESP8266-Chip-ID: 10494470\r\nx-ESP8266-STA-MAC: {}\r\nx-ESP8266-AP-MAC: 1A:FE:AA:AA:AA:01\r\n\
+         x-ESP8266-free-space: {}\r\nx-ESP8266-sketch-size: 373940\r\n\
+         x-ESP8266-sketch-md5: {}\r\nx-ESP8266-chip-size: 4194304\r\n\
+         x-ESP8266-sdk-version: 2.2.2-dev(38a443e)\r\nx-ESP8266-mode: {}\r\n",
+        basic(c.user, c.password),
+        c.mac,
+        c.free_space,
+        c.sketch_md5,
+        c.mode
+    );
+    if let Some(v) = c.version {
+        r.push_str(&format!("x-ESP8266-version: {v}\r\n"));
+    }
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r
+}
+
+/// The request of arduino-esp32's `httpUpdate.update(client, url, currentVersion)` (core 3.x):
+/// upper/lower case as the core writes them.
+fn esp32_request(host: &str, path: &str, c: &Client) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ESP32-http-Update\r\n\
+         Connection: close\r\nAuthorization: Basic {}\r\nCache-Control: no-cache\r\n\
+         x-ESP32-BASE-MAC: {}\r\nx-ESP32-STA-MAC: {}\r\nx-ESP32-AP-MAC: 1A:FE:AA:AA:AA:01\r\n\
+         x-ESP32-free-space: {}\r\nx-ESP32-sketch-size: 373940\r\nx-ESP32-sketch-md5: {}\r\n\
+         x-ESP32-chip-size: 4194304\r\nx-ESP32-sdk-version: v5.1.4\r\nx-ESP32-mode: {}\r\n",
+        basic(c.user, c.password),
+        c.mac,
+        c.mac,
+        c.free_space,
+        c.sketch_md5,
+        c.mode
+    );
+    if let Some(v) = c.version {
+        r.push_str(&format!("x-ESP32-version: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r
+}
+
+/// Sends raw bytes and reads the answer until the server closes the connection (the client
+/// relies on `Content-Length`, but an HTTP/1.0 exchange ends with the close).
+async fn exchange(srv: &TestServer, request: &str) -> Answer {
+    let host = srv.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection after its answer")
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get8266(srv: &TestServer, product: &str, c: &Client<'_>) -> Answer {
+    let host = srv.url.trim_start_matches("http://");
+    let a = exchange(
+        srv,
+        &esp8266_request(host, &format!("/arduino/v1/{product}"), c),
+    )
+    .await;
+    check_common(&a);
+    a
+}
+
+async fn get32(srv: &TestServer, product: &str, c: &Client<'_>) -> Answer {
+    let host = srv.url.trim_start_matches("http://");
+    let a = exchange(
+        srv,
+        &esp32_request(host, &format!("/arduino/v1/{product}"), c),
+    )
+    .await;
+    check_common(&a);
+    a
+}
+
+/// What every answer to these clients must be: closed, never chunked, never a redirect, and a
+/// body the client could flash only on 200.
+fn check_common(a: &Answer) {
+    assert_eq!(a.header("connection"), Some("close"), "{:?}", a.headers);
+    assert!(a.header("transfer-encoding").is_none(), "{:?}", a.headers);
+    assert!(!(300..400).contains(&a.status) || a.status == 304);
+    if a.status == 200 {
+        let len: usize = a.header("content-length").unwrap().parse().unwrap();
+        assert_eq!(len, a.body.len(), "Content-Length is the exact body length");
+    }
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    hex::encode(Md5::digest(b))
+}
+
+/// An ESP8266 image: the real one when the shared firmware folder is there, else synthetic.
+fn esp8266_image(seed: u64) -> Vec<u8> {
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/firmware/p7-esp8266-arduino-esplinker/new.bin");
+    match std::fs::read(&real) {
+        Ok(b) if seed == 0 => {
+            assert_eq!(b[0], 0xE9, "an ESP8266 image");
+            b
+        }
+        _ => {
+            if seed == 0 {
+                eprintln!(
+                    "{} absent: a synthetic ESP8266 image stands in",
+                    real.display()
+                );
+            }
+            image(Chip::Esp8266, "", seed + 1)
+        }
+    }
+}
+
+/// Pushes `img` as `version` on `channel` of `product`; returns the release JSON.
+async fn push_image(
+    srv: &TestServer,
+    key: &PrivateKey,
+    product: &str,
+    chip: Chip,
+    channel: &str,
+    version: &str,
+    img: Vec<u8>,
+) -> Value {
+    let m = manifest_for(product, chip, version, &img);
+    let (s, v) = srv
+        .push(product, channel, &srv.admin, bundle_of(key, &m, img))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+async fn device_json(srv: &TestServer, product: &str, mac: &str) -> Value {
+    let (s, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices?product={product}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["hardware_id"] == mac)
+        .unwrap_or_else(|| panic!("device {mac} registered: {v}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{id}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn esp8266_client_gets_304_then_the_image_with_its_length_and_md5() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    // Nothing released yet: up to date, and the device is registered by its MAC.
+    let c = Client::new(&secret);
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!(a.status, 304);
+    assert!(a.body.is_empty());
+    let d = device_json(&srv, "thermo", MAC).await;
+    assert_eq!(d["device"]["channel"], "stable");
+
+    let img = esp8266_image(0);
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, img, "the exact image bytes");
+    assert_eq!(a.body[0], 0xE9);
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&img).as_str()));
+    assert_eq!(a.header("x-version"), Some("1.1.0"));
+    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+
+    // Running it: up to date. A newer version than any release: never a downgrade.
+    for v in ["1.1.0", "2.0.0"] {
+        let a = get8266(
+            &srv,
+            "thermo",
+            &Client {
+                version: Some(v),
+                ..Client::new(&secret)
+            },
+        )
+        .await;
+        assert_eq!(a.status, 304, "running {v}");
+    }
+}
+
+#[tokio::test]
+async fn esp32_client_gets_md5_and_sha256_and_headers_match_in_any_case() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32).await;
+    let img = image(Chip::Esp32, "1.1.0", 7);
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp32,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let a = get32(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, img);
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&img).as_str()));
+    assert_eq!(
+        a.header("x-SHA256"),
+        Some(hex::encode(Sha256::digest(&img)).as_str())
+    );
+    // Header names in another case are the same headers.
+    let host = srv.url.trim_start_matches("http://");
+    let req = esp32_request(
+        host,
+        "/arduino/v1/thermo",
+        &Client {
+            version: Some("1.1.0"),
+            ..Client::new(&secret)
+        },
+    )
+    .replace("x-ESP32-", "X-esp32-");
+    let a = exchange(&srv, &req).await;
+    assert_eq!(a.status, 304);
+    // An ESP8266 client of an ESP32 product is offered nothing.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: "18:FE:AA:AA:AA:09",
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+}
+
+#[tokio::test]
+async fn version_mode_answers_the_version_without_a_body() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let img = esp8266_image(1);
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.10.0",
+        img.clone(),
+    )
+    .await;
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.9.0",
+        esp8266_image(2),
+    )
+    .await;
+    let c = Client {
+        mode: "version",
+        version: Some("1.2.0"),
+        ..Client::new(&secret)
+    };
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.is_empty());
+    assert_eq!(a.header("content-length"), Some("0"));
+    assert_eq!(
+        a.header("x-version"),
+        Some("1.10.0"),
+        "Otter's version order, not text order"
+    );
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&img).as_str()));
+    let c = Client {
+        mode: "version",
+        version: Some("1.10.0"),
+        ..Client::new(&secret)
+    };
+    assert_eq!(get8266(&srv, "thermo", &c).await.status, 304);
+    // A version probe is not an update served: no outcome is inferred from the next request.
+    let d = device_json(&srv, "thermo", MAC).await;
+    assert_eq!(d["history"].as_array().unwrap().len(), 0, "{d}");
+}
+
+#[tokio::test]
+async fn refusals_wrong_credential_wrong_product_unknown_mac() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        esp8266_image(1),
+    )
+    .await;
+    // Wrong password, and no credential at all.
+    let a = get8266(&srv, "thermo", &Client::new("not-the-secret")).await;
+    assert_eq!(a.status, 401);
+    let host = srv.url.trim_start_matches("http://");
+    let no_auth = esp8266_request(host, "/arduino/v1/thermo", &Client::new(&secret))
+        .lines()
+        .filter(|l| !l.starts_with("Authorization"))
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>();
+    let a = exchange(&srv, &no_auth).await;
+    assert_eq!(a.status, 401);
+    // An unknown product gets the same answer as a wrong secret.
+    let wrong = get8266(&srv, "nosuch", &Client::new(&secret)).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body, a.body, "an unknown product is not told apart");
+    // Nothing was registered by refused requests.
+    let (_, v) = srv
+        .call(Method::GET, "/api/v1/devices", Some(&srv.admin), None)
+        .await;
+    assert_eq!(v["devices"].as_array().unwrap().len(), 0, "{v}");
+
+    // With the allow-list on, an unlisted MAC gets 403 and is not registered; a listed one works.
+    let (s, v) = srv
+        .call(
+            Method::PATCH,
+            "/api/v1/products/thermo",
+            Some(&srv.admin),
+            Some(json!({"allowlist_required": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 403);
+    let (_, v) = srv
+        .call(Method::GET, "/api/v1/devices", Some(&srv.admin), None)
+        .await;
+    assert_eq!(v["devices"].as_array().unwrap().len(), 0, "{v}");
+    let r = srv
+        .req(
+            Method::POST,
+            "/api/v1/products/thermo/allowlist",
+            Some(&srv.admin),
+        )
+        .header("content-type", "text/csv")
+        .body(format!("hardware_id\n{MAC}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn free_space_too_small_and_other_channels_give_304() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let small = esp8266_image(1);
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        small.clone(),
+    )
+    .await;
+    let mut big = esp8266_image(2);
+    big.extend(std::iter::repeat_n(0u8, 40_000));
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.2.0",
+        big.clone(),
+    )
+    .await;
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "beta",
+        "9.0.0",
+        esp8266_image(3),
+    )
+    .await;
+    // Room for neither: 304 (a 200 would make the client fail with "too less space").
+    let c = Client {
+        free_space: small.len() as u64 - 1,
+        ..Client::new(&secret)
+    };
+    assert_eq!(get8266(&srv, "thermo", &c).await.status, 304);
+    // Room for the older only: it gets the older, as check-ins do with the partition size.
+    let c = Client {
+        free_space: small.len() as u64,
+        ..Client::new(&secret)
+    };
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!((a.status, a.header("x-version")), (200, Some("1.1.0")));
+    // Room for both: the newest of its channel (stable), never the beta release.
+    let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!((a.status, a.header("x-version")), (200, Some("1.2.0")));
+    assert_eq!(a.body, big);
+    // A device moved to beta gets the beta release.
+    let d = device_json(&srv, "thermo", MAC).await;
+    let id = d["device"]["id"].as_str().unwrap();
+    let (s, v) = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/devices/{id}"),
+            Some(&srv.admin),
+            Some(json!({"channel": "beta"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            version: Some("1.2.0"),
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!((a.status, a.header("x-version")), (200, Some("9.0.0")));
+}
+
+#[tokio::test]
+async fn outcome_is_inferred_from_the_next_request() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let img = esp8266_image(1);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let rid = rel["id"].as_str().unwrap();
+    // Served, then the device still reports the old version: failure, with a reason.
+    assert_eq!(
+        get8266(&srv, "thermo", &Client::new(&secret)).await.status,
+        200
+    );
+    assert_eq!(
+        get8266(&srv, "thermo", &Client::new(&secret)).await.status,
+        200
+    );
+    // Served again, and now it runs the release (known by version): success.
+    let now_running = Client {
+        version: Some("1.1.0"),
+        ..Client::new(&secret)
+    };
+    assert_eq!(get8266(&srv, "thermo", &now_running).await.status, 304);
+    let d = device_json(&srv, "thermo", MAC).await;
+    let h = d["history"].as_array().unwrap();
+    let states: Vec<&str> = h.iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["success", "downloading", "failure", "downloading"],
+        "{d}"
+    );
+    assert!(h.iter().all(|e| e["release_id"] == rid), "{d}");
+    let reason = h[2]["reason"].as_str().unwrap();
+    assert!(reason.contains("1.0.0") && reason.contains(rid), "{reason}");
+    assert_eq!(d["device"]["last_state"], "success");
+    assert_eq!(d["device"]["version"], "1.1.0");
+
+    // A device without a version is known by its sketch MD5.
+    let c = Client {
+        mac: "18:FE:AA:AA:AA:02",
+        version: None,
+        ..Client::new(&secret)
+    };
+    assert_eq!(get8266(&srv, "thermo", &c).await.status, 200);
+    let md5 = md5_hex(&img);
+    let c = Client {
+        sketch_md5: &md5,
+        ..c
+    };
+    assert_eq!(get8266(&srv, "thermo", &c).await.status, 304);
+    let d = device_json(&srv, "thermo", "18:FE:AA:AA:AA:02").await;
+    assert_eq!(d["history"][0]["state"], "success", "{d}");
+    assert_eq!(
+        d["device"]["version"], "1.1.0",
+        "the release its MD5 names: {d}"
+    );
+}
+
+#[tokio::test]
+async fn auto_registration_keeps_to_the_device_cap() {
+    let srv = spawn().await;
+    let (_, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let (s, v) = srv
+        .call(
+            Method::PATCH,
+            "/api/v1/products/thermo",
+            Some(&srv.admin),
+            Some(json!({"max_devices": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        get8266(&srv, "thermo", &Client::new(&secret)).await.status,
+        304
+    );
+    let other = Client {
+        mac: "18:FE:AA:AA:AA:02",
+        ..Client::new(&secret)
+    };
+    let a = get8266(&srv, "thermo", &other).await;
+    assert_eq!(a.status, 403, "{}", String::from_utf8_lossy(&a.body));
+    // The registered device is still served.
+    assert_eq!(
+        get8266(&srv, "thermo", &Client::new(&secret)).await.status,
+        304
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_stored_image_is_not_served() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        esp8266_image(41),
+    )
+    .await;
+    let path = srv
+        .data_dir()
+        .join("blobs/images")
+        .join(rel["sha256"].as_str().unwrap());
+    let mut bad = std::fs::read(&path).unwrap();
+    let n = bad.len();
+    bad[n / 3] ^= 0x5a;
+    std::fs::write(&path, &bad).unwrap();
+    // The image does not match its SHA-256: an error the client does not flash, not a 200 whose
+    // x-MD5 vouches for damaged bytes.
+    let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 500, "{}", String::from_utf8_lossy(&a.body));
+}
