@@ -165,8 +165,6 @@ pub trait Database: Send + Sync + 'static {
     async fn delete_key(&self, product_id: i64, key_id: &str) -> DbResult<()>;
 
     async fn insert_release(&self, r: &ReleaseRow) -> DbResult<()>;
-    async fn release_exists(&self, product_id: i64, channel: &str, version: &str)
-        -> DbResult<bool>;
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow>;
     /// The release of a product's channel with this version, if there is one.
     async fn find_release(

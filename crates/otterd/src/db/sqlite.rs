@@ -331,24 +331,6 @@ impl Database for Sqlite {
         Ok(())
     }
 
-    async fn release_exists(
-        &self,
-        product_id: i64,
-        channel: &str,
-        version: &str,
-    ) -> DbResult<bool> {
-        let row = sqlx::query(
-            "SELECT 1 FROM releases WHERE product_id = ? AND channel = ? AND version = ?",
-        )
-        .bind(product_id)
-        .bind(channel)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(row.is_some())
-    }
-
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow> {
         let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id WHERE r.id = ?");
         let row = sqlx::query(&sql)
