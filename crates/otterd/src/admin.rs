@@ -5,11 +5,9 @@
 //! (each write waits for the other's lock), and the server reads tokens from the database on
 //! every request, so the new token works at once.
 
-use anyhow::Context;
-
 use crate::auth;
 use crate::config::Settings;
-use crate::db::{self, Database};
+use crate::db;
 
 /// Creates an admin token named `name` in the database of `settings`; returns the token, which
 /// exists nowhere else (only its hash is stored).
@@ -17,7 +15,6 @@ pub async fn create_admin_token(settings: &Settings, name: &str) -> anyhow::Resu
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         anyhow::bail!("a token name is 1 to 64 characters, without control characters");
     }
-    let url = settings.database_url();
     if settings.database_url.is_none() {
         let file = settings.data_dir.join("otter.db");
         anyhow::ensure!(
@@ -26,14 +23,7 @@ pub async fn create_admin_token(settings: &Settings, name: &str) -> anyhow::Resu
             file.display()
         );
     }
-    anyhow::ensure!(
-        url.starts_with("sqlite:"),
-        "unsupported database URL {:?}: this build accepts sqlite://PATH",
-        crate::config::redact_url(&url)
-    );
-    let db = db::sqlite::Sqlite::open(&url)
-        .await
-        .context("opening the SQLite database")?;
+    let db = db::connect::open(settings).await?;
     let token = auth::new_secret(auth::TOKEN_PREFIX);
     let row = db::TokenRow {
         id: auth::new_id("tok_"),

@@ -37,8 +37,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
-    /// Database URL; default `sqlite://<data_dir>/otter.db`.
+    /// Database URL: `sqlite://PATH` (default `sqlite://<data_dir>/otter.db`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
     pub database_url: Option<String>,
+    /// Connections to PostgreSQL this server holds open at most (SQLite ignores it).
+    pub database_max_connections: u32,
     /// Largest release upload accepted, in bytes.
     pub max_upload_bytes: u64,
     /// Base device poll interval in seconds (devices get it with ±10 % jitter).
@@ -82,6 +85,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("otter-data"),
             listen: "127.0.0.1:8080".parse().unwrap(),
             database_url: None,
+            database_max_connections: 10,
             max_upload_bytes: 32 * 1024 * 1024,
             poll_interval_s: 3600,
             max_in_flight: 512,
@@ -112,6 +116,7 @@ const KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "database_url",
+    "database_max_connections",
     "max_upload_bytes",
     "poll_interval_s",
     "max_in_flight",
@@ -137,6 +142,7 @@ pub struct Layer {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
+    pub database_max_connections: Option<u32>,
     pub max_upload_bytes: Option<u64>,
     pub poll_interval_s: Option<u64>,
     pub max_in_flight: Option<usize>,
@@ -202,6 +208,10 @@ impl Layer {
             data_dir: g("data_dir").map(PathBuf::from),
             listen: parse("listen", g("listen"))?,
             database_url: g("database_url"),
+            database_max_connections: parse(
+                "database_max_connections",
+                g("database_max_connections"),
+            )?,
             max_upload_bytes: parse("max_upload_bytes", g("max_upload_bytes"))?,
             poll_interval_s: parse("poll_interval_s", g("poll_interval_s"))?,
             max_in_flight: parse("max_in_flight", g("max_in_flight"))?,
@@ -253,6 +263,7 @@ impl Settings {
             self.database_url = Some(v);
             self.sources.insert("database_url", source);
         }
+        set!(database_max_connections);
         set!(max_upload_bytes);
         set!(poll_interval_s);
         set!(max_in_flight);
@@ -301,6 +312,9 @@ impl Settings {
         }
         if self.poll_interval_s == 0 {
             return bad("poll_interval_s", "must be at least 1");
+        }
+        if self.database_max_connections == 0 {
+            return bad("database_max_connections", "must be at least 1");
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1");
@@ -355,6 +369,10 @@ impl Settings {
             (
                 "database_url",
                 format!("{:?}", redact_url(&self.database_url())),
+            ),
+            (
+                "database_max_connections",
+                self.database_max_connections.to_string(),
             ),
             ("max_upload_bytes", self.max_upload_bytes.to_string()),
             ("poll_interval_s", self.poll_interval_s.to_string()),
@@ -463,16 +481,36 @@ impl Limits {
 
 // --- end of limits ---------------------------------------------------------------------------
 
-/// Replaces the password in `scheme://user:password@host` with `***`.
+/// Replaces the password in `scheme://user:password@host` and in a `password=` query
+/// parameter (PostgreSQL accepts both) with `***`.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = base.to_string();
+    if let Some((scheme, rest)) = base.split_once("://") {
+        // The host follows the last `@` of the authority (a password may hold an `@`).
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        if let Some((creds, host)) = authority.rsplit_once('@') {
             if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
+                out = format!("{scheme}://{user}:***@{host}{path}");
             }
         }
     }
-    url.to_string()
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 impl fmt::Debug for Settings {
@@ -653,6 +691,16 @@ mod tests {
             ..Settings::default()
         };
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!s.show(true).contains("hunter2"));
+        for url in [
+            "postgres://otter:hunter2@db:5432/otter?sslmode=require",
+            "postgres://otter:p@hunter2@db/otter",
+            "postgres://otter@db/otter?sslmode=require&password=hunter2",
+        ] {
+            let r = redact_url(url);
+            assert!(!r.contains("hunter2"), "{r}");
+            assert!(r.contains("db"), "{r}");
+        }
         assert!(!s.show(false).contains("hunter2"));
     }
 }

@@ -1,7 +1,7 @@
 //! # otterd: the Otter server
 //!
 //! - [`config`]: settings from defaults, file, environment and flags.
-//! - [`db`]: the `Database` seam and its SQLite backend.
+//! - [`db`]: the `Database` seam and its SQLite and PostgreSQL backends.
 //! - [`blob`]: content-addressed image storage on `object_store`.
 //! - [`blob_gc`]: the collector of blobs no release references.
 //! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
@@ -68,29 +68,11 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
             settings.data_dir.display()
         )
     })?;
-    let url = settings.database_url();
     if settings.database_url.is_none() {
         let file = settings.data_dir.join("otter.db");
         perms::touch_private(&file).with_context(|| format!("creating {}", file.display()))?;
     }
-    let db: Arc<dyn Database> = if url.starts_with("sqlite:") {
-        Arc::new(
-            db::sqlite::Sqlite::open_with(
-                &url,
-                db::sqlite::SqliteBounds {
-                    history_max: settings.limits.device_history_max as i64,
-                    wal_size_limit_bytes: settings.limits.wal_size_limit_bytes,
-                },
-            )
-            .await
-            .context("opening the SQLite database")?,
-        )
-    } else {
-        anyhow::bail!(
-            "unsupported database URL {:?}: this build accepts sqlite://PATH (PostgreSQL is on the roadmap)",
-            config::redact_url(&url)
-        );
-    };
+    let db = db::connect::open(&settings).await?;
     let blobs =
         BlobStore::local(&settings.data_dir.join("blobs")).context("opening the blob store")?;
     let cleaned = blobs
@@ -118,18 +100,29 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
 
 /// On first start (no token at all), creates an admin token and writes it to
 /// `<data_dir>/initial-admin-token` with mode 0600. Logs the path, never the token.
+///
+/// Several instances may start together on one empty database: the token is created with
+/// [`Database::create_first_token`], so exactly one of them creates it and writes the file; the
+/// others find a token and carry on. The file is written under a name of its own first and
+/// renamed into place only once the token is in the database, so no instance leaves a file
+/// holding a token that does not exist.
 pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     if state.db.count_tokens().await? > 0 {
         return Ok(());
     }
     let token = auth::new_secret(auth::TOKEN_PREFIX);
     let path = state.settings.data_dir.join("initial-admin-token");
-    write_private_file(&path, format!("{token}\n").as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    state
+    let id = auth::new_id("tok_");
+    let pending = state
+        .settings
+        .data_dir
+        .join(format!("initial-admin-token.{id}.tmp"));
+    write_private_file(&pending, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", pending.display()))?;
+    let created = state
         .db
-        .create_token(&db::TokenRow {
-            id: auth::new_id("tok_"),
+        .create_first_token(&db::TokenRow {
+            id,
             name: "initial-admin".into(),
             role: "admin".into(),
             products: vec![],
@@ -138,7 +131,14 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
             last_used_at: None,
             revoked_at: None,
         })
-        .await?;
+        .await;
+    if !matches!(created, Ok(true)) {
+        let _ = std::fs::remove_file(&pending);
+        created?;
+        tracing::info!("another instance created the first admin token");
+        return Ok(());
+    }
+    std::fs::rename(&pending, &path).with_context(|| format!("writing {}", path.display()))?;
     tracing::warn!(
         path = %path.display(),
         "first start: created an admin token and wrote it to this file (mode 0600). Read it once, keep it in a password manager, then delete the file"

@@ -24,6 +24,11 @@ struct SettingsArgs {
     /// Listen address, e.g. 0.0.0.0:8080 (also OTTER_LISTEN).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Database: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE (also
+    /// OTTER_DATABASE_URL; prefer the environment or the config file for a password, which a
+    /// flag shows to every user of the host).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Log format: text or json (also OTTER_LOG_FORMAT).
     #[arg(long)]
     log_format: Option<String>,
@@ -82,6 +87,7 @@ fn load(args: SettingsArgs) -> anyhow::Result<Settings> {
         Layer {
             data_dir: args.data_dir,
             listen: args.listen,
+            database_url: args.database_url,
             log_format: args.log_format,
             ..Default::default()
         },

@@ -1,9 +1,14 @@
 //! The storage seam: [`Database`] holds every query the server needs, as primitives.
 //!
 //! Handlers see only this trait and the plain row types below; `sqlx` stays inside the backend
-//! modules ([`sqlite`] today, PostgreSQL next, running the same test suite). Derived rules
-//! (which release a device should get) live in the handlers, written once over the trait.
+//! modules ([`sqlite`], [`postgres`]), which share one set of portable queries ([`shared`]) and
+//! run the same test suite. Derived rules (which release a device should get) live in the
+//! handlers, written once over the trait.
 
+#[macro_use]
+mod shared;
+pub mod connect;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -17,7 +22,8 @@ pub enum DbError {
     /// The row does not exist.
     #[error("not found")]
     NotFound,
-    /// A unique constraint refused the write.
+    /// A unique constraint refused the write: the constraint as `table(column, ...)`, the same
+    /// on every backend (or a rule's own message, such as [`LAST_ADMIN`]).
     #[error("conflict: {0}")]
     Conflict(String),
     /// Anything else; the details go to the log, never to a client.
@@ -192,6 +198,9 @@ pub trait Database: Send + Sync + 'static {
     async fn blob_referenced(&self, sha256_hex: &str) -> DbResult<bool>;
 
     async fn create_token(&self, t: &TokenRow) -> DbResult<()>;
+    /// Creates `t` only if there is no token at all, atomically even with several servers on
+    /// one database; `false` when some token already exists.
+    async fn create_first_token(&self, t: &TokenRow) -> DbResult<bool>;
     async fn count_tokens(&self) -> DbResult<i64>;
     async fn find_token(&self, token_hash: &str) -> DbResult<TokenRow>;
     async fn list_tokens(&self) -> DbResult<Vec<TokenRow>>;

@@ -115,6 +115,7 @@ async fn start_limited(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    crate::harness::with_database(&mut cmd, data);
     spawn_otterd(cmd).await
 }
 

@@ -49,6 +49,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
         ..Settings::default()
     };
     tweak(&mut settings);
+    if settings.database_url.is_none() {
+        settings.database_url = crate::backends::database_url_for(&settings.data_dir);
+    }
     let state = otterd::open_state(settings.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -309,10 +312,20 @@ pub async fn spawn_otterd(mut cmd: tokio::process::Command) -> (tokio::process::
     (child, url)
 }
 
-/// `otterd serve` on a free loopback port with this data directory (not yet spawned).
+/// `otterd serve` on a free loopback port with this data directory (not yet spawned), on the
+/// test run's database (see [`crate::backends`]).
 pub fn otterd_serve(data_dir: &std::path::Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir);
+    with_database(&mut cmd, data_dir);
     cmd
+}
+
+/// Points an `otterd` command at the database of `data_dir` on the test run's backend (its
+/// own file on SQLite: nothing to add).
+pub fn with_database(cmd: &mut tokio::process::Command, data_dir: &std::path::Path) {
+    if let Some(url) = crate::backends::database_url_for(data_dir) {
+        cmd.env("OTTER_DATABASE_URL", url);
+    }
 }

@@ -445,6 +445,7 @@ async fn collection_racing_uploads_never_breaks_a_release() {
     let dir = tempfile::TempDir::new().unwrap();
     let settings = otterd::config::Settings {
         data_dir: dir.path().join("data"),
+        database_url: crate::backends::database_url_for(&dir.path().join("data")),
         listen: "127.0.0.1:0".parse().unwrap(),
         blob_gc_interval_s: 0,
         blob_gc_grace_s: 0,
@@ -564,9 +565,8 @@ async fn the_otterd_binary_collects_orphans_at_start() {
     let referenced = data.join("blobs/images").join(&sha);
     set_age(&referenced, Duration::from_secs(120));
     let orphan = plant_orphan(&data, 6, Duration::from_secs(120));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
+    let mut cmd = otterd_serve(&data);
+    let mut child = cmd
         .env("OTTER_BLOB_GC_GRACE_S", "60")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())

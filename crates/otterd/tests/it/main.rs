@@ -1,6 +1,7 @@
 //! Integration tests of otterd: each test starts a real server on 127.0.0.1:0 with its own
 //! temporary data directory and talks HTTP to it.
 
+mod backends;
 mod harness;
 
 mod access;
@@ -10,6 +11,7 @@ mod crash;
 mod device;
 mod edge;
 mod hygiene;
+mod instances;
 mod limits;
 mod openapi;
 mod process;

@@ -123,6 +123,8 @@ async fn the_last_admin_token_cannot_be_revoked() {
     assert_eq!(s, 409);
 }
 
+/// The checks of the database file's bytes and of a wrong data directory run on SQLite only
+/// (with PostgreSQL the data directory holds no database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_create_token_recovers_a_running_server_offline() {
     let dir = tempfile::TempDir::new().unwrap();
@@ -130,12 +132,11 @@ async fn admin_create_token_recovers_a_running_server_offline() {
     let (mut child, url) = start(&data, &dir.path().join("log")).await;
     // Lose the only admin token.
     std::fs::remove_file(data.join("initial-admin-token")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_otterd"))
-        .args(["admin", "create-token", "--name", "recovered", "--data-dir"])
-        .arg(&data)
-        .output()
-        .await
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otterd"));
+    cmd.args(["admin", "create-token", "--name", "recovered", "--data-dir"])
+        .arg(&data);
+    with_database(&mut cmd, &data);
+    let out = cmd.output().await.unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -161,6 +162,9 @@ async fn admin_create_token_recovers_a_running_server_offline() {
     .await;
     assert_eq!(s, 201);
     child.kill().await.unwrap();
+    if !crate::backends::sqlite_only("the database file and its data directory") {
+        return;
+    }
     // Stored hashed, like every token.
     let db = std::fs::read(data.join("otter.db")).unwrap();
     let wal = std::fs::read(data.join("otter.db-wal")).unwrap_or_default();
@@ -211,12 +215,12 @@ async fn data_directory_is_private_and_loose_modes_are_warned_about() {
     assert_eq!(r.status(), 201);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);
-    for f in [
-        "otter.db",
-        "otter.db-wal",
-        "otter.db-shm",
-        "initial-admin-token",
-    ] {
+    let sqlite = crate::backends::selected() == crate::backends::TestDatabase::Sqlite;
+    let mut files = vec!["initial-admin-token"];
+    if sqlite {
+        files.extend(["otter.db", "otter.db-wal", "otter.db-shm"]);
+    }
+    for f in files {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     let images: Vec<_> = std::fs::read_dir(data.join("blobs/images"))
@@ -232,17 +236,18 @@ async fn data_directory_is_private_and_loose_modes_are_warned_about() {
     assert!(!text.contains("readable by other users"), "{text}");
     // Loosened by someone: the next start says so, and how to fix it.
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        data.join("otter.db"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    let loose = if sqlite {
+        "otter.db"
+    } else {
+        "initial-admin-token"
+    };
+    std::fs::set_permissions(data.join(loose), std::fs::Permissions::from_mode(0o644)).unwrap();
     let (mut child, _) = start(&data, &log).await;
     child.kill().await.unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("readable by other users"), "{text}");
     assert!(
-        text.contains("otter.db (0644)") && text.contains("chmod -R go-rwx"),
+        text.contains(&format!("{loose} (0644)")) && text.contains("chmod -R go-rwx"),
         "{text}"
     );
 }

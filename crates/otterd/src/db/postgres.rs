@@ -1,0 +1,106 @@
+//! [`Database`] on PostgreSQL: for several `otterd` instances sharing one database.
+//!
+//! The queries are the SQLite backend's ([`super::shared`]); this module holds the connection,
+//! the PostgreSQL migrations (`migrations/postgres`, numbered like SQLite's) and the few
+//! dialect differences.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::*;
+
+/// The PostgreSQL backend.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: PgPool,
+    /// Newest events kept per device (0: all).
+    history_max: i64,
+}
+
+/// Bounds on the PostgreSQL backend.
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresBounds {
+    /// Newest events kept per device; older ones are deleted as new ones arrive (0: keep all).
+    pub history_max: i64,
+    /// Connections this server holds open at most.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresBounds {
+    fn default() -> Self {
+        PostgresBounds {
+            history_max: 1000,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Key of the advisory lock held while the first admin token is created.
+const FIRST_START_LOCK: i64 = 0x6f74_7465_725f_6131; // "otter_a1"
+
+impl Postgres {
+    /// Connects to `url` (`postgres://user:password@host:port/database?sslmode=...`) and runs
+    /// the migrations. sqlx's PostgreSQL migrator holds an advisory lock while it runs, so
+    /// instances starting together apply each migration once.
+    pub async fn open_with(url: &str, bounds: PostgresBounds) -> DbResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(bounds.max_connections)
+            .acquire_timeout(bounds.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| DbError::Backend(Box::new(e)))?;
+        Ok(Postgres {
+            pool,
+            history_max: bounds.history_max,
+        })
+    }
+
+    /// Releases published in the same second keep their insertion order by this identity
+    /// column (SQLite uses its implicit row id).
+    const RELEASE_SEQ: &'static str = "r.seq";
+
+    /// Under PostgreSQL's default isolation two instances could both see no token and both
+    /// insert one; the transaction-scoped advisory lock makes them take turns.
+    async fn serialize_first_start(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> DbResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FIRST_START_LOCK)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// PostgreSQL manages its own write-ahead log.
+    async fn checkpoint_now(&self) -> DbResult<()> {
+        Ok(())
+    }
+}
+
+/// The broken constraint as `table(a, b)`, like the SQLite backend: the table and the columns
+/// from the error's detail (`Key (a, b)=(...) already exists.`), or the constraint's name.
+fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
+    let Some(pg) = d.try_downcast_ref::<PgDatabaseError>() else {
+        return d.message().to_string();
+    };
+    let columns = pg
+        .detail()
+        .and_then(|detail| detail.strip_prefix("Key ("))
+        .and_then(|rest| rest.split_once(")=("))
+        .map(|(cols, _)| cols);
+    match (pg.table(), columns) {
+        (Some(table), Some(cols)) => format!("{table}({cols})"),
+        _ => pg.constraint().unwrap_or(pg.message()).to_string(),
+    }
+}
+
+impl_database!(Postgres, sqlx::Postgres, PgRow);

@@ -1,0 +1,43 @@
+//! Which database the integration tests run on: SQLite (the default, one file in each server's
+//! data directory) or, with `OTTER_TEST_DATABASE=postgres`, one PostgreSQL server per test
+//! process ([`postgres`]) with a fresh database for each server a test starts.
+
+pub mod postgres;
+
+use std::path::Path;
+
+/// The backends `OTTER_TEST_DATABASE` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestDatabase {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend of this test run; an unknown value is an error, not a silent default.
+pub fn selected() -> TestDatabase {
+    match std::env::var("OTTER_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => TestDatabase::Sqlite,
+        Ok("postgres") => TestDatabase::Postgres,
+        Ok(other) => panic!("OTTER_TEST_DATABASE={other:?}: use `sqlite` (default) or `postgres`"),
+    }
+}
+
+/// The `database_url` for a server with this data directory: `None` on SQLite (the server's own
+/// file), on PostgreSQL a database created for this directory on first use, so a server
+/// restarted on the same directory finds its data again.
+pub fn database_url_for(data_dir: &Path) -> Option<String> {
+    match selected() {
+        TestDatabase::Sqlite => None,
+        TestDatabase::Postgres => Some(postgres::database_for(data_dir)),
+    }
+}
+
+/// Whether a test about SQLite's own files should run; on other backends it says why it
+/// does not (tests that use this say so in their doc comment).
+pub fn sqlite_only(what: &str) -> bool {
+    let on = selected() == TestDatabase::Sqlite;
+    if !on {
+        eprintln!("not run on {:?}: {what} exist only with SQLite", selected());
+    }
+    on
+}
