@@ -39,6 +39,11 @@ impl Default for SqliteBounds {
 }
 
 impl Sqlite {
+    /// The connection pool, for the other stores of this backend.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path) and
     /// runs the migrations.
     pub async fn open(url: &str) -> DbResult<Self> {
@@ -83,7 +88,7 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
     DbError::Backend(Box::new(e))
 }
 
-fn map_err(e: sqlx::Error) -> DbError {
+pub(super) fn map_err(e: sqlx::Error) -> DbError {
     match &e {
         sqlx::Error::RowNotFound => DbError::NotFound,
         sqlx::Error::Database(d) if d.is_unique_violation() => {
