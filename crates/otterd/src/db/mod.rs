@@ -8,6 +8,7 @@
 #[macro_use]
 mod shared;
 pub mod connect;
+pub mod fleet;
 pub mod postgres;
 pub mod sqlite;
 
@@ -157,7 +158,7 @@ pub struct ReleaseFilter {
 
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
-pub trait Database: Send + Sync + 'static {
+pub trait Database: fleet::FleetStore + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;
 

@@ -4,11 +4,12 @@
 //! the PostgreSQL migrations (`migrations/postgres`, numbered like SQLite's) and the few
 //! dialect differences.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgDatabaseError, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Row};
 
 use super::*;
 
@@ -45,14 +46,28 @@ impl Default for PostgresBounds {
 const FIRST_START_LOCK: i64 = 0x6f74_7465_725f_6131; // "otter_a1"
 
 impl Postgres {
+    /// The connection pool, for the other stores of this backend.
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Connects to `url` (`postgres://user:password@host:port/database?sslmode=...`) and runs
     /// the migrations. sqlx's PostgreSQL migrator holds an advisory lock while it runs, so
     /// instances starting together apply each migration once.
     pub async fn open_with(url: &str, bounds: PostgresBounds) -> DbResult<Self> {
+        let opts = PgConnectOptions::from_str(url).map_err(backend)?;
+        // One connection first: its error says why (refused, authentication, TLS), where the
+        // pool would only report a timeout.
+        opts.connect()
+            .await
+            .map_err(backend)?
+            .close()
+            .await
+            .map_err(backend)?;
         let pool = PgPoolOptions::new()
             .max_connections(bounds.max_connections)
             .acquire_timeout(bounds.acquire_timeout)
-            .connect(url)
+            .connect_with(opts)
             .await
             .map_err(backend)?;
         sqlx::migrate!("./migrations/postgres")
@@ -104,3 +119,10 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
 }
 
 impl_database!(Postgres, sqlx::Postgres, PgRow);
+
+/// The type the stores written once for both backends (`fleet_sql.rs`) implement here.
+type Backend = Postgres;
+
+mod fleet_store {
+    include!("fleet_sql.rs");
+}

@@ -39,6 +39,11 @@ impl Default for SqliteBounds {
 }
 
 impl Sqlite {
+    /// The connection pool, for the other stores of this backend.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path) and
     /// runs the migrations.
     pub async fn open(url: &str) -> DbResult<Self> {
@@ -122,6 +127,13 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
 }
 
 impl_database!(Sqlite, sqlx::Sqlite, SqliteRow);
+
+/// The type the stores written once for both backends (`fleet_sql.rs`) implement here.
+type Backend = Sqlite;
+
+mod fleet_store {
+    include!("fleet_sql.rs");
+}
 
 #[cfg(test)]
 mod tests {

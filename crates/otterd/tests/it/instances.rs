@@ -1,9 +1,8 @@
 //! Several `otterd` instances on one database (issue 9, "Scale path"): the first start is
-//! race-free, and storage errors read the same on every backend.
+//! race-free.
 
 use std::path::Path;
 
-use otterd::db::{DbError, KeyRow, ProductRow};
 use reqwest::Client;
 use serde_json::Value;
 
@@ -81,46 +80,68 @@ async fn two_instances_starting_together_create_one_admin_token() {
     }
 }
 
-/// A unique violation names its constraint as `table(columns)`, the same on SQLite and on
-/// PostgreSQL.
+/// The real binary with a database URL it cannot use: an unknown scheme is refused with the
+/// accepted forms, an unreachable PostgreSQL says why at once, and neither error nor
+/// `config show --sources` shows the password.
 #[tokio::test]
-async fn conflicts_name_their_constraint_on_every_backend() {
+async fn a_bad_database_url_is_refused_and_its_password_never_shown() {
     let dir = tempfile::TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    let settings = otterd::config::Settings {
-        data_dir: data.clone(),
-        database_url: backends::database_url_for(&data),
-        ..Default::default()
+    let otterd = |args: &[&str], url: &str| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("OTTER_DATABASE_URL", url)
+            .env("RUST_LOG", "debug")
+            .env("RUST_BACKTRACE", "0");
+        cmd
     };
-    let state = otterd::open_state(settings).await.unwrap();
-    let db = state.db;
-    let p = ProductRow {
-        id: 0,
-        name: "thermo".into(),
-        chip: "esp32".into(),
-        description: String::new(),
-        enrollment_secret_hash: "h".into(),
-        created_at: 1,
-        max_devices: None,
-        enrollments_per_minute: Some(600),
-        allowlist_required: true,
-    };
-    let created = db.create_product(&p).await.unwrap();
-    assert!(created.allowlist_required);
-    match db.create_product(&p).await {
-        Err(DbError::Conflict(c)) => assert_eq!(c, "products(name)"),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    let key = KeyRow {
-        product_id: created.id,
-        key_id: "k1".into(),
-        name: "release key".into(),
-        public_key_pem: "pem".into(),
-        created_at: 1,
-    };
-    db.add_key(&key).await.unwrap();
-    match db.add_key(&key).await {
-        Err(DbError::Conflict(c)) => assert_eq!(c, "product_keys(product_id, key_id)"),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
+    let serve = ["serve", "--listen", "127.0.0.1:0"];
+    let out = otterd(&serve, "mysql://otter:s3cret@db/otter")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sqlite://PATH")
+            && err.contains("postgres://")
+            && err.contains("otter:***@db"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    // Port 1 on loopback: nothing listens there.
+    let started = std::time::Instant::now();
+    let out = otterd(&serve, "postgres://otter:s3cret@127.0.0.1:1/otter")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("postgres://otter:***@127.0.0.1:1/otter") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let out = otterd(
+        &["config", "show", "--sources"],
+        "postgres://otter:s3cret@db/otter?sslmode=require&password=s3cret",
+    )
+    .output()
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains(
+            "database_url = \"postgres://otter:***@db/otter?sslmode=require&password=***\"  # environment"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
 }

@@ -16,4 +16,5 @@ mod limits;
 mod openapi;
 mod process;
 mod promote;
+mod store;
 mod upload;
