@@ -42,6 +42,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Connections to PostgreSQL this server holds open at most (SQLite ignores it).
     pub database_max_connections: u32,
+    /// Seconds a query waits for a free PostgreSQL connection before it fails.
+    pub database_acquire_timeout_s: u64,
     /// Largest release upload accepted, in bytes.
     pub max_upload_bytes: u64,
     /// Base device poll interval in seconds (devices get it with ±10 % jitter).
@@ -86,6 +88,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".parse().unwrap(),
             database_url: None,
             database_max_connections: 10,
+            database_acquire_timeout_s: 10,
             max_upload_bytes: 32 * 1024 * 1024,
             poll_interval_s: 3600,
             max_in_flight: 512,
@@ -117,6 +120,7 @@ const KEYS: &[&str] = &[
     "listen",
     "database_url",
     "database_max_connections",
+    "database_acquire_timeout_s",
     "max_upload_bytes",
     "poll_interval_s",
     "max_in_flight",
@@ -143,6 +147,7 @@ pub struct Layer {
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub database_max_connections: Option<u32>,
+    pub database_acquire_timeout_s: Option<u64>,
     pub max_upload_bytes: Option<u64>,
     pub poll_interval_s: Option<u64>,
     pub max_in_flight: Option<usize>,
@@ -212,6 +217,10 @@ impl Layer {
                 "database_max_connections",
                 g("database_max_connections"),
             )?,
+            database_acquire_timeout_s: parse(
+                "database_acquire_timeout_s",
+                g("database_acquire_timeout_s"),
+            )?,
             max_upload_bytes: parse("max_upload_bytes", g("max_upload_bytes"))?,
             poll_interval_s: parse("poll_interval_s", g("poll_interval_s"))?,
             max_in_flight: parse("max_in_flight", g("max_in_flight"))?,
@@ -264,6 +273,7 @@ impl Settings {
             self.sources.insert("database_url", source);
         }
         set!(database_max_connections);
+        set!(database_acquire_timeout_s);
         set!(max_upload_bytes);
         set!(poll_interval_s);
         set!(max_in_flight);
@@ -315,6 +325,9 @@ impl Settings {
         }
         if self.database_max_connections == 0 {
             return bad("database_max_connections", "must be at least 1");
+        }
+        if self.database_acquire_timeout_s == 0 {
+            return bad("database_acquire_timeout_s", "must be at least 1");
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1");
@@ -373,6 +386,10 @@ impl Settings {
             (
                 "database_max_connections",
                 self.database_max_connections.to_string(),
+            ),
+            (
+                "database_acquire_timeout_s",
+                self.database_acquire_timeout_s.to_string(),
             ),
             ("max_upload_bytes", self.max_upload_bytes.to_string()),
             ("poll_interval_s", self.poll_interval_s.to_string()),
@@ -692,6 +709,23 @@ mod tests {
         };
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!s.show(true).contains("hunter2"));
+        let env = Layer::from_env(|k| match k {
+            "OTTER_DATABASE_MAX_CONNECTIONS" => Some("3".into()),
+            "OTTER_DATABASE_ACQUIRE_TIMEOUT_S" => Some("0".into()),
+            _ => None,
+        })
+        .unwrap();
+        let mut pg = s.clone();
+        pg.apply(env, Source::Env);
+        assert_eq!(pg.database_max_connections, 3);
+        assert!(pg
+            .show(true)
+            .contains("database_max_connections = 3  # environment"));
+        assert!(pg
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("OTTER_DATABASE_ACQUIRE_TIMEOUT_S"));
         for url in [
             "postgres://otter:hunter2@db:5432/otter?sslmode=require",
             "postgres://otter:p@hunter2@db/otter",

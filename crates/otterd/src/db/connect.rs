@@ -53,7 +53,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Database>> {
                 postgres::PostgresBounds {
                     history_max,
                     max_connections: settings.database_max_connections,
-                    ..postgres::PostgresBounds::default()
+                    acquire_timeout: std::time::Duration::from_secs(
+                        settings.database_acquire_timeout_s,
+                    ),
                 },
             )
             .await
