@@ -42,8 +42,9 @@ impl Default for PostgresBounds {
     }
 }
 
-/// Key of the advisory lock held while the first admin token is created.
-const FIRST_START_LOCK: i64 = 0x6f74_7465_725f_6131; // "otter_a1"
+/// Keys of the advisory locks of [`super::shared::Serial`] ("otter_a1", "otter_a2").
+const FIRST_START_LOCK: i64 = 0x6f74_7465_725f_6131;
+const ADMINS_LOCK: i64 = 0x6f74_7465_725f_6132;
 
 impl Postgres {
     /// The connection pool, for the other stores of this backend.
@@ -84,11 +85,19 @@ impl Postgres {
     /// column (SQLite uses its implicit row id).
     const RELEASE_SEQ: &'static str = "r.seq";
 
-    /// Under PostgreSQL's default isolation two instances could both see no token and both
-    /// insert one; the transaction-scoped advisory lock makes them take turns.
-    async fn serialize_first_start(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> DbResult<()> {
+    /// Under PostgreSQL's default isolation two transactions could each miss the other's
+    /// write (two instances both see no token; two revocations both see another active
+    /// admin); a transaction-scoped advisory lock per rule makes them take turns.
+    async fn serialize(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        rule: super::shared::Serial,
+    ) -> DbResult<()> {
+        let key = match rule {
+            super::shared::Serial::FirstStart => FIRST_START_LOCK,
+            super::shared::Serial::Admins => ADMINS_LOCK,
+        };
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(FIRST_START_LOCK)
+            .bind(key)
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;

@@ -11,9 +11,20 @@
 //! - `RELEASE_SEQ`, the column that orders releases published in the same second;
 //! - `fn conflict_name(&dyn sqlx::error::DatabaseError) -> String`, the constraint a unique
 //!   violation broke, as `table(column, ...)`;
-//! - `async fn serialize_first_start(&mut Transaction)`: holds the other instances off while
-//!   the first admin token is created;
+//! - `async fn serialize(&mut Transaction, Serial)`: makes transactions that check a rule across
+//!   rows (see [`Serial`]) take turns, also across instances;
 //! - `async fn checkpoint_now(&self)`: the log checkpoint (a no-op where there is none).
+
+/// Rules checked across rows, whose transactions must take turns: under PostgreSQL's default
+/// isolation two of them could each see the state before the other's write. SQLite runs one
+/// writer at a time, so there it costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Serial {
+    /// The first admin token is created only when there is no token at all.
+    FirstStart,
+    /// The last active admin token is never revoked.
+    Admins,
+}
 
 macro_rules! impl_database {
     ($backend:ty, $db:ty, $row:ty) => {
@@ -449,7 +460,7 @@ macro_rules! impl_database {
 
             async fn create_first_token(&self, t: &TokenRow) -> DbResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                <$backend>::serialize_first_start(&mut tx).await?;
+                <$backend>::serialize(&mut tx, super::shared::Serial::FirstStart).await?;
                 // One statement: no other writer can slip a token in between the check and
                 // the insert.
                 let r = bind_token(
@@ -493,8 +504,10 @@ macro_rules! impl_database {
             }
 
             async fn revoke_token(&self, id: &str, at: i64) -> DbResult<()> {
-                // One statement, so two revocations at once cannot both remove "the other"
-                // last admin.
+                // One statement, and revocations taking turns, so two at once cannot both
+                // remove "the other" last admin.
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                <$backend>::serialize(&mut tx, super::shared::Serial::Admins).await?;
                 let r = sqlx::query(
                     "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
                      AND (role <> 'admin' OR (SELECT COUNT(*) FROM tokens \
@@ -502,7 +515,7 @@ macro_rules! impl_database {
                 )
                 .bind(at)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
                 if r.rows_affected() == 0 {
@@ -511,13 +524,14 @@ macro_rules! impl_database {
                          AND role = 'admin'",
                     )
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
                     if active_admin.is_some() {
                         return Err(DbError::Conflict(LAST_ADMIN.into()));
                     }
                 }
+                tx.commit().await.map_err(map_err)?;
                 affected(r.rows_affected())
             }
 

@@ -90,9 +90,12 @@ impl Sqlite {
     /// an existing table.
     const RELEASE_SEQ: &'static str = "r.rowid";
 
-    /// Nothing to hold: `INSERT ... SELECT ... WHERE NOT EXISTS` takes SQLite's single write
-    /// lock before it reads, so the check and the insert are one step.
-    async fn serialize_first_start(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> DbResult<()> {
+    /// Nothing to hold: each rule is one statement, and a writing statement takes SQLite's
+    /// single write lock before it reads, so the check and the write are one step.
+    async fn serialize(
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _rule: super::shared::Serial,
+    ) -> DbResult<()> {
         Ok(())
     }
 

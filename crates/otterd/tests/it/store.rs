@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use otterd::db::fleet::GroupRow;
-use otterd::db::{Database, DbError, DeviceRow, KeyRow, ProductRow};
+use otterd::db::{Database, DbError, DeviceRow, KeyRow, ProductRow, TokenRow, LAST_ADMIN};
 
 use crate::backends;
 
@@ -151,4 +151,54 @@ async fn tags_and_groups_are_stored_alike_on_every_backend() {
         db.get_group(thermo.id, "mixed").await,
         Err(DbError::NotFound)
     ));
+}
+
+/// Two admins revoke each other at the same moment, many times over: exactly one revocation
+/// wins each time and one admin token stays active, on every backend (on PostgreSQL the two
+/// statements would otherwise each count the other admin as still active).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_never_remove_the_last_admin() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = open(&dir).await;
+    let admin = |id: String| TokenRow {
+        name: id.clone(),
+        token_hash: format!("hash-{id}"),
+        id,
+        role: "admin".into(),
+        products: vec![],
+        created_at: 1,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    for round in 0..20 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        db.create_token(&admin(a.clone())).await.unwrap();
+        db.create_token(&admin(b.clone())).await.unwrap();
+        // Only a and b are active: every earlier round left one of its pair, revoked now.
+        for t in db.list_tokens().await.unwrap() {
+            if t.revoked_at.is_none() && t.id != a && t.id != b {
+                db.revoke_token(&t.id, 2).await.unwrap();
+            }
+        }
+        let (db1, db2) = (db.clone(), db.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { db1.revoke_token(&a, 3).await }),
+            tokio::spawn(async move { db2.revoke_token(&b, 3).await })
+        );
+        let results = [ra.unwrap(), rb.unwrap()];
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(DbError::Conflict(m)) if m == LAST_ADMIN))
+            .count();
+        assert_eq!((won, refused), (1, 1), "round {round}: {results:?}");
+        let active = db
+            .list_tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none())
+            .count();
+        assert_eq!(active, 1, "round {round}");
+    }
 }
