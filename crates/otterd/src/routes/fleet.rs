@@ -123,10 +123,11 @@ pub fn parse_device_query(pairs: &[(String, String)]) -> Result<DeviceListQuery,
             }
         }
     }
-    if q.filter.terms.len() > 64 {
-        return Err(ApiError::bad_request(
-            "at most 64 terms (tags and filter terms together)",
-        ));
+    if q.filter.terms.len() > fleet::MAX_TERMS {
+        return Err(ApiError::bad_request(format!(
+            "at most {} terms (tags and filter terms together)",
+            fleet::MAX_TERMS
+        )));
     }
     Ok(q)
 }

@@ -14,6 +14,8 @@ use crate::db::{Database, DbError, DbResult, DeviceRow, ProductRow};
 
 /// Longest tag and group name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+/// Most terms in one selection (a saved filter, or a list's parameters together).
+pub const MAX_TERMS: usize = 64;
 
 /// Why a fleet operation was refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +180,11 @@ fn group_filter(text: &str) -> FleetResult<DeviceFilter> {
         return Err(FleetError::Invalid(
             "a filter group needs at least one term, e.g. tag=lab,version<2.0".into(),
         ));
+    }
+    if f.terms.len() > MAX_TERMS {
+        return Err(FleetError::Invalid(format!(
+            "a filter has at most {MAX_TERMS} terms"
+        )));
     }
     Ok(f)
 }
