@@ -73,6 +73,8 @@ pub trait FleetStore: Send + Sync {
     async fn remove_group_members(&self, group_id: &str, devices: &[String]) -> DbResult<()>;
     /// How many devices a static group lists.
     async fn count_group_members(&self, group_id: &str) -> DbResult<i64>;
+    /// How many devices carry a tag (all products).
+    async fn count_tagged(&self, tag: &str) -> DbResult<i64>;
 }
 
 // --- Devices and targeting (issue 9): selections, extras, groups --------------------------------
@@ -97,6 +99,9 @@ pub struct DeviceSelection {
     pub static_groups: Vec<String>,
     /// Unix seconds `seen` terms are measured from.
     pub now: i64,
+    /// A tag few devices carry (one of the `tag=` terms): the query starts from that tag's
+    /// devices and sorts them, instead of walking every device in order.
+    pub drive_tag: Option<String>,
 }
 
 /// Whether SQL answers a term exactly as `DeviceFilter::matches` does. Version order (`<`, `<=`,
@@ -106,6 +111,17 @@ pub fn sql_evaluates(t: &Term) -> bool {
 }
 
 impl DeviceSelection {
+    /// The tables to select from: `devices d` and `products p`, after `device_tags dt` when
+    /// [`DeviceSelection::drive_tag`] is set (`CROSS JOIN` keeps that order in SQLite; other
+    /// databases treat it as a plain join).
+    pub fn from_sql(&self) -> &'static str {
+        if self.drive_tag.is_some() {
+            "device_tags dt CROSS JOIN devices d JOIN products p ON p.id = d.product_id"
+        } else {
+            "devices d JOIN products p ON p.id = d.product_id"
+        }
+    }
+
     /// The condition over `devices d` as portable SQL, placeholders numbered from `first`, with
     /// the values to bind in order.
     pub fn where_sql(&self, first: usize) -> (String, Vec<Bind>) {
@@ -115,6 +131,12 @@ impl DeviceSelection {
             binds.push(b);
             format!("${}", first + binds.len() - 1)
         };
+        if let Some(tag) = &self.drive_tag {
+            parts.push(format!(
+                "dt.tag = {} AND d.id = dt.device_id",
+                next(Bind::Text(tag.clone()), &mut binds)
+            ));
+        }
         if let Some(p) = self.product_id {
             parts.push(format!("d.product_id = {}", next(Bind::Int(p), &mut binds)));
         }

@@ -176,8 +176,9 @@ impl FleetStore for Sqlite {
         };
         let limit_at = if after.is_some() { n + 3 } else { n + 1 };
         let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN products p ON p.id = d.product_id \
-             WHERE {cond}{keyset} ORDER BY d.enrolled_at, d.id LIMIT ${limit_at}"
+            "SELECT {DEVICE_COLUMNS} FROM {} WHERE {cond}{keyset} \
+             ORDER BY d.enrolled_at, d.id LIMIT ${limit_at}",
+            sel.from_sql()
         );
         let mut q = sqlx::query(&sql);
         for b in binds {
@@ -345,6 +346,14 @@ impl FleetStore for Sqlite {
     async fn count_group_members(&self, group_id: &str) -> DbResult<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM device_group_members WHERE group_id = $1")
             .bind(group_id)
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn count_tagged(&self, tag: &str) -> DbResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM device_tags WHERE tag = $1")
+            .bind(tag)
             .fetch_one(self.pool())
             .await
             .map_err(map_err)

@@ -7,7 +7,7 @@
 //! - Lists: [`list_devices`] pages through the devices a [`DeviceQuery`] selects, asking SQL for
 //!   every term it can answer and evaluating the rest (version order) here.
 
-use otter_core::fleet::{DeviceFacts, DeviceFilter, FilterError};
+use otter_core::fleet::{DeviceFacts, DeviceFilter, Field, FilterError, Op};
 
 use crate::db::fleet::{sql_evaluates, DeviceExtras, DeviceSelection, GroupRow};
 use crate::db::{Database, DbError, DbResult, DeviceRow, ProductRow};
@@ -381,6 +381,19 @@ async fn plan(
             Some(text) => terms.extend(group_filter(text)?.terms),
         }
     }
+    // Start from the rarest tag asked for when few devices carry it: sorting a few hundred
+    // devices beats walking 100,000 in order to find them.
+    let mut rarest: Option<(i64, String)> = None;
+    for t in terms
+        .iter()
+        .filter(|t| t.field == Field::Tag && t.op == Op::Eq)
+    {
+        let n = db.count_tagged(&t.value).await?;
+        if rarest.as_ref().is_none_or(|(m, _)| n < *m) {
+            rarest = Some((n, t.value.clone()));
+        }
+    }
+    sel.drive_tag = rarest.filter(|(n, _)| *n <= DRIVE_TAG_MAX).map(|(_, t)| t);
     for t in terms {
         if sql_evaluates(&t) {
             sel.terms.push(t);
@@ -390,6 +403,9 @@ async fn plan(
     }
     Ok((sel, residual))
 }
+
+/// A tag carried by at most this many devices is where a list starts (see [`plan`]).
+const DRIVE_TAG_MAX: i64 = 2000;
 
 /// Rows fetched at once while terms are evaluated here.
 const BATCH: i64 = 500;

@@ -916,3 +916,89 @@ async fn seed_device(
     db.insert_device(&d).await.unwrap();
     db.get_device(&d.id).await.unwrap()
 }
+
+#[tokio::test]
+async fn concurrent_tagging_never_passes_the_limit() {
+    let srv = spawn_with(|s| s.max_tags_per_device = 3).await;
+    let f = fleet_on(srv, 1).await;
+    let path = format!("/api/v1/devices/{}/tags", f.id(0));
+    let calls = (0..10).map(|i| {
+        f.srv.call(
+            Method::POST,
+            &path,
+            Some(&f.srv.admin),
+            Some(json!({"tags": [format!("t{i}")]})),
+        )
+    });
+    let answers = futures::future::join_all(calls).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200 || *s == 409),
+        "{answers:?}"
+    );
+    assert_eq!(ok, 3, "{answers:?}");
+    let (_, v) = f
+        .srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{}", f.id(0)),
+            Some(&f.srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(v["device"]["tags"].as_array().unwrap().len(), 3);
+}
+
+/// A list starts from a rare tag's devices or walks every device in order; both find the same
+/// devices in the same order, page by page.
+#[tokio::test]
+async fn both_ways_of_finding_tagged_devices_agree() {
+    use otterd::db::fleet::{DeviceSelection, FleetStore};
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = otterd::db::sqlite::Sqlite::open(&dir.path().join("t.db").display().to_string())
+        .await
+        .unwrap();
+    let product = seed_product(&db, "thermo").await;
+    let other = seed_product(&db, "lamp").await;
+    for i in 0..30 {
+        let d = seed_device(&db, &product, &format!("hw{i:02}")).await;
+        if i % 3 == 0 {
+            db.tag_device(&d.id, &["lab".to_string()]).await.unwrap();
+        }
+        if i % 2 == 0 {
+            db.tag_device(&d.id, &["eu".to_string()]).await.unwrap();
+        }
+    }
+    let foreign = seed_device(&db, &other, "x").await;
+    db.tag_device(&foreign.id, &["lab".to_string()])
+        .await
+        .unwrap();
+    let filter: otter_core::fleet::DeviceFilter = "tag=lab,tag=eu".parse().unwrap();
+    let mut pages = Vec::new();
+    for drive in [None, Some("lab".to_string()), Some("eu".to_string())] {
+        let sel = DeviceSelection {
+            product_id: Some(product.id),
+            terms: filter.terms.clone(),
+            drive_tag: drive,
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = db
+                .page_selected_devices(&sel, after.clone(), 2)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|d| (d.enrolled_at, d.id.clone()));
+            ids.extend(page.into_iter().map(|d| d.hardware_id));
+        }
+        pages.push(ids);
+    }
+    assert_eq!(pages[0], ["hw00", "hw06", "hw12", "hw18", "hw24"]);
+    assert_eq!(pages[1], pages[0]);
+    assert_eq!(pages[2], pages[0]);
+}
