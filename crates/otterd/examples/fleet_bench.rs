@@ -14,7 +14,7 @@ use otter_core::fleet::DeviceFilter;
 use otterd::db::fleet::FleetStore;
 use otterd::db::sqlite::Sqlite;
 use otterd::db::{CheckinReport, Database, DeviceRow, EventRow, ProductRow};
-use otterd::services::fleet::{list_devices, DeviceQuery};
+use otterd::services::fleet::{create_group, list_devices, DeviceQuery, GroupSpec};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -58,6 +58,30 @@ async fn main() -> anyhow::Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
+    // A static group of 50 devices spread over the fleet, and a filter group.
+    if db.get_group(product.id, "fifty").await.is_err() {
+        let members: Vec<String> = (0..50)
+            .map(|i| format!("dev_bench{:07}", i * (n / 50)))
+            .collect();
+        create_group(
+            &db,
+            &product,
+            "fifty",
+            GroupSpec::Static(members),
+            "bench",
+            NOW,
+        )
+        .await?;
+        create_group(
+            &db,
+            &product,
+            "lab-beta",
+            GroupSpec::Filter("tag=lab,channel=beta".into()),
+            "bench",
+            NOW,
+        )
+        .await?;
+    }
     println!(
         "{n} devices; limit 100; the first page, and the last of up to 50 pages that follow it"
     );
@@ -74,11 +98,17 @@ async fn main() -> anyhow::Result<()> {
         ("tag=lab,channel=beta", "tag=lab,channel=beta"),
         ("version<1.2.0 (service)", "version<1.2.0"),
         ("version>=2.0.0 (service, 1 %)", "version>=2.0.0"),
+        ("group=fifty (static, 50)", "group=fifty"),
+        ("group=lab-beta (filter)", "group=lab-beta"),
     ] {
+        let (filter, group) = match q.strip_prefix("group=") {
+            Some(g) => (DeviceFilter::default(), Some(g.to_string())),
+            None => (q.parse::<DeviceFilter>()?, None),
+        };
         let query = DeviceQuery {
             product: Some(product.clone()),
-            filter: q.parse::<DeviceFilter>()?,
-            group: None,
+            filter,
+            group,
         };
         let t = Instant::now();
         let first = list_devices(&db, &query, None, 100, 20_000, NOW).await?;

@@ -102,6 +102,9 @@ pub struct DeviceSelection {
     /// A tag few devices carry (one of the `tag=` terms): the query starts from that tag's
     /// devices and sorts them, instead of walking every device in order.
     pub drive_tag: Option<String>,
+    /// A small static group (one of [`DeviceSelection::static_groups`]) to start from, the
+    /// same way; used when no tag is.
+    pub drive_group: Option<String>,
 }
 
 /// Whether SQL answers a term exactly as `DeviceFilter::matches` does. Version order (`<`, `<=`,
@@ -112,11 +115,14 @@ pub fn sql_evaluates(t: &Term) -> bool {
 
 impl DeviceSelection {
     /// The tables to select from: `devices d` and `products p`, after `device_tags dt` when
-    /// [`DeviceSelection::drive_tag`] is set (`CROSS JOIN` keeps that order in SQLite; other
+    /// [`DeviceSelection::drive_tag`] is set (else `device_group_members dg` when
+    /// [`DeviceSelection::drive_group`] is) (`CROSS JOIN` keeps that order in SQLite; other
     /// databases treat it as a plain join).
     pub fn from_sql(&self) -> &'static str {
         if self.drive_tag.is_some() {
             "device_tags dt CROSS JOIN devices d JOIN products p ON p.id = d.product_id"
+        } else if self.drive_group.is_some() {
+            "device_group_members dg CROSS JOIN devices d JOIN products p ON p.id = d.product_id"
         } else {
             "devices d JOIN products p ON p.id = d.product_id"
         }
@@ -135,6 +141,11 @@ impl DeviceSelection {
             parts.push(format!(
                 "dt.tag = {} AND d.id = dt.device_id",
                 next(Bind::Text(tag.clone()), &mut binds)
+            ));
+        } else if let Some(g) = &self.drive_group {
+            parts.push(format!(
+                "dg.group_id = {} AND d.id = dg.device_id",
+                next(Bind::Text(g.clone()), &mut binds)
             ));
         }
         if let Some(p) = self.product_id {

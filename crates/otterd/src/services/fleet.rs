@@ -381,8 +381,8 @@ async fn plan(
             Some(text) => terms.extend(group_filter(text)?.terms),
         }
     }
-    // Start from the rarest tag asked for when few devices carry it: sorting a few hundred
-    // devices beats walking 100,000 in order to find them.
+    // Start from the rarest tag asked for when few devices carry it (else from a small static
+    // group): sorting a few hundred devices beats walking 100,000 in order to find them.
     let mut rarest: Option<(i64, String)> = None;
     for t in terms
         .iter()
@@ -393,7 +393,14 @@ async fn plan(
             rarest = Some((n, t.value.clone()));
         }
     }
-    sel.drive_tag = rarest.filter(|(n, _)| *n <= DRIVE_TAG_MAX).map(|(_, t)| t);
+    sel.drive_tag = rarest.filter(|(n, _)| *n <= DRIVE_MAX).map(|(_, t)| t);
+    if sel.drive_tag.is_none() {
+        if let Some(g) = sel.static_groups.first() {
+            if db.count_group_members(g).await? <= DRIVE_MAX {
+                sel.drive_group = Some(g.clone());
+            }
+        }
+    }
     for t in terms {
         if sql_evaluates(&t) {
             sel.terms.push(t);
@@ -404,8 +411,9 @@ async fn plan(
     Ok((sel, residual))
 }
 
-/// A tag carried by at most this many devices is where a list starts (see [`plan`]).
-const DRIVE_TAG_MAX: i64 = 2000;
+/// A tag carried by (or a static group of) at most this many devices is where a list starts
+/// (see [`plan`]).
+const DRIVE_MAX: i64 = 2000;
 
 /// Rows fetched at once while terms are evaluated here.
 const BATCH: i64 = 500;

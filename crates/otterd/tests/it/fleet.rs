@@ -354,8 +354,8 @@ async fn a_page_that_examined_its_budget_names_where_to_continue() {
         f.checkin(i, if i == 9 { "0.1" } else { "5.0" }, "esp32c3")
             .await;
     }
-    // Only hw09 matches; each page examines at most 4 devices, so the first pages are short
-    // (even empty) but name the next one, and following them finds hw09 once.
+    // Only hw09 matches; each page examines at most 4 of the 10 devices, so the first page is
+    // short (at most hw09) but names the next one, and following them finds hw09 once.
     let (_, v) = f
         .srv
         .call(
@@ -365,7 +365,7 @@ async fn a_page_that_examined_its_budget_names_where_to_continue() {
             None,
         )
         .await;
-    assert_eq!(v["devices"].as_array().unwrap().len(), 0, "{v}");
+    assert!(v["devices"].as_array().unwrap().len() <= 1, "{v}");
     assert!(v["next"].is_string(), "{v}");
     assert_eq!(
         f.list("product=thermo&filter=version%3C1.0", 10).await,
@@ -949,11 +949,12 @@ async fn concurrent_tagging_never_passes_the_limit() {
     assert_eq!(v["device"]["tags"].as_array().unwrap().len(), 3);
 }
 
-/// A list starts from a rare tag's devices or walks every device in order; both find the same
-/// devices in the same order, page by page.
+/// A list starts from a rare tag's devices, a small group's, or walks every device in order;
+/// all find the same devices in the same order, page by page.
 #[tokio::test]
 async fn both_ways_of_finding_tagged_devices_agree() {
     use otterd::db::fleet::{DeviceSelection, FleetStore};
+    use otterd::db::Database;
 
     let dir = tempfile::TempDir::new().unwrap();
     let db = otterd::db::sqlite::Sqlite::open(&dir.path().join("t.db").display().to_string())
@@ -975,12 +976,36 @@ async fn both_ways_of_finding_tagged_devices_agree() {
         .await
         .unwrap();
     let filter: otter_core::fleet::DeviceFilter = "tag=lab,tag=eu".parse().unwrap();
+    // A static group of every device of the product but hw01.
+    let all = db.page_devices(Some(product.id), None, 100).await.unwrap();
+    let members: Vec<String> = all
+        .iter()
+        .filter(|d| d.hardware_id != "hw01")
+        .map(|d| d.id.clone())
+        .collect();
+    let g = otterd::services::fleet::create_group(
+        &db,
+        &product,
+        "most",
+        otterd::services::fleet::GroupSpec::Static(members),
+        "t",
+        1,
+    )
+    .await
+    .unwrap();
     let mut pages = Vec::new();
-    for drive in [None, Some("lab".to_string()), Some("eu".to_string())] {
+    for (drive_tag, drive_group) in [
+        (None, None),
+        (Some("lab".to_string()), None),
+        (Some("eu".to_string()), None),
+        (None, Some(g.id.clone())),
+    ] {
         let sel = DeviceSelection {
             product_id: Some(product.id),
             terms: filter.terms.clone(),
-            drive_tag: drive,
+            static_groups: vec![g.id.clone()],
+            drive_tag,
+            drive_group,
             ..Default::default()
         };
         let mut ids = Vec::new();
@@ -999,6 +1024,7 @@ async fn both_ways_of_finding_tagged_devices_agree() {
         pages.push(ids);
     }
     assert_eq!(pages[0], ["hw00", "hw06", "hw12", "hw18", "hw24"]);
-    assert_eq!(pages[1], pages[0]);
-    assert_eq!(pages[2], pages[0]);
+    for p in &pages[1..] {
+        assert_eq!(p, &pages[0]);
+    }
 }
