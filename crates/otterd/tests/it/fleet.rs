@@ -201,6 +201,17 @@ async fn devices_are_filtered_by_each_field_and_by_all_combined() {
             .len(),
         4
     );
+    assert_eq!(f.hws("filter=hardware_id%3Dhw03").await, set(&["hw03"]));
+    assert_eq!(f.hws("product=thermo&filter=counter%3E%3D1").await.len(), 4);
+    assert_eq!(
+        f.hws("product=thermo&filter=counter!%3D1").await,
+        set(&["hw04", "hw05"]),
+        "an unreported counter differs"
+    );
+    assert_eq!(
+        f.hws("product=thermo&filter=chip!%3Desp32c3").await,
+        set(&["hw02", "hw03", "hw04", "hw05"])
+    );
     // Everything given must hold.
     assert_eq!(
         f.hws("product=thermo&tag=site:berlin&channel=beta&state=success&filter=version%3E1.5")
