@@ -88,15 +88,18 @@ pub async fn list(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<DeviceList>> {
     let q = super::fleet::parse_device_query(&pairs)?;
+    // A publisher reads the devices of its own products.
+    if !q
+        .product
+        .as_deref()
+        .is_some_and(|p| who.may_read_product(p))
+    {
+        who.require_reader()?;
+    }
     let product = match &q.product {
         Some(name) => Some(super::products::load(&state, name).await?),
         None => None,
     };
-    match &product {
-        // A publisher reads the devices of its own products.
-        Some(p) if who.may_read_product(&p.name) => {}
-        _ => who.require_reader()?,
-    }
     let limit = pagination::limit(q.limit.as_deref())?;
     let after = pagination::decode_num_text("devices", q.cursor.as_deref())?;
     let query = fleet::DeviceQuery {
