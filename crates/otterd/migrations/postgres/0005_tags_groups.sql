@@ -26,3 +26,16 @@ CREATE TABLE device_group_members (
     PRIMARY KEY (group_id, device_id)
 );
 CREATE INDEX device_group_members_by_device ON device_group_members (device_id);
+
+-- The last outcome a device reported (its state is `last_state`): why, and for which release.
+ALTER TABLE devices ADD COLUMN last_reason TEXT;
+ALTER TABLE devices ADD COLUMN last_release_id TEXT;
+
+-- Device lists page in (enrolled_at, id) order; these let the common filters (product, channel,
+-- state, version=, chip) walk that order within their value, and `seen` find recent devices.
+CREATE INDEX devices_by_product_enrolment ON devices (product_id, enrolled_at, id);
+CREATE INDEX devices_by_channel ON devices (channel, enrolled_at, id);
+CREATE INDEX devices_by_state ON devices (last_state, enrolled_at, id);
+CREATE INDEX devices_by_version ON devices (version, enrolled_at, id);
+CREATE INDEX devices_by_chip ON devices (chip, enrolled_at, id);
+CREATE INDEX devices_by_seen ON devices (last_seen_at);

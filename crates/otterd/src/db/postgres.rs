@@ -129,8 +129,11 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
 
 impl_database!(Postgres, sqlx::Postgres, PgRow);
 
-/// The type the stores written once for both backends (`fleet_sql.rs`) implement here.
+/// The type the stores written once for both backends (`fleet_sql.rs`) implement here, its
+/// database and its rows.
 type Backend = Postgres;
+type BackendDb = sqlx::Postgres;
+type BackendRow = PgRow;
 
 mod fleet_store {
     include!("fleet_sql.rs");

@@ -684,13 +684,18 @@ macro_rules! impl_database {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                sqlx::query("UPDATE devices SET last_state = $1, last_seen_at = $2 WHERE id = $3")
-                    .bind(&e.state)
-                    .bind(e.at)
-                    .bind(&e.device_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                sqlx::query(
+                    "UPDATE devices SET last_state = $1, last_reason = $2, last_release_id = $3, \
+                     last_seen_at = $4 WHERE id = $5",
+                )
+                .bind(&e.state)
+                .bind(&e.reason)
+                .bind(&e.release_id)
+                .bind(e.at)
+                .bind(&e.device_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
                 if self.history_max > 0 {
                     // Keep the newest `history_max` events of this device (the index on
                     // (device_id, id) makes this a short range delete).

@@ -131,8 +131,11 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
 
 impl_database!(Sqlite, sqlx::Sqlite, SqliteRow);
 
-/// The type the stores written once for both backends (`fleet_sql.rs`) implement here.
+/// The type the stores written once for both backends (`fleet_sql.rs`) implement here, its
+/// database and its rows.
 type Backend = Sqlite;
+type BackendDb = sqlx::Sqlite;
+type BackendRow = SqliteRow;
 
 mod fleet_store {
     include!("fleet_sql.rs");
