@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use reqwest::Client;
-use serde_json::Value;
+use otter_core::Chip;
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
 
 use crate::backends;
 use crate::harness::*;
@@ -78,6 +79,81 @@ async fn two_instances_starting_together_create_one_admin_token() {
         child_a.kill().await.unwrap();
         child_b.kill().await.unwrap();
     }
+}
+
+/// Two real `otterd` processes on one PostgreSQL database serve one fleet: a product and release
+/// made through one are what a device enrolled through the other is offered, and a device
+/// deleted through one is refused by the other at once. Runs on PostgreSQL only: several
+/// instances share a database only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_database_serve_one_fleet() {
+    if backends::selected() != backends::TestDatabase::Postgres {
+        eprintln!("not run on SQLite: several instances share a database only on PostgreSQL");
+        return;
+    }
+    let (dir_a, dir_b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let (a_data, b_data) = (dir_a.path().join("data"), dir_b.path().join("data"));
+    let url = backends::postgres::fresh_database();
+    let (mut child_a, url_a) = spawn_otterd(serve_on(&a_data, &url)).await;
+    let (mut child_b, url_b) = spawn_otterd(serve_on(&b_data, &url)).await;
+    assert!(!b_data.join("initial-admin-token").exists());
+    let a = TestServer::attach(url_a, dir_a, &a_data);
+    let mut b = TestServer::attach(url_b, dir_b, &a_data);
+    b.admin = a.admin.clone();
+    let (key, secret) = a.product("thermo", Chip::Esp32C3).await;
+    let (s, rel) = a.publish(&key, "thermo", Chip::Esp32C3, "1.1.0").await;
+    assert_eq!(s, 201, "{rel}");
+    let (device_id, token) = b.enroll("thermo", &secret, "aa:bb").await;
+    let checkin = json!({"version": "1.0.0", "security_counter": 0, "chip": "esp32c3",
+        "image_sha256": "0000000000000000000000000000000000000000000000000000000000000000"});
+    let (s, v) = b
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin.clone()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(rel["id"].is_string(), "{rel}");
+    assert_eq!(v["update"]["release_id"], rel["id"], "{v}");
+    // What B recorded, A shows.
+    let (s, v) = a
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{device_id}"),
+            Some(&a.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["device"]["version"].as_str()),
+        (200, Some("1.0.0")),
+        "{v}"
+    );
+    let (s, _) = a
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/devices/{device_id}"),
+            Some(&a.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = b
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&token),
+            Some(checkin),
+        )
+        .await;
+    assert_eq!(s, 401);
+    child_a.kill().await.unwrap();
+    child_b.kill().await.unwrap();
 }
 
 /// The real binary with a database URL it cannot use: an unknown scheme is refused with the
