@@ -97,7 +97,13 @@ async fn two_instances_on_one_database_serve_one_fleet() {
     );
     let (a_data, b_data) = (dir_a.path().join("data"), dir_b.path().join("data"));
     let url = backends::postgres::fresh_database();
-    let (mut child_a, url_a) = spawn_otterd(serve_on(&a_data, &url)).await;
+    // A logs everything it can (sqlx's statements too): the password must not be among it.
+    let log_a = dir_a.path().join("log");
+    let mut cmd_a = serve_on(&a_data, &url);
+    cmd_a
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(&log_a).unwrap());
+    let (mut child_a, url_a) = spawn_otterd(cmd_a).await;
     let (mut child_b, url_b) = spawn_otterd(serve_on(&b_data, &url)).await;
     assert!(!b_data.join("initial-admin-token").exists());
     let a = TestServer::attach(url_a, dir_a, &a_data);
@@ -154,6 +160,15 @@ async fn two_instances_on_one_database_serve_one_fleet() {
     assert_eq!(s, 401);
     child_a.kill().await.unwrap();
     child_b.kill().await.unwrap();
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(creds, _)| creds.split_once(':'))
+        .map(|(_, pw)| pw.to_string())
+        .unwrap();
+    let log = std::fs::read_to_string(&log_a).unwrap();
+    assert!(log.contains("SELECT"), "debug logging was on: {log}");
+    assert!(!log.contains(&password), "the password is logged: {log}");
 }
 
 /// The real binary with a database URL it cannot use: an unknown scheme is refused with the
