@@ -1,15 +1,16 @@
-// FleetStore on every backend, written once: each backend module includes this file in a module
-// of its own (`mod fleet_store { include!("fleet_sql.rs"); }`), where `super::Backend` is its
-// type, `super::BackendDb` its sqlx database, `super::BackendRow` its row, and `super::map_err`,
-// `super::device` and `super::DEVICE_COLUMNS` its shared helpers (db/shared.rs). The SQL is
-// portable (`$N` placeholders, `ON CONFLICT`). Further stores follow the same pattern.
+//! [`FleetStore`] on every backend, written once: each backend module compiles this file as a
+//! module of its own (`#[path = "fleet_sql.rs"] mod fleet_store;`), where `super::Backend` is its
+//! type, `super::BackendDb` its sqlx database and `super::BackendRow` its row (see `shared.rs`).
+//! The SQL is portable (`$N` placeholders, `ON CONFLICT`). Further stores follow the same
+//! pattern.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{device, map_err, Backend, BackendDb, BackendRow, DEVICE_COLUMNS};
+use super::shared::{device, map_err, DEVICE_COLUMNS};
+use super::{Backend, BackendDb, BackendRow};
 use crate::db::fleet::{Bind, DeviceExtras, DeviceSelection, FleetStore, GroupRow};
 use crate::db::{DbError, DbResult, DeviceRow};
 

@@ -1,15 +1,14 @@
 //! The storage seam: [`Database`] holds every query the server needs, as primitives.
 //!
 //! Handlers see only this trait and the plain row types below; `sqlx` stays inside the backend
-//! modules ([`sqlite`], [`postgres`]), which share one set of portable queries ([`shared`]) and
+//! modules ([`sqlite`], [`postgres`]), which share one set of portable queries (`db/shared.rs`, `db/fleet_sql.rs`) and
 //! run the same test suite. Derived rules (which release a device should get) live in the
 //! handlers, written once over the trait.
 
-#[macro_use]
-mod shared;
 pub mod connect;
 pub mod fleet;
 pub mod postgres;
+mod serial;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -7,11 +7,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection};
 
+use super::serial::Serial;
 use super::*;
+use shared::{backend, map_err};
 
 /// The PostgreSQL backend.
 #[derive(Clone)]
@@ -42,7 +43,7 @@ impl Default for PostgresBounds {
     }
 }
 
-/// Keys of the advisory locks of [`super::shared::Serial`] ("otter_a1", "otter_a2").
+/// Keys of the advisory locks of [`Serial`] ("otter_a1", "otter_a2").
 const FIRST_START_LOCK: i64 = 0x6f74_7465_725f_6131;
 const ADMINS_LOCK: i64 = 0x6f74_7465_725f_6132;
 
@@ -90,11 +91,11 @@ impl Postgres {
     /// admin); a transaction-scoped advisory lock per rule makes them take turns.
     async fn serialize(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        rule: super::shared::Serial,
+        rule: Serial,
     ) -> DbResult<()> {
         let key = match rule {
-            super::shared::Serial::FirstStart => FIRST_START_LOCK,
-            super::shared::Serial::Admins => ADMINS_LOCK,
+            Serial::FirstStart => FIRST_START_LOCK,
+            Serial::Admins => ADMINS_LOCK,
         };
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
@@ -127,14 +128,16 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
     }
 }
 
-impl_database!(Postgres, sqlx::Postgres, PgRow);
-
-/// The type the stores written once for both backends (`fleet_sql.rs`) implement here, its
-/// database and its rows.
+/// What the queries written once for every backend (`shared.rs`, `fleet_sql.rs`) implement
+/// here: this backend's type, its sqlx database and its rows.
 type Backend = Postgres;
 type BackendDb = sqlx::Postgres;
 type BackendRow = PgRow;
 
-mod fleet_store {
-    include!("fleet_sql.rs");
-}
+// One file, compiled once per backend: that is the point, not a mistake.
+#[allow(clippy::duplicate_mod)]
+#[path = "fleet_sql.rs"]
+mod fleet_store;
+#[allow(clippy::duplicate_mod)]
+#[path = "shared.rs"]
+mod shared;

@@ -3,13 +3,14 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 
+use super::serial::Serial;
 use super::*;
+use shared::{backend, map_err};
 
 /// The SQLite backend.
 #[derive(Clone)]
@@ -94,7 +95,7 @@ impl Sqlite {
     /// single write lock before it reads, so the check and the write are one step.
     async fn serialize(
         _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        _rule: super::shared::Serial,
+        _rule: Serial,
     ) -> DbResult<()> {
         Ok(())
     }
@@ -129,17 +130,19 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
     format!("{}({})", table.unwrap_or("?"), names.join(", "))
 }
 
-impl_database!(Sqlite, sqlx::Sqlite, SqliteRow);
-
-/// The type the stores written once for both backends (`fleet_sql.rs`) implement here, its
-/// database and its rows.
+/// What the queries written once for every backend (`shared.rs`, `fleet_sql.rs`) implement
+/// here: this backend's type, its sqlx database and its rows.
 type Backend = Sqlite;
 type BackendDb = sqlx::Sqlite;
 type BackendRow = SqliteRow;
 
-mod fleet_store {
-    include!("fleet_sql.rs");
-}
+// One file, compiled once per backend: that is the point, not a mistake.
+#[allow(clippy::duplicate_mod)]
+#[path = "fleet_sql.rs"]
+mod fleet_store;
+#[allow(clippy::duplicate_mod)]
+#[path = "shared.rs"]
+mod shared;
 
 #[cfg(test)]
 mod tests {
