@@ -46,6 +46,14 @@ pub async fn create_admin_token(settings: &Settings, name: &str) -> anyhow::Resu
         revoked_at: None,
     };
     db.create_token(&row).await?;
+    crate::audit::record(
+        &db,
+        db::AuditRow::offline_admin("token.create")
+            .target(&row.id)
+            .detail(format!("name={} role={}", row.name, row.role)),
+    )
+    .await
+    .context("recording the new token in the audit log")?;
     tracing::warn!(token_id = %row.id, name = ?row.name, "admin token created offline with `otterd admin create-token`");
     Ok(token)
 }

@@ -161,6 +161,10 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Authenticated once already by the audit middleware of the management router.
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
         let token = bearer(parts)?;
         if token.starts_with(DEVICE_TOKEN_PREFIX) {
             return Err(ApiError::unauthorized(

@@ -5,11 +5,13 @@
 //! - [`blob`]: content-addressed image storage on `object_store`.
 //! - [`blob_gc`]: the collector of blobs no release references.
 //! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
+//! - [`audit`]: the append-only audit log of management actions.
 //! - [`routes`]: the HTTP handlers, one module per resource.
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
 pub mod admin;
 pub mod arduino;
+pub mod audit;
 pub mod auth;
 pub mod blob;
 pub mod blob_gc;
@@ -126,19 +128,24 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     let path = state.settings.data_dir.join("initial-admin-token");
     write_private_file(&path, format!("{token}\n").as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    state
-        .db
-        .create_token(&db::TokenRow {
-            id: auth::new_id("tok_"),
-            name: "initial-admin".into(),
-            role: "admin".into(),
-            products: vec![],
-            token_hash: auth::hash_secret(&token),
-            created_at: now(),
-            last_used_at: None,
-            revoked_at: None,
-        })
-        .await?;
+    let row = db::TokenRow {
+        id: auth::new_id("tok_"),
+        name: "initial-admin".into(),
+        role: "admin".into(),
+        products: vec![],
+        token_hash: auth::hash_secret(&token),
+        created_at: now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    state.db.create_token(&row).await?;
+    audit::record(
+        state.db.as_ref(),
+        db::AuditRow::system("token.create")
+            .target(&row.id)
+            .detail("name=initial-admin role=admin first start"),
+    )
+    .await?;
     tracing::warn!(
         path = %path.display(),
         "first start: created an admin token and wrote it to this file (mode 0600). Read it once, keep it in a password manager, then delete the file"

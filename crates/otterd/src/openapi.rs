@@ -39,6 +39,7 @@ impl Modify for BearerAuth {
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
         promote::promote, arduino::update,
+        audit::list,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

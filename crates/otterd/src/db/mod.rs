@@ -149,6 +149,46 @@ pub struct ReleaseFilter {
     pub limit: i64,
 }
 
+/// One entry of the audit log (issue 9). Entries are appended and never changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the log (set by the database; ignored when appending).
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The principal's name, or `system`, `anonymous`, `otterd admin (offline)`.
+    pub actor: String,
+    /// The principal's role, when there is one.
+    pub role: Option<String>,
+    /// The credential used: a token id, never the token.
+    pub token_id: Option<String>,
+    /// What was done, e.g. `release.push`.
+    pub action: String,
+    /// What it was done to: a product name, release id, device id or token id.
+    pub target: Option<String>,
+    /// A short note without secrets (e.g. the role of a created token).
+    pub detail: Option<String>,
+    /// HTTP method and route template, for actions over HTTP.
+    pub method: Option<String>,
+    pub route: Option<String>,
+    /// Where the request came from (the peer address).
+    pub address: Option<String>,
+    /// The HTTP status answered; `None` for actions outside HTTP.
+    pub status: Option<i64>,
+}
+
+/// Which audit entries to list; every field set narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// Entries at or after this Unix time.
+    pub since: Option<i64>,
+    /// Entries at or before this Unix time.
+    pub until: Option<i64>,
+}
+
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
 pub trait Database: Send + Sync + 'static {
@@ -298,4 +338,15 @@ pub trait Database: Send + Sync + 'static {
 
     /// Moves the write-ahead log into the database and shrinks it (a no-op where there is none).
     async fn checkpoint(&self) -> DbResult<()>;
+
+    // --- Audit log (issue 9): append and read only; nothing edits or deletes an entry ---
+    /// Appends one entry; returns its id.
+    async fn append_audit(&self, e: &AuditRow) -> DbResult<i64>;
+    /// Entries matching `f`, newest first (by id descending), with ids below `before`.
+    async fn page_audit(
+        &self,
+        f: &AuditFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> DbResult<Vec<AuditRow>>;
 }

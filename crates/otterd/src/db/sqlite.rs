@@ -11,6 +11,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::*;
 
+mod audit;
+
 /// The SQLite backend.
 #[derive(Clone)]
 pub struct Sqlite {
@@ -965,5 +967,18 @@ impl Database for Sqlite {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn append_audit(&self, e: &AuditRow) -> DbResult<i64> {
+        audit::append(&self.pool, e).await
+    }
+
+    async fn page_audit(
+        &self,
+        f: &AuditFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> DbResult<Vec<AuditRow>> {
+        audit::page(&self.pool, f, before, limit).await
     }
 }

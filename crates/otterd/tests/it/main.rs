@@ -5,6 +5,7 @@ mod harness;
 
 mod access;
 mod arduino;
+mod audit;
 mod connections;
 mod crash;
 mod device;

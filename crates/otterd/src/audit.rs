@@ -1,0 +1,492 @@
+//! The audit log (issue 9): who did what to which object, when, from where, and how it ended.
+//!
+//! - [`record`] appends one entry; code outside HTTP calls it for its own actions
+//!   ([`AuditRow::system`] for work the server decides on, [`AuditRow::offline_admin`] for
+//!   `otterd admin ...`).
+//! - [`middleware`] sits on the whole management router, so no route can be forgotten: it
+//!   names each request from [`ACTIONS`] (method and route template to an action name and the
+//!   source of its target), and appends an entry for every change and every refused attempt
+//!   (401, 403), whatever the outcome. A management route missing from the table is still
+//!   recorded, as [`UNKNOWN_ACTION`], and a test fails on it.
+//!
+//! What never goes into the log: tokens, enrolment secrets, request bodies. Targets and details
+//! come only from path parameters and from fields of the answer named in [`ACTIONS`].
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{self, Principal};
+use crate::db::{AuditRow, Database, DbError, DbResult};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Actor of actions the server decides on by itself (a rollout pausing itself).
+pub const SYSTEM_ACTOR: &str = "system";
+/// Actor of `otterd admin ...` commands run on the server's host.
+pub const OFFLINE_ADMIN_ACTOR: &str = "otterd admin (offline)";
+/// Actor of a request without a credential the server knows.
+pub const ANONYMOUS_ACTOR: &str = "anonymous";
+/// Action of a management route missing from [`ACTIONS`] (a test fails when one is).
+pub const UNKNOWN_ACTION: &str = "unknown";
+
+/// Longest target or detail kept (longer ones are cut).
+const FIELD_MAX_CHARS: usize = 200;
+/// Largest answer read for the fields of a target or detail.
+const ANSWER_MAX_BYTES: usize = 256 * 1024;
+
+/// Where a target or detail value comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    /// A path parameter of the route.
+    Param(&'static str),
+    /// A field of a successful JSON answer, as a JSON pointer (never a secret field).
+    Answer(&'static str),
+}
+
+/// How one management route is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Action {
+    pub method: &'static str,
+    /// The route template, as the router and the OpenAPI document spell it.
+    pub route: &'static str,
+    /// The action name, `object.verb`.
+    pub name: &'static str,
+    /// Changes something: always recorded. Reads are recorded only when refused (401, 403).
+    pub change: bool,
+    pub target: Option<Field>,
+    /// `label=value` pairs of the detail.
+    pub detail: &'static [(&'static str, Field)],
+}
+
+const fn change(
+    method: &'static str,
+    route: &'static str,
+    name: &'static str,
+    target: Option<Field>,
+    detail: &'static [(&'static str, Field)],
+) -> Action {
+    Action {
+        method,
+        route,
+        name,
+        change: true,
+        target,
+        detail,
+    }
+}
+
+const fn read(
+    method: &'static str,
+    route: &'static str,
+    name: &'static str,
+    target: Option<Field>,
+) -> Action {
+    Action {
+        method,
+        route,
+        name,
+        change: false,
+        target,
+        detail: &[],
+    }
+}
+
+use Field::{Answer, Param};
+
+/// Every management route and its action name.
+pub const ACTIONS: &[Action] = &[
+    read("GET", "/api/v1/whoami", "token.whoami", None),
+    change(
+        "POST",
+        "/api/v1/products",
+        "product.create",
+        Some(Answer("/product/name")),
+        &[("chip", Answer("/product/chip"))],
+    ),
+    read("GET", "/api/v1/products", "product.list", None),
+    read(
+        "GET",
+        "/api/v1/products/{product}",
+        "product.show",
+        Some(Param("product")),
+    ),
+    change(
+        "PATCH",
+        "/api/v1/products/{product}",
+        "product.update",
+        Some(Param("product")),
+        &[],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/keys",
+        "key.add",
+        Some(Param("product")),
+        &[("key_id", Answer("/key_id"))],
+    ),
+    read(
+        "GET",
+        "/api/v1/products/{product}/keys",
+        "key.list",
+        Some(Param("product")),
+    ),
+    change(
+        "DELETE",
+        "/api/v1/products/{product}/keys/{key_id}",
+        "key.delete",
+        Some(Param("product")),
+        &[("key_id", Param("key_id"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/allowlist",
+        "allowlist.import",
+        Some(Param("product")),
+        &[("added", Answer("/added")), ("total", Answer("/total"))],
+    ),
+    read(
+        "GET",
+        "/api/v1/products/{product}/allowlist",
+        "allowlist.list",
+        Some(Param("product")),
+    ),
+    change(
+        "DELETE",
+        "/api/v1/products/{product}/allowlist/{hardware_id}",
+        "allowlist.remove",
+        Some(Param("product")),
+        &[("hardware_id", Param("hardware_id"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/allow-reenroll",
+        "device.allow_reenroll",
+        Some(Answer("/device_id")),
+        &[("product", Param("product"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/enrollment-secret",
+        "product.rotate_secret",
+        Some(Param("product")),
+        &[],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/releases",
+        "release.push",
+        Some(Answer("/id")),
+        &[
+            ("product", Param("product")),
+            ("channel", Answer("/channel")),
+            ("version", Answer("/version")),
+            ("existing", Answer("/existing")),
+        ],
+    ),
+    read("GET", "/api/v1/releases", "release.list", None),
+    read(
+        "GET",
+        "/api/v1/releases/{id}",
+        "release.show",
+        Some(Param("id")),
+    ),
+    change(
+        "POST",
+        "/api/v1/releases/{id}/promote",
+        "release.promote",
+        Some(Param("id")),
+        &[
+            ("new_release", Answer("/id")),
+            ("channel", Answer("/channel")),
+            ("existing", Answer("/existing")),
+        ],
+    ),
+    change(
+        "POST",
+        "/api/v1/tokens",
+        "token.create",
+        Some(Answer("/info/id")),
+        &[
+            ("name", Answer("/info/name")),
+            ("role", Answer("/info/role")),
+        ],
+    ),
+    read("GET", "/api/v1/tokens", "token.list", None),
+    change(
+        "DELETE",
+        "/api/v1/tokens/{id}",
+        "token.revoke",
+        Some(Param("id")),
+        &[],
+    ),
+    read("GET", "/api/v1/devices", "device.list", None),
+    read(
+        "GET",
+        "/api/v1/devices/{id}",
+        "device.show",
+        Some(Param("id")),
+    ),
+    change(
+        "PATCH",
+        "/api/v1/devices/{id}",
+        "device.update",
+        Some(Param("id")),
+        &[("channel", Answer("/channel"))],
+    ),
+    change(
+        "DELETE",
+        "/api/v1/devices/{id}",
+        "device.delete",
+        Some(Param("id")),
+        &[],
+    ),
+    read(
+        "GET",
+        "/api/v1/devices/{id}/history",
+        "device.history",
+        Some(Param("id")),
+    ),
+    read("GET", "/api/v1/audit", "audit.list", None),
+];
+
+/// The table row of a management route.
+pub fn action_for(method: &str, route: &str) -> Option<&'static Action> {
+    ACTIONS
+        .iter()
+        .find(|a| a.method.eq_ignore_ascii_case(method) && a.route == route)
+}
+
+impl AuditRow {
+    /// An entry for an action the server takes by itself (actor [`SYSTEM_ACTOR`]).
+    pub fn system(action: &str) -> AuditRow {
+        AuditRow {
+            actor: SYSTEM_ACTOR.into(),
+            action: action.into(),
+            ..AuditRow::default()
+        }
+    }
+
+    /// An entry for an `otterd admin ...` command (actor [`OFFLINE_ADMIN_ACTOR`]).
+    pub fn offline_admin(action: &str) -> AuditRow {
+        AuditRow {
+            actor: OFFLINE_ADMIN_ACTOR.into(),
+            action: action.into(),
+            ..AuditRow::default()
+        }
+    }
+
+    /// Sets the target.
+    pub fn target(mut self, target: impl Into<String>) -> AuditRow {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Sets the detail (no secrets).
+    pub fn detail(mut self, detail: impl Into<String>) -> AuditRow {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Appends `entry` to the audit log (stamped now unless it carries a time); returns its id.
+/// Targets and details longer than 200 characters are cut.
+pub async fn record(db: &dyn Database, mut entry: AuditRow) -> DbResult<i64> {
+    if entry.at == 0 {
+        entry.at = crate::now();
+    }
+    for v in [&mut entry.target, &mut entry.detail].into_iter().flatten() {
+        *v = clip(v);
+    }
+    let id = db.append_audit(&entry).await?;
+    metrics::counter!("otter_audit_entries_total").increment(1);
+    Ok(id)
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(FIELD_MAX_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The caller of a refused request, as far as the server knows it: a known token (even a
+/// revoked one) names its owner; anything else is [`ANONYMOUS_ACTOR`].
+async fn refused_caller(state: &AppState, req_headers: &axum::http::HeaderMap) -> AuditRow {
+    let token = req_headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer_token)
+        .filter(|t| t.starts_with(auth::TOKEN_PREFIX));
+    if let Some(token) = token {
+        match state.db.find_token(&auth::hash_secret(token)).await {
+            Ok(row) => {
+                return AuditRow {
+                    actor: row.name,
+                    role: Some(row.role),
+                    token_id: Some(row.id),
+                    ..AuditRow::default()
+                }
+            }
+            Err(DbError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "audit: cannot look up the token of a refused request")
+            }
+        }
+    }
+    AuditRow {
+        actor: ANONYMOUS_ACTOR.into(),
+        ..AuditRow::default()
+    }
+}
+
+fn field_value(
+    field: Field,
+    params: &[(String, String)],
+    answer: Option<&serde_json::Value>,
+) -> Option<String> {
+    match field {
+        Field::Param(name) => params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
+        Field::Answer(pointer) => match answer?.pointer(pointer)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        },
+    }
+}
+
+/// Reads a JSON answer for the fields the action names, and gives the answer back intact.
+async fn read_answer(resp: Response) -> (Response, Option<serde_json::Value>) {
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json || !resp.status().is_success() {
+        return (resp, None);
+    }
+    let (parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, ANSWER_MAX_BYTES).await {
+        Ok(bytes) => {
+            let value = serde_json::from_slice(&bytes).ok();
+            (
+                Response::from_parts(parts, axum::body::Body::from(bytes)),
+                value,
+            )
+        }
+        Err(e) => (
+            ApiError::internal(format!("audit: cannot read the answer: {e}")).into_response(),
+            None,
+        ),
+    }
+}
+
+/// The middleware of the management router (install with `route_layer`, so that the route
+/// template is known). It also authenticates the caller once, for the handler's [`Principal`]
+/// extractor to reuse.
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let method = parts.method.to_string();
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let params: Vec<(String, String)> = RawPathParams::from_request_parts(&mut parts, &state)
+        .await
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let who = Principal::from_request_parts(&mut parts, &state).await.ok();
+    if let Some(p) = &who {
+        parts.extensions.insert(p.clone());
+    }
+    let headers = parts.headers.clone();
+    let resp = next.run(Request::from_parts(parts, body)).await;
+
+    let status = resp.status();
+    let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+    let action = action_for(&method, &route);
+    // A read that was let through is no action; a method the route lacks (405) reached no
+    // handler at all.
+    let not_a_route = action.is_none() && status == StatusCode::METHOD_NOT_ALLOWED;
+    if not_a_route || (!refused && action.is_some_and(|a| !a.change)) {
+        return resp;
+    }
+    let wants_answer = action.is_some_and(|a| {
+        a.target
+            .iter()
+            .chain(a.detail.iter().map(|(_, f)| f))
+            .any(|f| matches!(f, Field::Answer(_)))
+    });
+    let (resp, answer) = if wants_answer {
+        read_answer(resp).await
+    } else {
+        (resp, None)
+    };
+
+    let mut entry = match &who {
+        Some(p) => AuditRow {
+            actor: p.name.clone(),
+            role: Some(p.role.as_str().into()),
+            token_id: Some(p.token_id.clone()),
+            ..AuditRow::default()
+        },
+        None => refused_caller(&state, &headers).await,
+    };
+    entry.action = action.map_or(UNKNOWN_ACTION, |a| a.name).into();
+    if let Some(a) = action {
+        entry.target = a
+            .target
+            .and_then(|f| field_value(f, &params, answer.as_ref()));
+        let detail: Vec<String> = a
+            .detail
+            .iter()
+            .filter_map(|(label, f)| {
+                field_value(*f, &params, answer.as_ref()).map(|v| format!("{label}={v}"))
+            })
+            .collect();
+        if !detail.is_empty() {
+            entry.detail = Some(detail.join(" "));
+        }
+    }
+    if !status.is_success() {
+        let code = resp
+            .extensions()
+            .get::<crate::edge::Refusal>()
+            .map(|r| r.code)
+            .unwrap_or("");
+        let refusal = if code.is_empty() {
+            "refused".to_string()
+        } else {
+            format!("refused: {code}")
+        };
+        entry.detail = Some(match entry.detail {
+            Some(d) => format!("{d} {refusal}"),
+            None => refusal,
+        });
+    }
+    entry.method = Some(method);
+    entry.route = Some(route);
+    entry.address = address;
+    entry.status = Some(i64::from(status.as_u16()));
+    if let Err(e) = record(state.db.as_ref(), entry).await {
+        // The action happened (or was refused) already; the answer stays true to it.
+        metrics::counter!("otter_audit_write_failures_total").increment(1);
+        tracing::error!(error = %e, "audit: cannot append to the audit log");
+    }
+    resp
+}
