@@ -32,6 +32,8 @@ pub const OFFLINE_ADMIN_ACTOR: &str = "otterd admin (offline)";
 pub const ANONYMOUS_ACTOR: &str = "anonymous";
 /// Action of a management route missing from [`ACTIONS`] (a test fails when one is).
 pub const UNKNOWN_ACTION: &str = "unknown";
+/// Action of the entry that counts refused unauthenticated attempts not recorded one by one.
+pub const UNRECORDED_ACTION: &str = "audit.unrecorded";
 
 /// Longest target or detail kept (longer ones are cut).
 const FIELD_MAX_CHARS: usize = 200;
@@ -292,6 +294,69 @@ impl AuditRow {
     }
 }
 
+/// How many refused unauthenticated attempts (401) are recorded one by one in a minute
+/// (`audit_unauthenticated_per_minute`): anyone on the network can make them, so without a
+/// bound they would grow the log without one. Attempts beyond it are counted, and the count is
+/// recorded as one [`UNRECORDED_ACTION`] entry before the first entry of a later minute.
+#[derive(Debug, Default)]
+pub struct MinuteBudget {
+    inner: std::sync::Mutex<Window>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    minute: i64,
+    used: u32,
+    dropped: u64,
+    /// Dropped attempts of closed minutes not yet recorded: (start of the first, count).
+    pending: Option<(i64, u64)>,
+}
+
+impl Window {
+    fn advance(&mut self, now: i64) {
+        let minute = now.div_euclid(60);
+        if self.minute == minute {
+            return;
+        }
+        if self.dropped > 0 {
+            let (from, n) = self.pending.unwrap_or((self.minute * 60, 0));
+            self.pending = Some((from, n + self.dropped));
+        }
+        self.minute = minute;
+        self.used = 0;
+        self.dropped = 0;
+    }
+}
+
+impl MinuteBudget {
+    /// Attempts dropped in minutes that are over by `now` and not recorded yet: the Unix time
+    /// the first of those minutes began, and the count.
+    pub fn take_closed(&self, now: i64) -> Option<(i64, u64)> {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        w.advance(now);
+        w.pending.take()
+    }
+
+    /// Whether one more attempt may be recorded this minute (`per_minute` 0: always).
+    pub fn admit(&self, now: i64, per_minute: u32) -> bool {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        w.advance(now);
+        if per_minute == 0 || w.used < per_minute {
+            w.used += 1;
+            return true;
+        }
+        w.dropped += 1;
+        metrics::counter!("otter_audit_unrecorded_total").increment(1);
+        if w.dropped == 1 {
+            tracing::warn!(
+                per_minute,
+                "audit: more refused unauthenticated attempts this minute than audit_unauthenticated_per_minute; counting the rest"
+            );
+        }
+        false
+    }
+}
+
 /// Appends `entry` to the audit log (stamped now unless it carries a time); returns its id.
 /// Targets and details longer than 200 characters are cut.
 pub async fn record(db: &dyn Database, mut entry: AuditRow) -> DbResult<i64> {
@@ -438,6 +503,24 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         (resp, None)
     };
 
+    let now = crate::now();
+    let budget = &state.limiters.audit_unauthenticated;
+    if let Some((from, count)) = budget.take_closed(now) {
+        let summary = AuditRow::system(UNRECORDED_ACTION).detail(format!(
+            "{count} refused unauthenticated attempts from {} on were not recorded one by one (audit_unauthenticated_per_minute = {})",
+            crate::routes::views::rfc3339(from),
+            state.settings.audit_unauthenticated_per_minute
+        ));
+        if let Err(e) = record(state.db.as_ref(), summary).await {
+            metrics::counter!("otter_audit_write_failures_total").increment(1);
+            tracing::error!(error = %e, "audit: cannot append to the audit log");
+        }
+    }
+    if status == StatusCode::UNAUTHORIZED
+        && !budget.admit(now, state.settings.audit_unauthenticated_per_minute)
+    {
+        return resp;
+    }
     let mut entry = match &who {
         Some(p) => AuditRow {
             actor: p.name.clone(),
@@ -483,10 +566,56 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     entry.route = Some(route);
     entry.address = address;
     entry.status = Some(i64::from(status.as_u16()));
+    entry.at = now;
     if let Err(e) = record(state.db.as_ref(), entry).await {
         // The action happened (or was refused) already; the answer stays true to it.
         metrics::counter!("otter_audit_write_failures_total").increment(1);
         tracing::error!(error = %e, "audit: cannot append to the audit log");
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_records_so_many_a_minute_and_counts_the_rest() {
+        let b = MinuteBudget::default();
+        let t0 = 1_800_000_000 / 60 * 60;
+        assert_eq!(b.take_closed(t0), None);
+        let admitted = (0..5).filter(|i| b.admit(t0 + i, 3)).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(b.take_closed(t0 + 59), None, "the minute is not over");
+        // A later minute: the count of the dropped ones comes out once, and the budget is new.
+        assert_eq!(b.take_closed(t0 + 60), Some((t0, 2)));
+        assert_eq!(b.take_closed(t0 + 61), None);
+        assert!(b.admit(t0 + 61, 3));
+        // Dropped counts of minutes nobody looked at add up, from the first of them.
+        for _ in 0..4 {
+            b.admit(t0 + 62, 3);
+        }
+        for _ in 0..5 {
+            b.admit(t0 + 125, 3);
+        }
+        assert_eq!(b.take_closed(t0 + 300), Some((t0 + 60, 2 + 2)));
+        // 0: no limit.
+        assert!((0..1000).all(|i| b.admit(t0 + 400 + i % 10, 0)));
+    }
+
+    #[test]
+    fn system_and_offline_entries_name_their_actor() {
+        let e = AuditRow::system("rollout.pause")
+            .target("rol_1")
+            .detail("why");
+        assert_eq!(
+            (e.actor.as_str(), e.target.as_deref()),
+            ("system", Some("rol_1"))
+        );
+        assert_eq!(
+            AuditRow::offline_admin("token.create").actor,
+            OFFLINE_ADMIN_ACTOR
+        );
+        assert_eq!(clip(&"x".repeat(500)).chars().count(), FIELD_MAX_CHARS + 1);
+    }
 }

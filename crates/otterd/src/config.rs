@@ -72,6 +72,11 @@ pub struct Settings {
     /// Image downloads in progress at once for one device; more get 429.
     pub max_downloads_per_device: usize,
     // --- end of connections and downloads ---
+    // --- Audit log (issue 9) ---
+    /// Refused unauthenticated attempts (401) recorded one by one a minute; beyond it they are
+    /// counted and recorded as one `audit.unrecorded` entry. 0: no limit.
+    pub audit_unauthenticated_per_minute: u32,
+    // --- end of audit log ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -99,6 +104,8 @@ impl Default for Settings {
             max_downloads: 256,
             max_downloads_per_device: 2,
             // --- end of connections and downloads ---
+            // Audit log (issue 9).
+            audit_unauthenticated_per_minute: 60,
             sources: BTreeMap::new(),
         };
         for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
@@ -128,6 +135,8 @@ const KEYS: &[&str] = &[
     "max_downloads",
     "max_downloads_per_device",
     // --- end of connections and downloads ---
+    // Audit log (issue 9).
+    "audit_unauthenticated_per_minute",
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -158,6 +167,8 @@ pub struct Layer {
     pub max_downloads: Option<usize>,
     pub max_downloads_per_device: Option<usize>,
     // --- end of connections and downloads ---
+    // Audit log (issue 9).
+    pub audit_unauthenticated_per_minute: Option<u32>,
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -232,6 +243,11 @@ impl Layer {
                 g("max_downloads_per_device"),
             )?,
             // --- end of connections and downloads ---
+            // Audit log (issue 9).
+            audit_unauthenticated_per_minute: parse(
+                "audit_unauthenticated_per_minute",
+                g("audit_unauthenticated_per_minute"),
+            )?,
         })
     }
 }
@@ -282,6 +298,8 @@ impl Settings {
         set!(max_downloads);
         set!(max_downloads_per_device);
         // --- end of connections and downloads ---
+        // Audit log (issue 9).
+        set!(audit_unauthenticated_per_minute);
     }
 
     /// Checks values that parse but make no sense.
@@ -381,6 +399,11 @@ impl Settings {
                 self.max_downloads_per_device.to_string(),
             ),
             // --- end of connections and downloads ---
+            // Audit log (issue 9).
+            (
+                "audit_unauthenticated_per_minute",
+                self.audit_unauthenticated_per_minute.to_string(),
+            ),
         ];
         let mut out = String::new();
         for (k, v) in values.into_iter().chain(self.limits.values()) {
@@ -644,6 +667,31 @@ mod tests {
             .unwrap_err()
             .0
             .contains("OTTER_MAX_DOWNLOADS"));
+    }
+
+    #[test]
+    fn audit_budget_is_a_layered_setting() {
+        let mut s = Settings::default();
+        assert_eq!(s.audit_unauthenticated_per_minute, 60);
+        let file: Layer = toml::from_str("audit_unauthenticated_per_minute = 10\n").unwrap();
+        s.apply(file, Source::File);
+        assert_eq!(s.audit_unauthenticated_per_minute, 10);
+        let env = Layer::from_env(|k| {
+            (k == "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE").then(|| "0".into())
+        })
+        .unwrap();
+        s.apply(env, Source::Env);
+        assert_eq!(s.audit_unauthenticated_per_minute, 0);
+        assert!(s
+            .show(true)
+            .contains("audit_unauthenticated_per_minute = 0  # environment"));
+        let bad = Layer::from_env(|k| {
+            (k == "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE").then(|| "-1".into())
+        });
+        assert!(bad
+            .unwrap_err()
+            .0
+            .contains("audit_unauthenticated_per_minute"));
     }
 
     #[test]

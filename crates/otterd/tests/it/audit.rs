@@ -393,9 +393,9 @@ async fn no_route_alters_the_log_and_the_database_refuses_to() {
     assert!(!before.is_empty());
     let first = before.last().unwrap()["id"].as_i64().unwrap();
     for method in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST] {
-        for path in [
-            "/api/v1/audit".to_string(),
-            format!("/api/v1/audit/{first}"),
+        for (path, want) in [
+            ("/api/v1/audit".to_string(), 405),
+            (format!("/api/v1/audit/{first}"), 404),
         ] {
             let (st, v) = s
                 .call(
@@ -405,7 +405,7 @@ async fn no_route_alters_the_log_and_the_database_refuses_to() {
                     Some(json!({"actor": "x"})),
                 )
                 .await;
-            assert!(st == 404 || st == 405, "{method} {path}: {st} {v}");
+            assert_eq!(st, want, "{method} {path}: {v}");
         }
     }
     let after = audit(&s, "limit=1000").await;
@@ -508,4 +508,30 @@ async fn offline_admin_and_system_actions_are_recorded() {
     let e = last(&s, "rollout.pause").await;
     assert_eq!(e["actor"], "system", "{e}");
     assert_eq!(e["target"], "rol_1", "{e}");
+}
+
+#[tokio::test]
+async fn refused_unauthenticated_attempts_are_recorded_within_a_budget() {
+    let s = crate::harness::spawn_with(|c| c.audit_unauthenticated_per_minute = 3).await;
+    let start = otterd::now() / 60;
+    for _ in 0..10 {
+        let (st, _) = s.call(Method::GET, "/api/v1/tokens", None, None).await;
+        assert_eq!(st, 401);
+    }
+    let minutes = otterd::now() / 60 - start + 1;
+    let recorded = audit(&s, "actor=anonymous").await.len() as i64;
+    if minutes == 1 {
+        assert_eq!(recorded, 3);
+    } else {
+        assert!((3..=3 * minutes).contains(&recorded), "{recorded}");
+    }
+    // Refusals of known callers (403) are not bounded by it.
+    let viewer = s.token("viewer", &[]).await;
+    for _ in 0..5 {
+        let (st, _) = s
+            .call(Method::GET, "/api/v1/tokens", Some(&viewer), None)
+            .await;
+        assert_eq!(st, 403);
+    }
+    assert_eq!(audit(&s, "actor=viewer-test").await.len(), 5);
 }
