@@ -726,8 +726,8 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         for sub in cmd.get_subcommands() {
-            let online =
-                ["release", "product", "token", "device", "whoami"].contains(&sub.get_name());
+            let online = ["release", "product", "token", "device", "audit", "whoami"]
+                .contains(&sub.get_name());
             let mut args = Vec::new();
             all_args(sub, sub.get_name(), &mut args);
             for (path, a) in args {

@@ -433,7 +433,12 @@ async fn read_answer(resp: Response) -> (Response, Option<serde_json::Value>) {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !json || !resp.status().is_success() {
+    // Only an answer of known, small length: one that could not be read whole and given back
+    // is passed on untouched, without its fields.
+    let small = http_body::Body::size_hint(resp.body())
+        .upper()
+        .is_some_and(|n| n <= ANSWER_MAX_BYTES as u64);
+    if !json || !small || !resp.status().is_success() {
         return (resp, None);
     }
     let (parts, body) = resp.into_parts();
