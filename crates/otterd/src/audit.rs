@@ -12,7 +12,7 @@
 //! What never goes into the log: tokens, enrolment secrets, request bodies. Targets and details
 //! come only from path parameters and from fields of the answer named in [`ACTIONS`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, StatusCode};
@@ -408,6 +408,26 @@ async fn refused_caller(state: &AppState, req_headers: &axum::http::HeaderMap) -
     }
 }
 
+/// The client address in `X-Forwarded-For` of a request from a trusted proxy: the rightmost
+/// address that is not itself a trusted proxy (each proxy appends the address it got the
+/// request from, so addresses left of that one are the client's to choose). `None` when the
+/// header is missing or an entry on the way is not an IP address.
+pub fn forwarded_client(headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        hops.extend(value.to_str().ok()?.split(',').map(str::trim));
+    }
+    let mut client = None;
+    for hop in hops.iter().rev() {
+        let ip: IpAddr = hop.parse().ok()?;
+        client = Some(ip);
+        if !trusted.contains(&ip) {
+            break;
+        }
+    }
+    client
+}
+
 fn field_value(
     field: Field,
     params: &[(String, String)],
@@ -476,10 +496,13 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
                 .collect()
         })
         .unwrap_or_default();
-    let address = parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .map(|c| c.0.ip());
+    let forwarded_for = peer
+        .filter(|p| state.settings.trusted_proxies.contains(p))
+        .and_then(|_| forwarded_client(&parts.headers, &state.settings.trusted_proxies));
     let who = Principal::from_request_parts(&mut parts, &state).await.ok();
     if let Some(p) = &who {
         parts.extensions.insert(p.clone());
@@ -569,7 +592,8 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     }
     entry.method = Some(method);
     entry.route = Some(route);
-    entry.address = address;
+    entry.address = peer.map(|p| p.to_string());
+    entry.forwarded_for = forwarded_for.map(|a| a.to_string());
     entry.status = Some(i64::from(status.as_u16()));
     entry.at = now;
     if let Err(e) = record(state.db.as_ref(), entry).await {
@@ -606,6 +630,31 @@ mod tests {
         assert_eq!(b.take_closed(t0 + 300), Some((t0 + 60, 2 + 2)));
         // 0: no limit.
         assert!((0..1000).all(|i| b.admit(t0 + 400 + i % 10, 0)));
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_rightmost_untrusted_hop() {
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let client = |values: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            forwarded_client(&h, &trusted).map(|a| a.to_string())
+        };
+        assert_eq!(client(&["203.0.113.7"]).as_deref(), Some("203.0.113.7"));
+        // A client-chosen entry left of the real one changes nothing.
+        assert_eq!(
+            client(&["1.2.3.4, 203.0.113.7, 10.0.0.2"]).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            client(&["1.2.3.4", "203.0.113.7"]).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(client(&["2001:db8::1"]).as_deref(), Some("2001:db8::1"));
+        assert_eq!(client(&[]), None);
+        assert_eq!(client(&["203.0.113.7, garbage"]), None);
     }
 
     #[test]

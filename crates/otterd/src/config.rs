@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -76,6 +76,9 @@ pub struct Settings {
     /// Refused unauthenticated attempts (401) recorded one by one a minute; beyond it they are
     /// counted and recorded as one `audit.unrecorded` entry. 0: no limit.
     pub audit_unauthenticated_per_minute: u32,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed: for a request from one
+    /// of them, the audit log records the client address the proxies forwarded too.
+    pub trusted_proxies: Vec<IpAddr>,
     // --- end of audit log ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
@@ -106,6 +109,7 @@ impl Default for Settings {
             // --- end of connections and downloads ---
             // Audit log (issue 9).
             audit_unauthenticated_per_minute: 60,
+            trusted_proxies: Vec::new(),
             sources: BTreeMap::new(),
         };
         for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
@@ -137,6 +141,7 @@ const KEYS: &[&str] = &[
     // --- end of connections and downloads ---
     // Audit log (issue 9).
     "audit_unauthenticated_per_minute",
+    "trusted_proxies",
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -169,6 +174,7 @@ pub struct Layer {
     // --- end of connections and downloads ---
     // Audit log (issue 9).
     pub audit_unauthenticated_per_minute: Option<u32>,
+    pub trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -248,6 +254,20 @@ impl Layer {
                 "audit_unauthenticated_per_minute",
                 g("audit_unauthenticated_per_minute"),
             )?,
+            trusted_proxies: g("trusted_proxies")
+                .map(|v| {
+                    v.split(',')
+                        .map(|a| {
+                            a.trim().parse::<IpAddr>().map_err(|e| {
+                                ConfigError(format!(
+                                    "{}={v:?} is not valid: {a:?}: {e}; give IP addresses separated by commas (also settable as `trusted_proxies` in the config file)",
+                                    env_name("trusted_proxies")
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
         })
     }
 }
@@ -300,6 +320,7 @@ impl Settings {
         // --- end of connections and downloads ---
         // Audit log (issue 9).
         set!(audit_unauthenticated_per_minute);
+        set!(trusted_proxies);
     }
 
     /// Checks values that parse but make no sense.
@@ -403,6 +424,17 @@ impl Settings {
             (
                 "audit_unauthenticated_per_minute",
                 self.audit_unauthenticated_per_minute.to_string(),
+            ),
+            (
+                "trusted_proxies",
+                format!(
+                    "[{}]",
+                    self.trusted_proxies
+                        .iter()
+                        .map(|a| format!("{:?}", a.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
         ];
         let mut out = String::new();
@@ -692,6 +724,25 @@ mod tests {
             .unwrap_err()
             .0
             .contains("audit_unauthenticated_per_minute"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_layered_list() {
+        let mut s = Settings::default();
+        assert!(s.show(false).contains("trusted_proxies = []"));
+        let file: Layer = toml::from_str("trusted_proxies = [\"10.0.0.1\"]\n").unwrap();
+        s.apply(file, Source::File);
+        assert_eq!(s.trusted_proxies, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let env =
+            Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".into()))
+                .unwrap();
+        s.apply(env, Source::Env);
+        assert!(s
+            .show(true)
+            .contains("trusted_proxies = [\"127.0.0.1\", \"::1\"]  # environment"));
+        let bad = Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "10.0.0.0/8".into()));
+        assert!(bad.unwrap_err().0.contains("OTTER_TRUSTED_PROXIES"));
+        assert!(toml::from_str::<Layer>("trusted_proxies = [\"proxy\"]").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ CREATE TABLE audit_log (
     method    TEXT,
     route     TEXT,
     address   TEXT,
+    forwarded_for TEXT,
     status    INTEGER
 );
 

@@ -3,7 +3,8 @@
 -- One row per action: who (the principal's name and role, or `system`, `anonymous`,
 -- `otterd admin (offline)`), which credential (token id), what (an action name such as
 -- `release.push` and its target), when (Unix seconds), from where (the peer address) and the
--- outcome (the HTTP status; NULL for actions outside HTTP). No secret and no request body is
+-- outcome (the HTTP status; NULL for actions outside HTTP). `forwarded_for` is the client address
+-- a trusted proxy forwarded (only when the peer is one of `trusted_proxies`). No secret and no request body is
 -- ever stored here.
 CREATE TABLE audit_log (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -17,6 +18,7 @@ CREATE TABLE audit_log (
     method    TEXT,
     route     TEXT,
     address   TEXT,
+    forwarded_for TEXT,
     status    INTEGER
 );
 

@@ -173,6 +173,8 @@ pub struct AuditRow {
     pub route: Option<String>,
     /// Where the request came from (the peer address).
     pub address: Option<String>,
+    /// The client address a trusted proxy forwarded (`trusted_proxies`), if any.
+    pub forwarded_for: Option<String>,
     /// The HTTP status answered; `None` for actions outside HTTP.
     pub status: Option<i64>,
 }

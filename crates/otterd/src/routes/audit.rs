@@ -53,8 +53,11 @@ pub struct AuditEntry {
     pub method: Option<String>,
     /// The route template, e.g. `/api/v1/tokens/{id}`.
     pub route: Option<String>,
-    /// The address the request came from.
+    /// The address the request came from (the peer: a proxy's, behind one).
     pub address: Option<String>,
+    /// The client address a trusted proxy forwarded (setting `trusted_proxies`); `null` when
+    /// the peer is not a trusted proxy.
+    pub forwarded_for: Option<String>,
     /// The HTTP status answered; `null` for actions outside HTTP.
     pub status: Option<i64>,
 }
@@ -74,6 +77,7 @@ impl From<AuditRow> for AuditEntry {
             method: r.method,
             route: r.route,
             address: r.address,
+            forwarded_for: r.forwarded_for,
             status: r.status,
         }
     }

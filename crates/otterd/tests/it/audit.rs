@@ -543,3 +543,31 @@ async fn refused_unauthenticated_attempts_are_recorded_within_a_budget() {
     }
     assert_eq!(audit(&s, "actor=viewer-test").await.len(), 5);
 }
+
+#[tokio::test]
+async fn a_forwarded_client_address_is_recorded_only_from_a_trusted_proxy() {
+    let send = |s: &TestServer| {
+        s.req(Method::POST, "/api/v1/products", Some(&s.admin))
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+            .json(&json!({"name": "acme", "chip": "esp32"}))
+            .send()
+    };
+    let untrusting = spawn().await;
+    assert_eq!(send(&untrusting).await.unwrap().status(), 201);
+    let e = last(&untrusting, "product.create").await;
+    assert_eq!(e["address"], "127.0.0.1", "{e}");
+    assert_eq!(
+        e["forwarded_for"],
+        Value::Null,
+        "a client can forge it: {e}"
+    );
+
+    let behind_proxy = crate::harness::spawn_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(send(&behind_proxy).await.unwrap().status(), 201);
+    let e = last(&behind_proxy, "product.create").await;
+    assert_eq!(e["address"], "127.0.0.1", "{e}");
+    assert_eq!(e["forwarded_for"], "203.0.113.9", "{e}");
+}

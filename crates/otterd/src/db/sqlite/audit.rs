@@ -20,6 +20,7 @@ fn entry(r: &SqliteRow) -> Result<AuditRow, sqlx::Error> {
         method: r.try_get("method")?,
         route: r.try_get("route")?,
         address: r.try_get("address")?,
+        forwarded_for: r.try_get("forwarded_for")?,
         status: r.try_get("status")?,
     })
 }
@@ -27,8 +28,9 @@ fn entry(r: &SqliteRow) -> Result<AuditRow, sqlx::Error> {
 pub(super) async fn append(pool: &SqlitePool, e: &AuditRow) -> DbResult<i64> {
     sqlx::query_scalar(
         "INSERT INTO audit_log \
-         (at, actor, role, token_id, action, target, detail, method, route, address, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+         (at, actor, role, token_id, action, target, detail, method, route, address, \
+          forwarded_for, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(e.at)
     .bind(&e.actor)
@@ -40,6 +42,7 @@ pub(super) async fn append(pool: &SqlitePool, e: &AuditRow) -> DbResult<i64> {
     .bind(&e.method)
     .bind(&e.route)
     .bind(&e.address)
+    .bind(&e.forwarded_for)
     .bind(e.status)
     .fetch_one(pool)
     .await
