@@ -62,6 +62,9 @@ pub struct Action {
     pub target: Option<Field>,
     /// `label=value` pairs of the detail.
     pub detail: &'static [(&'static str, Field)],
+    /// The name of the route's dry run (`?dry_run=true`), which checks and changes nothing:
+    /// recorded, like a read, only when refused.
+    pub dry_run: Option<&'static str>,
 }
 
 const fn change(
@@ -78,6 +81,7 @@ const fn change(
         change: true,
         target,
         detail,
+        dry_run: None,
     }
 }
 
@@ -94,6 +98,7 @@ const fn read(
         change: false,
         target,
         detail: &[],
+        dry_run: None,
     }
 }
 
@@ -177,18 +182,21 @@ pub const ACTIONS: &[Action] = &[
         Some(Param("product")),
         &[],
     ),
-    change(
-        "POST",
-        "/api/v1/products/{product}/releases",
-        "release.push",
-        Some(Answer("/id")),
-        &[
-            ("product", Param("product")),
-            ("channel", Answer("/channel")),
-            ("version", Answer("/version")),
-            ("existing", Answer("/existing")),
-        ],
-    ),
+    Action {
+        dry_run: Some("release.push_check"),
+        ..change(
+            "POST",
+            "/api/v1/products/{product}/releases",
+            "release.push",
+            Some(Answer("/id")),
+            &[
+                ("product", Param("product")),
+                ("channel", Answer("/channel")),
+                ("version", Answer("/version")),
+                ("existing", Answer("/existing")),
+            ],
+        )
+    },
     read("GET", "/api/v1/releases", "release.list", None),
     read(
         "GET",
@@ -483,6 +491,10 @@ async fn read_answer(resp: Response) -> (Response, Option<serde_json::Value>) {
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let method = parts.method.to_string();
+    let dry_run = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true"));
     let route = parts
         .extensions
         .get::<MatchedPath>()
@@ -513,10 +525,12 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let status = resp.status();
     let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
     let action = action_for(&method, &route);
+    let dry_run = action.and_then(|a| a.dry_run).filter(|_| dry_run);
     // A read that was let through is no action; a method the route lacks (405) reached no
     // handler at all.
     let not_a_route = action.is_none() && status == StatusCode::METHOD_NOT_ALLOWED;
-    if not_a_route || (!refused && action.is_some_and(|a| !a.change)) {
+    let read = dry_run.is_some() || action.is_some_and(|a| !a.change);
+    if not_a_route || (!refused && read) {
         return resp;
     }
     let wants_answer = action.is_some_and(|a| {
@@ -558,7 +572,10 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         },
         None => refused_caller(&state, &headers).await,
     };
-    entry.action = action.map_or(UNKNOWN_ACTION, |a| a.name).into();
+    entry.action = dry_run
+        .or(action.map(|a| a.name))
+        .unwrap_or(UNKNOWN_ACTION)
+        .into();
     if let Some(a) = action {
         entry.target = a
             .target

@@ -88,6 +88,32 @@ async fn each_kind_of_action_is_recorded_with_who_what_where_and_outcome() {
         "{e}"
     );
 
+    // A dry run checks and changes nothing: recorded only when refused.
+    let dry_run = |token: &str| {
+        s.req(
+            Method::POST,
+            "/api/v1/products/acme/releases?channel=stable&dry_run=true",
+            Some(token),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(crate::harness::bundle(&key, "acme", Chip::Esp32, "1.0.1"))
+        .send()
+    };
+    assert_eq!(dry_run(&s.admin).await.unwrap().status(), 200);
+    assert!(audit(&s, "action=release.push_check").await.is_empty());
+    let viewer = s.token("viewer", &[]).await;
+    assert_eq!(dry_run(&viewer).await.unwrap().status(), 403);
+    let e = last(&s, "release.push_check").await;
+    assert_eq!(
+        (&e["actor"], &e["status"]),
+        (&json!("viewer-test"), &json!(403))
+    );
+    assert_eq!(
+        last(&s, "release.push").await["target"],
+        release,
+        "no new push"
+    );
+
     let (st, v) = s
         .call(
             Method::POST,
