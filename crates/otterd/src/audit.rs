@@ -515,10 +515,16 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let forwarded_for = peer
         .filter(|p| state.settings.trusted_proxies.contains(p))
         .and_then(|_| forwarded_client(&parts.headers, &state.settings.trusted_proxies));
-    let who = Principal::from_request_parts(&mut parts, &state).await.ok();
-    if let Some(p) = &who {
-        parts.extensions.insert(p.clone());
-    }
+    let who = match Principal::from_request_parts(&mut parts, &state).await {
+        Ok(p) => {
+            parts.extensions.insert(p.clone());
+            Some(p)
+        }
+        Err(e) => {
+            parts.extensions.insert(auth::Refused::from(&e));
+            None
+        }
+    };
     let headers = parts.headers.clone();
     let resp = next.run(Request::from_parts(parts, body)).await;
 
