@@ -76,6 +76,11 @@ impl Api {
         self.json(Method::DELETE, path, None)
     }
 
+    /// `DELETE` with a JSON body (e.g. the tags to remove).
+    pub fn delete_json(&self, path: &str, body: &Value) -> CliResult<Value> {
+        self.json(Method::DELETE, path, Some(body))
+    }
+
     /// Every item of a paged list (docs/api.md, "Pages"), following `next`; at most `max` items
     /// when given. Answers `{key: [...]}`, plus `"next"` when `max` cut the list short.
     pub fn get_all(&self, path: &str, key: &str, max: Option<usize>) -> CliResult<Value> {

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use client::Api;
 use commands::signing::ManifestArgs;
 use commands::{
-    audit, dev, device, image_signing, inspect, keys, product, release, signing, token,
+    audit, dev, device, group, image_signing, inspect, keys, product, release, signing, token,
 };
 use error::CliResult;
 use output::Output;
@@ -132,6 +132,8 @@ enum Command {
     Token(Online<TokenCommand>),
     /// Devices and their update history.
     Device(Online<DeviceCommand>),
+    /// Groups of a product's devices: a static list or a saved filter.
+    Group(Online<GroupCommand>),
     /// The server's audit log of management actions (admin tokens only).
     Audit(Online<AuditCommand>),
     /// Show who the token belongs to and what it may do.
@@ -347,14 +349,48 @@ enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 enum DeviceCommand {
-    /// List devices.
+    /// List devices; every filter given must hold (docs/devices.md).
     List {
         /// Only this product's devices.
         #[arg(long)]
         product: Option<String>,
+        /// Only devices with this tag; repeat (or give a comma list) for devices with all.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Only devices that reported this version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Only devices whose last report has this state, e.g. failure.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only devices following this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only members of this group of --product.
+        #[arg(long, requires = "product")]
+        group: Option<String>,
+        /// A device filter, e.g. 'tag=lab,version<2.0,seen<1h'.
+        #[arg(long)]
+        filter: Option<String>,
         /// Show at most this many (default: all, fetched page by page).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+    },
+    /// Add tags to a device (tags it has stay once).
+    Tag {
+        /// The device id, as `otter device list` shows it.
+        id: String,
+        /// Tags: [a-z0-9][a-z0-9._:-]{0,63}, e.g. lab, site:berlin.
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove tags from a device (tags it lacks are ignored).
+    Untag {
+        /// The device id, as `otter device list` shows it.
+        id: String,
+        /// The tags to remove.
+        #[arg(required = true)]
+        tags: Vec<String>,
     },
     /// Let an enrolled hardware id enrol once more with the product's enrolment secret (a
     /// device that lost its token); its current token stops working when it does.
@@ -379,6 +415,76 @@ enum DeviceCommand {
         id: String,
         /// The channel it follows from now on, e.g. beta.
         channel: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Create a group: a static list of devices (--devices) or a saved filter (--filter).
+    Create {
+        /// The group's name: [a-z0-9][a-z0-9._-]{0,63}, unique within the product.
+        name: String,
+        /// The product whose devices it holds.
+        #[arg(long)]
+        product: String,
+        /// A static group of these device ids (comma list).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "filter",
+            conflicts_with = "filter"
+        )]
+        devices: Option<Vec<String>>,
+        /// A filter group: the devices this filter matches, e.g. 'tag=lab,version<2.0'.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// List a product's groups.
+    List {
+        /// The product.
+        #[arg(long)]
+        product: String,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Show a group (list its devices with `otter device list --product P --group NAME`).
+    Show {
+        /// The group's name.
+        name: String,
+        /// The product.
+        #[arg(long)]
+        product: String,
+    },
+    /// Delete a group (its devices stay).
+    Delete {
+        /// The group's name.
+        name: String,
+        /// The product.
+        #[arg(long)]
+        product: String,
+    },
+    /// Add devices to a static group.
+    Add {
+        /// The group's name.
+        name: String,
+        /// Device ids of the group's product.
+        #[arg(required = true)]
+        devices: Vec<String>,
+        /// The product.
+        #[arg(long)]
+        product: String,
+    },
+    /// Remove devices from a static group.
+    Remove {
+        /// The group's name.
+        name: String,
+        /// Device ids.
+        #[arg(required = true)]
+        devices: Vec<String>,
+        /// The product.
+        #[arg(long)]
+        product: String,
     },
 }
 
@@ -585,9 +691,29 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
         Command::Device(Online { server, command }) => {
             let api = server.api()?;
             match command {
-                DeviceCommand::List { product, limit } => {
-                    device::list(&api, product.as_deref(), limit, o)
+                DeviceCommand::List {
+                    product,
+                    tags,
+                    version,
+                    state,
+                    channel,
+                    group,
+                    filter,
+                    limit,
+                } => {
+                    let sel = device::Selection {
+                        product: product.as_deref(),
+                        tags: &tags,
+                        version: version.as_deref(),
+                        state: state.as_deref(),
+                        channel: channel.as_deref(),
+                        group: group.as_deref(),
+                        filter: filter.as_deref(),
+                    };
+                    device::list(&api, &sel, limit, o)
                 }
+                DeviceCommand::Tag { id, tags } => device::tag(&api, &id, &tags, o),
+                DeviceCommand::Untag { id, tags } => device::untag(&api, &id, &tags, o),
                 DeviceCommand::AllowReenroll {
                     hardware_id,
                     product,
@@ -597,6 +723,37 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 DeviceCommand::SetChannel { id, channel } => {
                     device::set_channel(&api, &id, &channel, o)
                 }
+            }
+        }
+        Command::Group(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
+                GroupCommand::Create {
+                    name,
+                    product,
+                    devices,
+                    filter,
+                } => group::create(
+                    &api,
+                    &product,
+                    &name,
+                    devices.as_deref(),
+                    filter.as_deref(),
+                    o,
+                ),
+                GroupCommand::List { product, limit } => group::list(&api, &product, limit, o),
+                GroupCommand::Show { name, product } => group::show(&api, &product, &name, o),
+                GroupCommand::Delete { name, product } => group::delete(&api, &product, &name, o),
+                GroupCommand::Add {
+                    name,
+                    devices,
+                    product,
+                } => group::members(&api, &product, &name, &devices, true, o),
+                GroupCommand::Remove {
+                    name,
+                    devices,
+                    product,
+                } => group::members(&api, &product, &name, &devices, false, o),
             }
         }
         Command::Audit(Online {
@@ -726,8 +883,10 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         for sub in cmd.get_subcommands() {
-            let online = ["release", "product", "token", "device", "audit", "whoami"]
-                .contains(&sub.get_name());
+            let online = [
+                "release", "product", "token", "device", "group", "audit", "whoami",
+            ]
+            .contains(&sub.get_name());
             let mut args = Vec::new();
             all_args(sub, sub.get_name(), &mut args);
             for (path, a) in args {

@@ -1786,6 +1786,34 @@ fn every_command_prints_one_json_document_with_json() {
         &admin,
         &["device", "allow-reenroll", "aa:bb", "--product", "thermo"],
     );
+    run(&admin, &["device", "tag", &device, "lab"]);
+    run(&admin, &["device", "untag", &device, "lab"]);
+    run(
+        &admin,
+        &[
+            "group",
+            "create",
+            "canary",
+            "--product",
+            "thermo",
+            "--devices",
+            &device,
+        ],
+    );
+    run(&admin, &["group", "list", "--product", "thermo"]);
+    run(&admin, &["group", "show", "canary", "--product", "thermo"]);
+    run(
+        &admin,
+        &["group", "remove", "canary", &device, "--product", "thermo"],
+    );
+    run(
+        &admin,
+        &["group", "add", "canary", &device, "--product", "thermo"],
+    );
+    run(
+        &admin,
+        &["group", "delete", "canary", "--product", "thermo"],
+    );
     run(&admin, &["audit", "list", "--limit", "5"]);
 
     let mut leaves = Vec::new();
@@ -1823,4 +1851,232 @@ fn usage_errors_are_json_with_json() {
         assert_eq!(e["error"], "usage", "{args:?}");
         assert!(!e["message"].as_str().unwrap().is_empty(), "{args:?}");
     }
+}
+
+/// The hardware ids in a `device list --json` answer, sorted.
+fn hardware_ids(v: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["hardware_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Issue 9: `otter device tag|untag`, `otter device list` with every filter, and `otter group`
+/// static and filter groups, with refusals that change nothing.
+#[test]
+fn devices_are_tagged_grouped_and_listed_by_filters() {
+    let s = start_server();
+    let admin = s.admin.clone();
+    let created = s.json(
+        &admin,
+        &["product", "create", "thermo", "--chip", "esp32c3"],
+    );
+    let secret = created["enrollment_secret"].as_str().unwrap().to_string();
+    let mut tokens = Vec::new();
+    for (hw, version) in [("aa", "1.0.0"), ("bb", "2.0.0"), ("cc", "1.0.0")] {
+        let t = enroll(&s, "thermo", &secret, hw);
+        checkin(&s, &t, version, hw.as_bytes(), "esp32c3");
+        tokens.push(t);
+    }
+    let all = s.json(&admin, &["device", "list", "--product", "thermo"]);
+    let id = |hw: &str| -> String {
+        all["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["hardware_id"] == hw)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (aa, bb, cc) = (id("aa"), id("bb"), id("cc"));
+
+    let v = s.json(&admin, &["device", "tag", &aa, "lab", "site:berlin"]);
+    assert_eq!(v["tags"], json!(["lab", "site:berlin"]));
+    s.json(&admin, &["device", "tag", &bb, "lab"]);
+    let v = s.json(&admin, &["device", "tag", &bb, "lab"]);
+    assert_eq!(v["tags"], json!(["lab"]), "tagging again changes nothing");
+    s.json(&admin, &["device", "set-channel", &cc, "beta"]);
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/device/v1/status", s.url))
+        .bearer_auth(&tokens[1])
+        .json(&json!({"state": "failure", "reason": "flash"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let list = |extra: &[&str]| {
+        let mut a = vec!["device", "list"];
+        a.extend_from_slice(extra);
+        hardware_ids(&s.json(&admin, &a))
+    };
+    assert_eq!(list(&["--tag", "lab"]), ["aa", "bb"]);
+    assert_eq!(list(&["--tag", "lab", "--tag", "site:berlin"]), ["aa"]);
+    assert_eq!(list(&["--tag", "lab,site:berlin"]), ["aa"]);
+    assert_eq!(list(&["--tag", "lab", "--version", "2.0.0"]), ["bb"]);
+    assert_eq!(list(&["--state", "failure"]), ["bb"]);
+    assert_eq!(list(&["--channel", "beta"]), ["cc"]);
+    assert_eq!(list(&["--filter", "version<1.10,tag!=lab"]), ["cc"]);
+    assert_eq!(
+        list(&["--product", "thermo", "--filter", "seen<1h"]),
+        ["aa", "bb", "cc"]
+    );
+    let v = s.json(&admin, &["device", "untag", &aa, "site:berlin", "absent"]);
+    assert_eq!(v["tags"], json!(["lab"]));
+    let shown = s.json(&admin, &["device", "show", &bb]);
+    assert_eq!(shown["device"]["last_reason"], "flash");
+    assert_eq!(shown["device"]["tags"], json!(["lab"]));
+
+    // Groups: static and filter.
+    let g = s.json(
+        &admin,
+        &[
+            "group",
+            "create",
+            "canary",
+            "--product",
+            "thermo",
+            "--devices",
+            &format!("{aa},{cc}"),
+        ],
+    );
+    assert_eq!(
+        (g["kind"].as_str(), g["members"].as_i64()),
+        (Some("static"), Some(2))
+    );
+    let g = s.json(
+        &admin,
+        &[
+            "group",
+            "create",
+            "old",
+            "--product",
+            "thermo",
+            "--filter",
+            "version<2",
+        ],
+    );
+    assert_eq!(g["filter"], "version<2");
+    assert_eq!(
+        list(&["--product", "thermo", "--group", "canary"]),
+        ["aa", "cc"]
+    );
+    assert_eq!(
+        list(&["--product", "thermo", "--group", "old", "--tag", "lab"]),
+        ["aa"]
+    );
+    let v = s.json(
+        &admin,
+        &["group", "add", "canary", &bb, "--product", "thermo"],
+    );
+    assert_eq!(v["members"], 3);
+    let v = s.json(
+        &admin,
+        &["group", "remove", "canary", &aa, "--product", "thermo"],
+    );
+    assert_eq!(v["members"], 2);
+    let v = s.json(&admin, &["group", "list", "--product", "thermo"]);
+    let names: Vec<&str> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["canary", "old"]);
+    assert_eq!(
+        s.json(&admin, &["group", "show", "old", "--product", "thermo"])["kind"],
+        "filter"
+    );
+
+    // Refusals change nothing.
+    let e = s.fails(&admin, &["device", "tag", &aa, "Not Valid"], 1);
+    assert!(e["message"].as_str().unwrap().contains("tag"), "{e}");
+    let e = s.fails(
+        &admin,
+        &[
+            "group",
+            "create",
+            "bad",
+            "--product",
+            "thermo",
+            "--filter",
+            "colour=red",
+        ],
+        1,
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("unknown field"),
+        "{e}"
+    );
+    let e = s.fails(
+        &admin,
+        &[
+            "group",
+            "create",
+            "bad",
+            "--product",
+            "thermo",
+            "--devices",
+            &format!("{aa},dev_nope"),
+        ],
+        1,
+    );
+    assert!(e["message"].as_str().unwrap().contains("dev_nope"), "{e}");
+    let e = s.fails(&admin, &["device", "list", "--filter", "colour=red"], 1);
+    assert!(
+        e["message"].as_str().unwrap().contains("unknown field"),
+        "{e}"
+    );
+    s.fails(&admin, &["device", "list", "--group", "canary"], 2);
+    s.fails(
+        &admin,
+        &[
+            "group",
+            "create",
+            "x",
+            "--product",
+            "thermo",
+            "--devices",
+            &aa,
+            "--filter",
+            "tag=a",
+        ],
+        2,
+    );
+    let viewer = s.json(&admin, &["token", "create", "--role", "viewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fails(&viewer, &["device", "tag", &aa, "x"], 4);
+    s.fails(
+        &viewer,
+        &["group", "delete", "canary", "--product", "thermo"],
+        4,
+    );
+    assert_eq!(
+        hardware_ids(&s.json(&viewer, &["device", "list", "--tag", "lab"])),
+        ["aa", "bb"],
+        "viewers read; nothing changed"
+    );
+    assert_eq!(
+        s.json(&admin, &["group", "list", "--product", "thermo"])["groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    s.json(
+        &admin,
+        &["group", "delete", "canary", "--product", "thermo"],
+    );
+    s.fails(
+        &admin,
+        &["group", "show", "canary", "--product", "thermo"],
+        1,
+    );
 }

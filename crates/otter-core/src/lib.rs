@@ -9,6 +9,7 @@
 //!   the image (the `release.otter` file).
 //! - [`keys`]: ECDSA P-256 release keys: generation, PEM files, key ids, signing, verification.
 //! - [`version::Version`]: the order in which releases are newer than each other.
+//! - [`fleet`]: the facts of a device and the filters that pick devices.
 //! - [`publish`]: what a release must meet to be published (installable, counter, clock).
 //!
 //! Nothing here touches the network or the file system; callers pass bytes in and get values
@@ -16,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod chip;
+pub mod fleet;
 pub mod image;
 pub mod keys;
 pub mod manifest;

@@ -260,6 +260,67 @@ pub const ACTIONS: &[Action] = &[
         "device.history",
         Some(Param("id")),
     ),
+    // Devices and targeting (issue 9).
+    change(
+        "POST",
+        "/api/v1/devices/{id}/tags",
+        "device.tag",
+        Some(Param("id")),
+        &[("tags", Answer("/tags"))],
+    ),
+    change(
+        "DELETE",
+        "/api/v1/devices/{id}/tags",
+        "device.untag",
+        Some(Param("id")),
+        &[("tags", Answer("/tags"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/groups",
+        "group.create",
+        Some(Answer("/name")),
+        &[("product", Param("product")), ("kind", Answer("/kind"))],
+    ),
+    read(
+        "GET",
+        "/api/v1/products/{product}/groups",
+        "group.list",
+        Some(Param("product")),
+    ),
+    read(
+        "GET",
+        "/api/v1/products/{product}/groups/{name}",
+        "group.show",
+        Some(Param("name")),
+    ),
+    change(
+        "DELETE",
+        "/api/v1/products/{product}/groups/{name}",
+        "group.delete",
+        Some(Param("name")),
+        &[("product", Param("product"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/products/{product}/groups/{name}/members",
+        "group.add_members",
+        Some(Param("name")),
+        &[
+            ("product", Param("product")),
+            ("members", Answer("/members")),
+        ],
+    ),
+    change(
+        "DELETE",
+        "/api/v1/products/{product}/groups/{name}/members",
+        "group.remove_members",
+        Some(Param("name")),
+        &[
+            ("product", Param("product")),
+            ("members", Answer("/members")),
+        ],
+    ),
     read("GET", "/api/v1/audit", "audit.list", None),
 ];
 

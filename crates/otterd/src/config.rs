@@ -72,6 +72,13 @@ pub struct Settings {
     /// Image downloads in progress at once for one device; more get 429.
     pub max_downloads_per_device: usize,
     // --- end of connections and downloads ---
+    // --- Devices and targeting (issue 9) ---
+    /// Most tags one device may carry.
+    pub max_tags_per_device: usize,
+    /// Devices one page of `GET /api/v1/devices` examines at most for terms the database cannot
+    /// evaluate (version order); the page then ends early and names where to continue.
+    pub device_filter_scan_max: u64,
+    // --- end of devices and targeting ---
     // --- Audit log (issue 9) ---
     /// Refused unauthenticated attempts (401) recorded one by one a minute; beyond it they are
     /// counted and recorded as one `audit.unrecorded` entry. 0: no limit.
@@ -107,6 +114,10 @@ impl Default for Settings {
             max_downloads: 256,
             max_downloads_per_device: 2,
             // --- end of connections and downloads ---
+            // --- Devices and targeting (issue 9) ---
+            max_tags_per_device: 32,
+            device_filter_scan_max: 20_000,
+            // --- end of devices and targeting ---
             // Audit log (issue 9).
             audit_unauthenticated_per_minute: 60,
             trusted_proxies: Vec::new(),
@@ -139,6 +150,10 @@ const KEYS: &[&str] = &[
     "max_downloads",
     "max_downloads_per_device",
     // --- end of connections and downloads ---
+    // --- Devices and targeting (issue 9) ---
+    "max_tags_per_device",
+    "device_filter_scan_max",
+    // --- end of devices and targeting ---
     // Audit log (issue 9).
     "audit_unauthenticated_per_minute",
     "trusted_proxies",
@@ -172,6 +187,10 @@ pub struct Layer {
     pub max_downloads: Option<usize>,
     pub max_downloads_per_device: Option<usize>,
     // --- end of connections and downloads ---
+    // --- Devices and targeting (issue 9) ---
+    pub max_tags_per_device: Option<usize>,
+    pub device_filter_scan_max: Option<u64>,
+    // --- end of devices and targeting ---
     // Audit log (issue 9).
     pub audit_unauthenticated_per_minute: Option<u32>,
     pub trusted_proxies: Option<Vec<IpAddr>>,
@@ -249,6 +268,10 @@ impl Layer {
                 g("max_downloads_per_device"),
             )?,
             // --- end of connections and downloads ---
+            // --- Devices and targeting (issue 9) ---
+            max_tags_per_device: parse("max_tags_per_device", g("max_tags_per_device"))?,
+            device_filter_scan_max: parse("device_filter_scan_max", g("device_filter_scan_max"))?,
+            // --- end of devices and targeting ---
             // Audit log (issue 9).
             audit_unauthenticated_per_minute: parse(
                 "audit_unauthenticated_per_minute",
@@ -318,6 +341,10 @@ impl Settings {
         set!(max_downloads);
         set!(max_downloads_per_device);
         // --- end of connections and downloads ---
+        // --- Devices and targeting (issue 9) ---
+        set!(max_tags_per_device);
+        set!(device_filter_scan_max);
+        // --- end of devices and targeting ---
         // Audit log (issue 9).
         set!(audit_unauthenticated_per_minute);
         set!(trusted_proxies);
@@ -373,6 +400,17 @@ impl Settings {
             return bad("max_downloads_per_device", "must be at least 1");
         }
         // --- end of connections and downloads ---
+        // --- Devices and targeting (issue 9) ---
+        if !(1..=1000).contains(&self.max_tags_per_device) {
+            return bad("max_tags_per_device", "must be from 1 to 1000");
+        }
+        if self.device_filter_scan_max < 1000 {
+            return bad(
+                "device_filter_scan_max",
+                "must be at least 1000 (a page holds up to 1000 devices)",
+            );
+        }
+        // --- end of devices and targeting ---
         Ok(())
     }
 
@@ -420,6 +458,13 @@ impl Settings {
                 self.max_downloads_per_device.to_string(),
             ),
             // --- end of connections and downloads ---
+            // --- Devices and targeting (issue 9) ---
+            ("max_tags_per_device", self.max_tags_per_device.to_string()),
+            (
+                "device_filter_scan_max",
+                self.device_filter_scan_max.to_string(),
+            ),
+            // --- end of devices and targeting ---
             // Audit log (issue 9).
             (
                 "audit_unauthenticated_per_minute",
@@ -699,6 +744,47 @@ mod tests {
             .unwrap_err()
             .0
             .contains("OTTER_MAX_DOWNLOADS"));
+    }
+
+    #[test]
+    fn fleet_limits_are_layered_settings() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (s.max_tags_per_device, s.device_filter_scan_max),
+            (32, 20_000)
+        );
+        s.apply(
+            toml::from_str("max_tags_per_device = 8\n").unwrap(),
+            Source::File,
+        );
+        s.apply(
+            Layer::from_env(|k| (k == "OTTER_DEVICE_FILTER_SCAN_MAX").then(|| "5000".into()))
+                .unwrap(),
+            Source::Env,
+        );
+        let shown = s.show(true);
+        assert!(
+            shown.contains("max_tags_per_device = 8  # config file"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("device_filter_scan_max = 5000  # environment"),
+            "{shown}"
+        );
+        s.validate().unwrap();
+        s.max_tags_per_device = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("OTTER_MAX_TAGS_PER_DEVICE"));
+        s.max_tags_per_device = 8;
+        s.device_filter_scan_max = 10;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("device_filter_scan_max"));
     }
 
     #[test]

@@ -39,6 +39,8 @@ impl Modify for BearerAuth {
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
         promote::promote, arduino::update,
+        fleet::add_tags, fleet::remove_tags, fleet::create_group, fleet::list_groups,
+        fleet::show_group, fleet::delete_group, fleet::add_members, fleet::remove_members,
         audit::list,
     ),
     components(schemas(crate::error::ErrorBody))

@@ -1,21 +1,59 @@
-//! `otter device list|show|set-channel|allow-reenroll`.
+//! `otter device list|show|set-channel|allow-reenroll|tag|untag`.
 
 use super::signing::parse_duration;
 use crate::client::Api;
 use crate::error::CliResult;
-use crate::output::{items, table, text, Output};
+use crate::output::{items, joined, table, text, Output};
 
-pub fn list(api: &Api, product: Option<&str>, limit: Option<usize>, o: Output) -> CliResult<()> {
-    let path = match product {
-        Some(p) => format!("/api/v1/devices?product={p}"),
-        None => "/api/v1/devices".into(),
-    };
-    let v = api.get_all(&path, "devices", limit)?;
+/// What `otter device list` selects; everything given must hold (docs/devices.md).
+#[derive(Debug, Default)]
+pub struct Selection<'a> {
+    pub product: Option<&'a str>,
+    pub tags: &'a [String],
+    pub version: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub group: Option<&'a str>,
+    pub filter: Option<&'a str>,
+}
+
+impl Selection<'_> {
+    /// `/api/v1/devices` with the selection as its query, encoded.
+    fn path(&self) -> String {
+        let mut url =
+            reqwest::Url::parse("http://otter.invalid/api/v1/devices").expect("a valid base URL");
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in [
+                ("product", self.product),
+                ("version", self.version),
+                ("state", self.state),
+                ("channel", self.channel),
+                ("group", self.group),
+                ("filter", self.filter),
+            ] {
+                if let Some(v) = v {
+                    q.append_pair(k, v);
+                }
+            }
+            for t in self.tags {
+                q.append_pair("tag", t);
+            }
+        }
+        match url.query() {
+            Some(q) if !q.is_empty() => format!("{}?{q}", url.path()),
+            _ => url.path().to_string(),
+        }
+    }
+}
+
+pub fn list(api: &Api, sel: &Selection<'_>, limit: Option<usize>, o: Output) -> CliResult<()> {
+    let v = api.get_all(&sel.path(), "devices", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "devices")
             .iter()
             .map(|d| {
-                [
+                let mut row: Vec<String> = [
                     "id",
                     "product",
                     "hardware_id",
@@ -26,7 +64,9 @@ pub fn list(api: &Api, product: Option<&str>, limit: Option<usize>, o: Output) -
                 ]
                 .iter()
                 .map(|k| field(d, k))
-                .collect()
+                .collect();
+                row.push(joined(&d["tags"], ","));
+                row
             })
             .collect();
         if rows.is_empty() {
@@ -41,8 +81,35 @@ pub fn list(api: &Api, product: Option<&str>, limit: Option<usize>, o: Output) -
                 "version",
                 "state",
                 "last seen",
+                "tags",
             ],
             &rows,
+        )
+    });
+    Ok(())
+}
+
+/// Adds tags to a device (`otter device tag`).
+pub fn tag(api: &Api, id: &str, tags: &[String], o: Output) -> CliResult<()> {
+    let v = api.post(
+        &format!("/api/v1/devices/{id}/tags"),
+        &serde_json::json!({ "tags": tags }),
+    )?;
+    o.emit(&v, || format!("{id} tags: {}", joined(&v["tags"], ", ")));
+    Ok(())
+}
+
+/// Removes tags from a device (`otter device untag`).
+pub fn untag(api: &Api, id: &str, tags: &[String], o: Output) -> CliResult<()> {
+    let v = api.delete_json(
+        &format!("/api/v1/devices/{id}/tags"),
+        &serde_json::json!({ "tags": tags }),
+    )?;
+    o.emit(&v, || {
+        let now = joined(&v["tags"], ", ");
+        format!(
+            "{id} tags: {}",
+            if now.is_empty() { "none".into() } else { now }
         )
     });
     Ok(())
@@ -72,10 +139,13 @@ pub fn show(api: &Api, id: &str, o: Output) -> CliResult<()> {
             "enrolled_at",
             "last_seen_at",
             "last_state",
+            "last_reason",
+            "last_release_id",
         ]
         .iter()
         .map(|k| format!("{k:<17}{}", field(d, k)))
         .collect();
+        t.push(format!("{:<17}{}", "tags", joined(&d["tags"], ", ")));
         t.push("history:".into());
         let rows: Vec<Vec<String>> = items(&v, "history")
             .iter()

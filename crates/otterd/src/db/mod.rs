@@ -4,7 +4,9 @@
 //! modules ([`sqlite`] today, PostgreSQL next, running the same test suite). Derived rules
 //! (which release a device should get) live in the handlers, written once over the trait.
 
+pub mod fleet;
 pub mod sqlite;
+mod sqlite_fleet;
 
 use async_trait::async_trait;
 
@@ -193,7 +195,7 @@ pub struct AuditFilter {
 
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
-pub trait Database: Send + Sync + 'static {
+pub trait Database: fleet::FleetStore + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;
 

@@ -41,6 +41,11 @@ impl Default for SqliteBounds {
 }
 
 impl Sqlite {
+    /// The connection pool, for the other stores of this backend.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path) and
     /// runs the migrations.
     pub async fn open(url: &str) -> DbResult<Self> {
@@ -85,7 +90,7 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
     DbError::Backend(Box::new(e))
 }
 
-fn map_err(e: sqlx::Error) -> DbError {
+pub(super) fn map_err(e: sqlx::Error) -> DbError {
     match &e {
         sqlx::Error::RowNotFound => DbError::NotFound,
         sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -159,10 +164,10 @@ fn token(r: &SqliteRow) -> Result<TokenRow, sqlx::Error> {
     })
 }
 
-const DEVICE_COLUMNS: &str = "d.id, d.product_id, p.name AS product, d.hardware_id, d.channel, d.token_hash, \
+pub(super) const DEVICE_COLUMNS: &str = "d.id, d.product_id, p.name AS product, d.hardware_id, d.channel, d.token_hash, \
     d.enrollment_nonce_hash, d.chip, d.version, d.security_counter, d.image_sha256, d.partition_size, d.last_state, d.enrolled_at, d.last_seen_at";
 
-fn device(r: &SqliteRow) -> Result<DeviceRow, sqlx::Error> {
+pub(super) fn device(r: &SqliteRow) -> Result<DeviceRow, sqlx::Error> {
     Ok(DeviceRow {
         id: r.try_get("id")?,
         product_id: r.try_get("product_id")?,
@@ -640,8 +645,10 @@ impl Database for Sqlite {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        sqlx::query("UPDATE devices SET last_state = ?, last_seen_at = ? WHERE id = ?")
+        sqlx::query("UPDATE devices SET last_state = ?, last_reason = ?, last_release_id = ?, last_seen_at = ? WHERE id = ?")
             .bind(&e.state)
+            .bind(&e.reason)
+            .bind(&e.release_id)
             .bind(e.at)
             .bind(&e.device_id)
             .execute(&mut *tx)

@@ -1,4 +1,5 @@
-//! Devices as the management API sees them: list, show with history, change channel, delete.
+//! Devices as the management API sees them: list (filtered), show with history, change channel,
+//! delete.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,16 +11,8 @@ use crate::auth::Principal;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiResult, Json};
 use crate::pagination::{self, ListQuery};
+use crate::services::fleet;
 use crate::AppState;
-
-/// Query of `GET /api/v1/devices`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceQuery {
-    pub product: Option<String>,
-    pub limit: Option<String>,
-    pub cursor: Option<String>,
-}
 
 /// A page of devices, in enrolment order.
 #[derive(Serialize, ToSchema)]
@@ -71,7 +64,7 @@ pub fn check_channel(c: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn load(state: &AppState, id: &str) -> ApiResult<crate::db::DeviceRow> {
+pub(crate) async fn load(state: &AppState, id: &str) -> ApiResult<crate::db::DeviceRow> {
     state.db.get_device(id).await.map_err(|e| match e {
         DbError::NotFound => ApiError::not_found(format!("no device {id}")),
         e => e.into(),
@@ -80,28 +73,59 @@ async fn load(state: &AppState, id: &str) -> ApiResult<crate::db::DeviceRow> {
 
 #[utoipa::path(operation_id = "devices_list", get, path = "/api/v1/devices", tag = "devices",
     params(("product" = Option<String>, Query),
+           ("tag" = Option<Vec<String>>, Query, description = "devices with every one of these tags (repeat, or a comma list)"),
+           ("version" = Option<String>, Query, description = "reported version, exactly"),
+           ("state" = Option<String>, Query, description = "last reported state, e.g. failure"),
+           ("channel" = Option<String>, Query),
+           ("group" = Option<String>, Query, description = "members of this group of `product`"),
+           ("filter" = Option<String>, Query, description = "a device filter, e.g. `tag=lab,version<2.0,seen<1h` (docs/devices.md)"),
            ("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
            ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = DeviceList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
-    Query(q): Query<DeviceQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<DeviceList>> {
-    who.require_reader()?;
-    let product_id = match &q.product {
-        Some(name) => Some(super::products::load(&state, name).await?.id),
+    let q = super::fleet::parse_device_query(&pairs)?;
+    // A publisher reads the devices of its own products.
+    if !q
+        .product
+        .as_deref()
+        .is_some_and(|p| who.may_read_product(p))
+    {
+        who.require_reader()?;
+    }
+    let product = match &q.product {
+        Some(name) => Some(super::products::load(&state, name).await?),
         None => None,
     };
     let limit = pagination::limit(q.limit.as_deref())?;
     let after = pagination::decode_num_text("devices", q.cursor.as_deref())?;
-    let rows = state.db.page_devices(product_id, after, limit + 1).await?;
-    let (rows, next) = pagination::page(rows, limit, |d| {
-        pagination::encode("devices", &[d.enrolled_at.to_string(), d.id.clone()])
-    });
+    let query = fleet::DeviceQuery {
+        product,
+        filter: q.filter,
+        group: q.group,
+    };
+    let page = fleet::list_devices(
+        state.db.as_ref(),
+        &query,
+        after,
+        limit,
+        state.settings.device_filter_scan_max,
+        crate::now(),
+    )
+    .await
+    .map_err(super::fleet::api_error)?;
     Ok(Json(DeviceList {
-        devices: rows.iter().map(Device::from).collect(),
-        next,
+        devices: page
+            .devices
+            .into_iter()
+            .map(|(d, e)| Device::with_extras(&d, e))
+            .collect(),
+        next: page
+            .next
+            .map(|(at, id)| pagination::encode("devices", &[at.to_string(), id])),
     }))
 }
 
@@ -117,8 +141,9 @@ pub async fn show(
     who.require_reader()?;
     let d = load(&state, &id).await?;
     let History { history, next } = history_page(&state, &d.id, &q).await?;
+    let (d, extras) = fleet::device_with_extras(state.db.as_ref(), d).await?;
     Ok(Json(DeviceDetail {
-        device: Device::from(&d),
+        device: Device::with_extras(&d, extras),
         history,
         history_next: next,
     }))
@@ -172,7 +197,9 @@ pub async fn update(
     let d = load(&state, &id).await?;
     state.db.set_device_channel(&d.id, &body.channel).await?;
     tracing::info!(device = %d.id, channel = %body.channel, by = ?who.name, "device channel changed");
-    Ok(Json(Device::from(&load(&state, &id).await?)))
+    let (d, extras) =
+        fleet::device_with_extras(state.db.as_ref(), load(&state, &id).await?).await?;
+    Ok(Json(Device::with_extras(&d, extras)))
 }
 
 #[utoipa::path(operation_id = "devices_remove", delete, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 204)))]

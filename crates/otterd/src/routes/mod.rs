@@ -8,6 +8,7 @@ pub mod device_report;
 pub mod devices;
 pub mod download;
 pub mod enrolment;
+pub mod fleet;
 pub mod products;
 pub mod promote;
 pub mod releases;
@@ -103,6 +104,23 @@ pub fn router(state: AppState) -> Router {
                 .delete(devices::remove),
         )
         .route("/devices/{id}/history", get(devices::history))
+        // Devices and targeting (issue 9).
+        .route(
+            "/devices/{id}/tags",
+            post(fleet::add_tags).delete(fleet::remove_tags),
+        )
+        .route(
+            "/products/{product}/groups",
+            post(fleet::create_group).get(fleet::list_groups),
+        )
+        .route(
+            "/products/{product}/groups/{name}",
+            get(fleet::show_group).delete(fleet::delete_group),
+        )
+        .route(
+            "/products/{product}/groups/{name}/members",
+            post(fleet::add_members).delete(fleet::remove_members),
+        )
         .route("/audit", get(audit::list))
         // Last, so that it wraps every route above (issue 9, audit log).
         .route_layer(axum::middleware::from_fn_with_state(

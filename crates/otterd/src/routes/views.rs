@@ -157,6 +157,12 @@ pub struct Device {
     pub enrolled_at: String,
     pub last_seen_at: Option<String>,
     pub last_state: Option<String>,
+    /// The reason of its last report (e.g. why an update failed).
+    pub last_reason: Option<String>,
+    /// The release its last report was about.
+    pub last_release_id: Option<String>,
+    /// Tags people set (docs/devices.md).
+    pub tags: Vec<String>,
 }
 
 impl From<&DeviceRow> for Device {
@@ -174,6 +180,21 @@ impl From<&DeviceRow> for Device {
             enrolled_at: rfc3339(d.enrolled_at),
             last_seen_at: d.last_seen_at.map(rfc3339),
             last_state: d.last_state.clone(),
+            last_reason: None,
+            last_release_id: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl Device {
+    /// A device with its tags and last outcome.
+    pub fn with_extras(d: &DeviceRow, e: crate::db::fleet::DeviceExtras) -> Self {
+        Device {
+            last_reason: e.last_reason,
+            last_release_id: e.last_release_id,
+            tags: e.tags,
+            ..Device::from(d)
         }
     }
 }

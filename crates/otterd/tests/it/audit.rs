@@ -133,6 +133,18 @@ async fn each_kind_of_action_is_recorded_with_who_what_where_and_outcome() {
     let (device, _) = s.enroll("acme", &secret, "hw-1").await;
     let (st, v) = s
         .call(
+            Method::POST,
+            &format!("/api/v1/devices/{device}/tags"),
+            Some(&s.admin),
+            Some(json!({"tags": ["lab"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let e = last(&s, "device.tag").await;
+    check(&e, "initial-admin", &admin, &device, 200);
+    assert!(e["detail"].as_str().unwrap().contains("lab"), "{e}");
+    let (st, v) = s
+        .call(
             Method::PATCH,
             &format!("/api/v1/devices/{device}"),
             Some(&s.admin),
@@ -490,7 +502,8 @@ async fn every_management_route_has_an_action_name() {
             .replace("{product}", "acme")
             .replace("{id}", "x1")
             .replace("{key_id}", "k1")
-            .replace("{hardware_id}", "hw1");
+            .replace("{hardware_id}", "hw1")
+            .replace("{name}", "g1");
         let (st, _) = s
             .call(
                 Method::from_bytes(method.as_bytes()).unwrap(),

@@ -10,6 +10,7 @@ mod connections;
 mod crash;
 mod device;
 mod edge;
+mod fleet;
 mod hygiene;
 mod limits;
 mod openapi;

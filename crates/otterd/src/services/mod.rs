@@ -1,0 +1,3 @@
+//! Policy with no HTTP in it: handlers parse, call a service and map the result.
+
+pub mod fleet;
