@@ -72,12 +72,16 @@ pub fn list(api: &Api, f: &Filters, limit: Option<usize>, o: Output) -> CliResul
         let rows: Vec<Vec<String>> = items(&v, "entries")
             .iter()
             .map(|e| {
-                [
-                    "at", "actor", "action", "target", "status", "address", "detail",
-                ]
-                .iter()
-                .map(|k| text(e, k))
-                .collect()
+                // Behind a trusted proxy, the client it forwarded is where the request came from.
+                let from = if e["forwarded_for"].is_string() {
+                    "forwarded_for"
+                } else {
+                    "address"
+                };
+                ["at", "actor", "action", "target", "status", from, "detail"]
+                    .iter()
+                    .map(|k| text(e, k))
+                    .collect()
             })
             .collect();
         table(
