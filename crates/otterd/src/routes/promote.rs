@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::devices::check_channel;
-use super::upload::{check_envelope, check_publish_rules};
 use super::views::Release;
 use crate::auth::{new_id, Principal, Role};
 use crate::db::{DbError, ReleaseRow};
 use crate::error::{ApiError, ApiResult, Json};
+use crate::services::release::{self, check_envelope, check_publish_rules, Outcome};
 use crate::{now, AppState};
-use otter_core::manifest::{Envelope, Manifest};
+use otter_core::manifest::Envelope;
 
 /// A release as publishing answers it: the release, and whether it was there already.
 #[derive(Serialize, ToSchema)]
@@ -53,55 +53,20 @@ pub struct Promotion {
     pub allow_lower_counter: bool,
 }
 
-/// Whether a stored release is the same release as `envelope`'s manifest: every signed field
-/// equal but the creation time. A CI job that runs again for the same tag signs the same image
-/// again, which changes only `created_at` (and the signatures); that is no new release, and the
-/// stored one, as first signed, stays what devices get.
-pub fn identical(r: &ReleaseRow, envelope: &Envelope) -> bool {
-    let theirs = envelope.manifest();
-    Envelope::decode(&r.envelope).is_ok_and(|stored| {
-        Manifest {
-            created_at: theirs.created_at,
-            ..stored.manifest().clone()
-        } == *theirs
-    })
-}
+/// Whether a stored release is the same release as `envelope`'s manifest
+/// ([`release::identical`]).
+pub use crate::services::release::identical;
 
-/// The refusal of a release whose version is on the channel already with another manifest.
-pub fn conflict(existing: &ReleaseRow, m: &Manifest) -> ApiError {
-    let why = if existing.sha256 == m.image_sha256_hex() {
-        "with the same image but another signed manifest (another security counter or expiry); \
-         give the release a new version"
-    } else {
-        "with another image; give this release a new version"
-    };
-    ApiError::conflict(format!(
-        "{} {} is published on channel {:?} already as {}, {why}",
-        existing.product, existing.version, existing.channel, existing.id
-    ))
-}
-
-/// After an insert that a unique constraint refused: a request alongside this one published
-/// the same version first. The same manifest: answer that release (nothing changed); another:
-/// the conflict.
+/// After an insert that a unique constraint refused ([`release::lost_race`]), as an answer.
 pub async fn lost_race(
     state: &AppState,
     row: &ReleaseRow,
     envelope: &Envelope,
 ) -> ApiResult<Response> {
-    match state
-        .db
-        .find_release(row.product_id, &row.channel, &row.version)
-        .await?
-    {
-        Some(other) if identical(&other, envelope) => {
+    match release::lost_race(state, row, envelope).await? {
+        Outcome::Existing(other) | Outcome::Published(other) => {
             Ok((StatusCode::OK, Json(Published::new(&other, true))).into_response())
         }
-        Some(other) => Err(conflict(&other, envelope.manifest())),
-        None => Err(ApiError::conflict(format!(
-            "{} {} is published on channel {:?} already",
-            row.product, row.version, row.channel
-        ))),
     }
 }
 
@@ -151,7 +116,9 @@ pub async fn promote(
     )
     .await?;
     if let Some(other) = &on_channel {
-        return Err(conflict(other, manifest));
+        return Err(ApiError::conflict(release::conflict_message(
+            other, manifest,
+        )));
     }
     let row = ReleaseRow {
         id: new_id("rel_"),
