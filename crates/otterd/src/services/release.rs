@@ -163,7 +163,7 @@ where
     let sha_hex = manifest.image_sha256_hex();
     // Until the release row is in, the blob collector keeps off (crate::blob_gc explains why).
     let _publishing = state.blobs.publishing().await;
-    state.blobs.publish(staged, &sha_hex).await?;
+    let placed = state.blobs.publish(staged, &sha_hex).await?;
     let row = ReleaseRow {
         id: new_id("rel_"),
         product_id: p.product.id,
@@ -185,7 +185,10 @@ where
     };
     // The blob is in place; the release becomes visible with this one insert. A crash before
     // it leaves an unreferenced blob that no route serves (the collector removes it).
-    match state.db.insert_release(&row).await {
+    let inserted = state.db.insert_release(&row).await;
+    // Committed or refused, the blob must be at its address (a lost race references it too).
+    state.blobs.settle(placed).await?;
+    match inserted {
         Ok(()) => {}
         // The same push ran alongside this one and won: its answer is this one's too.
         Err(DbError::Conflict(_)) => return lost_race(state, &row, p.envelope).await,

@@ -1,6 +1,7 @@
 //! Integration tests of otterd: each test starts a real server on 127.0.0.1:0 with its own
 //! temporary data directory and talks HTTP to it.
 
+mod backends;
 mod harness;
 
 mod access;
@@ -14,4 +15,5 @@ mod limits;
 mod openapi;
 mod process;
 mod promote;
+mod s3;
 mod upload;
