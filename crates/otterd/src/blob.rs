@@ -340,8 +340,13 @@ impl BlobStore {
             for entry in entries {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let modified = entry
-                    .metadata()?
+                // An upload may finish (and drop its staged copy) between the listing and here.
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let modified = meta
                     .modified()?
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
@@ -350,7 +355,7 @@ impl BlobStore {
                     continue;
                 }
                 let path = entry.path();
-                let removed = if entry.file_type()?.is_dir() {
+                let removed = if meta.is_dir() {
                     std::fs::remove_dir_all(&path)
                 } else {
                     std::fs::remove_file(&path)

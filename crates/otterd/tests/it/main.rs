@@ -13,6 +13,7 @@ mod edge;
 mod hygiene;
 mod limits;
 mod openapi;
+mod payloads;
 mod process;
 mod promote;
 mod s3;
