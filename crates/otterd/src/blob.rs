@@ -448,3 +448,103 @@ impl StagedBlob {
         let _ = self.writer.abort().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn staged(store: &BlobStore, bytes: &[u8]) -> StagedObject {
+        let mut s = store.stage();
+        s.write(bytes).await.unwrap();
+        s.complete().await.unwrap()
+    }
+
+    async fn image(store: &BlobStore, sha: &str) -> Option<Vec<u8>> {
+        match store.store.get(&BlobStore::image_key(sha)).await {
+            Ok(g) => Some(g.bytes().await.unwrap().to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    async fn staging_count(store: &BlobStore) -> usize {
+        let prefix = ObjectPath::from("staging");
+        store.store.list(Some(&prefix)).count().await
+    }
+
+    #[tokio::test]
+    async fn publish_copies_keeps_sound_blobs_and_settle_restores_a_vanished_one() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::local(dir.path()).unwrap();
+        let bytes = b"an image".repeat(100);
+        let sha = hex::encode(Sha256::digest(&bytes));
+
+        // Nothing at the address: the staged copy is copied there, and kept until settled.
+        let placed = store
+            .publish(staged(&store, &bytes).await, &sha)
+            .await
+            .unwrap();
+        assert_eq!(image(&store, &sha).await.as_deref(), Some(&bytes[..]));
+        assert_eq!(staging_count(&store).await, 1);
+        store.settle(placed).await.unwrap();
+        assert_eq!(staging_count(&store).await, 0);
+
+        // The blob vanishes between publication and settling (another instance's collector):
+        // settling puts it back from the staged copy.
+        let placed = store
+            .publish(staged(&store, &bytes).await, &sha)
+            .await
+            .unwrap();
+        store.delete_image(&sha).await.unwrap();
+        store.settle(placed).await.unwrap();
+        assert_eq!(image(&store, &sha).await.as_deref(), Some(&bytes[..]));
+        assert_eq!(staging_count(&store).await, 0);
+
+        // Damaged bytes at the address are replaced by the verified upload.
+        store
+            .store
+            .put(&BlobStore::image_key(&sha), b"damaged".to_vec().into())
+            .await
+            .unwrap();
+        let placed = store
+            .publish(staged(&store, &bytes).await, &sha)
+            .await
+            .unwrap();
+        store.settle(placed).await.unwrap();
+        assert_eq!(image(&store, &sha).await.as_deref(), Some(&bytes[..]));
+    }
+
+    #[tokio::test]
+    async fn the_staging_sweep_spares_uploads_in_flight_and_young_objects() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::local(dir.path()).unwrap();
+        let in_flight = staged(&store, b"mine").await;
+        store
+            .store
+            .put(
+                &ObjectPath::from("staging/leftover"),
+                b"old".to_vec().into(),
+            )
+            .await
+            .unwrap();
+        // Cutoff in the past: both are younger, nothing goes.
+        assert_eq!(
+            store
+                .clean_stale_staging(crate::now() - 3600)
+                .await
+                .unwrap(),
+            0
+        );
+        // Cutoff in the future: the leftover goes, the upload in flight stays.
+        assert_eq!(
+            store
+                .clean_stale_staging(crate::now() + 3600)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(staging_count(&store).await, 1);
+        store.discard(in_flight).await;
+        assert_eq!(staging_count(&store).await, 0);
+    }
+}
