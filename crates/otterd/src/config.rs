@@ -444,8 +444,8 @@ impl Settings {
                     }
                     if e.starts_with("http://") && !self.s3_allow_http {
                         return bad(
-                            "s3_endpoint",
-                            "is plain http://; set s3_allow_http = true to allow it (test servers only)",
+                            "s3_allow_http",
+                            "must be true for a plain http:// s3_endpoint (test servers only)",
                         );
                     }
                 }
@@ -876,10 +876,7 @@ mod tests {
         .unwrap();
         s.apply(env, Source::Env);
         let e = s.validate().unwrap_err().0;
-        assert!(
-            e.contains("s3_allow_http") && e.contains("OTTER_S3_ENDPOINT"),
-            "{e}"
-        );
+        assert!(e.contains("OTTER_S3_ALLOW_HTTP"), "{e}");
         s.s3_allow_http = true;
         s.validate().unwrap();
         let shown = s.show(true);

@@ -268,3 +268,87 @@ async fn s3_collection_goes_by_last_modified_and_a_start_keeps_uploads_in_flight
         vec!["staging/in-flight".to_string()]
     );
 }
+
+/// The S3 settings of a bucket as `OTTER_*` variables.
+fn s3_env(b: &Settings) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTTER_BLOB_BACKEND", "s3".into()),
+        ("OTTER_S3_BUCKET", b.s3_bucket.clone().unwrap()),
+        ("OTTER_S3_ENDPOINT", b.s3_endpoint.clone().unwrap()),
+        ("OTTER_S3_PREFIX", b.s3_prefix.clone()),
+        (
+            "OTTER_S3_ACCESS_KEY_ID",
+            b.s3_access_key_id.clone().unwrap(),
+        ),
+        (
+            "OTTER_S3_SECRET_ACCESS_KEY",
+            b.s3_secret_access_key.as_ref().unwrap().expose().into(),
+        ),
+        ("OTTER_S3_ALLOW_HTTP", "true".into()),
+    ]
+}
+
+/// The otterd binary takes the S3 settings from its environment: `config show` names their
+/// source and hides the secret, and `serve` stores what it publishes in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otterd_binary_keeps_blobs_in_the_bucket_its_environment_names() {
+    let bucket = bucket().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"))
+        .args(["config", "show", "--sources"])
+        .envs(s3_env(&bucket))
+        .env("OTTER_S3_SECRET_ACCESS_KEY", "n0t-to-be-shown")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(!shown.contains("n0t-to-be-shown"), "{shown}");
+    assert!(
+        shown.contains("s3_secret_access_key = \"***\"  # environment"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("blob_backend = \"s3\"  # environment"),
+        "{shown}"
+    );
+
+    // A plain-http endpoint without s3_allow_http is refused at start, naming the fix.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otterd"))
+        .args(["config", "show"])
+        .envs(s3_env(&bucket))
+        .env("OTTER_S3_ALLOW_HTTP", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OTTER_S3_ALLOW_HTTP"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = otterd_serve(&data);
+    cmd.envs(s3_env(&bucket))
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    let (_child, url) = spawn_otterd(cmd).await;
+    let srv = TestServer::attach(url, dir, &data);
+    let (_, rel, _) = published(&srv).await;
+    let store = otterd::blob::BlobStore::open(&bucket)
+        .unwrap()
+        .object_store();
+    assert_eq!(
+        keys(&*store, "images").await,
+        vec![format!("images/{}", rel["sha256"].as_str().unwrap())]
+    );
+    assert!(
+        !data.join("blobs/images").exists(),
+        "no image on local disk"
+    );
+}
