@@ -318,6 +318,52 @@ impl BlobStore {
         }
     }
 
+    /// Moves a published image aside, to `staging/removed-<sha>`, before the collector decides
+    /// for good: a release committed meanwhile on another instance gets it back
+    /// ([`BlobStore::put_back`]). `None`: there was no such image.
+    pub async fn set_aside(&self, sha256_hex: &str) -> Result<Option<Aside>, BlobError> {
+        let name = format!("removed-{sha256_hex}");
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(name.clone());
+        }
+        let aside = Aside {
+            sha256_hex: sha256_hex.to_string(),
+            key: ObjectPath::from(format!("staging/{name}")),
+            _flight: InFlight {
+                name,
+                set: self.in_flight.clone(),
+            },
+        };
+        match self
+            .store
+            .copy(&Self::image_key(sha256_hex), &aside.key)
+            .await
+        {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        self.delete_image(sha256_hex).await?;
+        Ok(Some(aside))
+    }
+
+    /// Puts an image set aside back at its address, unless an upload has put one there since.
+    pub async fn put_back(&self, aside: Aside) -> Result<(), BlobError> {
+        let key = Self::image_key(&aside.sha256_hex);
+        if let Err(object_store::Error::NotFound { .. }) = self.store.head(&key).await {
+            self.store.copy(&aside.key, &key).await?;
+        }
+        self.drop_aside(aside).await
+    }
+
+    /// Deletes an image set aside for good.
+    pub async fn drop_aside(&self, aside: Aside) -> Result<(), BlobError> {
+        match self.store.delete(&aside.key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes what `staging/` holds from uploads that are no longer in flight in this process
     /// and were last written at or before `cutoff` (Unix seconds): leftovers of failed deletions and
     /// of object_store's temporary files. Returns how many entries went.
@@ -412,6 +458,13 @@ impl BlobStore {
             .map(|r| r.map_err(BlobError::from))
             .boxed())
     }
+}
+
+/// An image the collector moved aside ([`BlobStore::set_aside`]); the staging sweep spares it.
+pub struct Aside {
+    sha256_hex: String,
+    key: ObjectPath,
+    _flight: InFlight,
 }
 
 /// A staged upload copied to its address, waiting for [`BlobStore::settle`].
@@ -512,6 +565,51 @@ mod tests {
             .unwrap();
         store.settle(placed).await.unwrap();
         assert_eq!(image(&store, &sha).await.as_deref(), Some(&bytes[..]));
+    }
+
+    #[tokio::test]
+    async fn an_image_set_aside_is_put_back_or_dropped() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::local(dir.path()).unwrap();
+        let bytes = b"orphan?".repeat(50);
+        let sha = hex::encode(Sha256::digest(&bytes));
+        assert!(
+            store.set_aside(&sha).await.unwrap().is_none(),
+            "no such image"
+        );
+        let placed = store
+            .publish(staged(&store, &bytes).await, &sha)
+            .await
+            .unwrap();
+        store.settle(placed).await.unwrap();
+
+        let aside = store.set_aside(&sha).await.unwrap().unwrap();
+        assert_eq!(image(&store, &sha).await, None);
+        // An upload on another instance put the verified image back meanwhile: kept as it is.
+        store
+            .store
+            .put(&BlobStore::image_key(&sha), bytes.clone().into())
+            .await
+            .unwrap();
+        store.put_back(aside).await.unwrap();
+        assert_eq!(image(&store, &sha).await.as_deref(), Some(&bytes[..]));
+        let aside = store.set_aside(&sha).await.unwrap().unwrap();
+        // The sweep spares it while the collector holds it, however old.
+        assert_eq!(
+            store
+                .clean_stale_staging(crate::now() + 3600)
+                .await
+                .unwrap(),
+            0
+        );
+        store.put_back(aside).await.unwrap();
+        assert_eq!(image(&store, &sha).await.as_deref(), Some(&bytes[..]));
+        assert_eq!(staging_count(&store).await, 0);
+
+        let aside = store.set_aside(&sha).await.unwrap().unwrap();
+        store.drop_aside(aside).await.unwrap();
+        assert_eq!(image(&store, &sha).await, None);
+        assert_eq!(staging_count(&store).await, 0);
     }
 
     #[tokio::test]
