@@ -29,6 +29,9 @@ echo "== Rust: all tests"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc
 
+echo "== Rust: otterd's integration tests with blobs on S3 (moto in server mode, from .venv)"
+OTTER_TEST_BLOBS=s3 cargo test --locked -p otterd --test it
+
 echo "== Rust: fuzz targets replay their corpus (stable toolchain)"
 if [ -f fuzz/Cargo.toml ]; then
   (cd fuzz && cargo test --locked)

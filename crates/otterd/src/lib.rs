@@ -18,6 +18,7 @@ pub mod blob_gc;
 pub mod config;
 pub mod db;
 pub mod download_limit;
+pub mod download_redirect;
 pub mod edge;
 pub mod error;
 pub mod openapi;
@@ -94,18 +95,9 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
             config::redact_url(&url)
         );
     };
-    let blobs =
-        BlobStore::local(&settings.data_dir.join("blobs")).context("opening the blob store")?;
-    let cleaned = blobs
-        .clean_staging()
-        .await
-        .context("cleaning interrupted uploads")?;
-    if cleaned > 0 {
-        tracing::info!(
-            count = cleaned,
-            "removed uploads interrupted by an earlier stop"
-        );
-    }
+    // Staging is not emptied here: another instance's upload may be in flight in it. The
+    // collector removes staged objects older than blob_gc_grace_s (crate::blob_gc).
+    let blobs = BlobStore::open(&settings).context("opening the blob store")?;
     perms::warn_if_loose(&settings.data_dir);
     let downloads =
         download_limit::Downloads::new(settings.max_downloads, settings.max_downloads_per_device);

@@ -87,6 +87,49 @@ pub struct ReleaseRow {
     pub published_by: String,
 }
 
+// --- Release payloads (issue 9) ---
+
+/// What a payload of a release is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// The whole application image, as signed (`image_sha256` of the manifest).
+    Full,
+}
+
+impl PayloadKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadKind::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for PayloadKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(PayloadKind::Full),
+            other => Err(format!("unknown payload kind {other:?}")),
+        }
+    }
+}
+
+/// One payload of a release: the full image is the first (`position` 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRow {
+    pub release_id: String,
+    pub position: i64,
+    pub kind: PayloadKind,
+    pub size: i64,
+    /// SHA-256, hex; the payload's blob is `images/<sha256>`.
+    pub sha256: String,
+    /// MD5, hex, for clients that check it (stock Arduino updaters); `None` until known.
+    pub md5: Option<String>,
+}
+
+// --- end of release payloads ---
+
 /// An API token (the secret itself is never stored).
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -209,6 +252,16 @@ pub trait Database: fleet::FleetStore + Send + Sync + 'static {
     async fn delete_key(&self, product_id: i64, key_id: &str) -> DbResult<()>;
 
     async fn insert_release(&self, r: &ReleaseRow) -> DbResult<()>;
+    /// Inserts a release and its payloads in one transaction (issue 9): both or neither.
+    async fn insert_release_with_payloads(
+        &self,
+        r: &ReleaseRow,
+        payloads: &[PayloadRow],
+    ) -> DbResult<()>;
+    /// A release's payloads in order (the full image first); empty for an unknown release.
+    async fn release_payloads(&self, release_id: &str) -> DbResult<Vec<PayloadRow>>;
+    /// Records the MD5 of a payload whose MD5 was unknown (computed from its verified bytes).
+    async fn set_payload_md5(&self, release_id: &str, position: i64, md5: &str) -> DbResult<()>;
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow>;
     /// The release of a product's channel with this version, if there is one.
     async fn find_release(

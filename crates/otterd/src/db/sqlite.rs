@@ -338,6 +338,92 @@ impl Database for Sqlite {
         Ok(())
     }
 
+    async fn insert_release_with_payloads(
+        &self,
+        r: &ReleaseRow,
+        payloads: &[PayloadRow],
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO releases (id, product_id, channel, version, chip, security_counter, size, sha256, \
+             manifest_created_at, expires_at, envelope, signed_by, project_name, idf_version, published_at, published_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&r.id)
+        .bind(r.product_id)
+        .bind(&r.channel)
+        .bind(&r.version)
+        .bind(&r.chip)
+        .bind(r.security_counter)
+        .bind(r.size)
+        .bind(&r.sha256)
+        .bind(r.manifest_created_at)
+        .bind(r.expires_at)
+        .bind(&r.envelope)
+        .bind(&r.signed_by)
+        .bind(&r.project_name)
+        .bind(&r.idf_version)
+        .bind(r.published_at)
+        .bind(&r.published_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        for p in payloads {
+            sqlx::query(
+                "INSERT INTO release_payloads (release_id, position, kind, size, sha256, md5) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.id)
+            .bind(p.position)
+            .bind(p.kind.as_str())
+            .bind(p.size)
+            .bind(&p.sha256)
+            .bind(&p.md5)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn release_payloads(&self, release_id: &str) -> DbResult<Vec<PayloadRow>> {
+        let rows = sqlx::query(
+            "SELECT release_id, position, kind, size, sha256, md5 FROM release_payloads \
+             WHERE release_id = $1 ORDER BY position",
+        )
+        .bind(release_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind").map_err(map_err)?;
+                Ok(PayloadRow {
+                    release_id: r.try_get("release_id").map_err(map_err)?,
+                    position: r.try_get("position").map_err(map_err)?,
+                    kind: kind
+                        .parse()
+                        .map_err(|e: String| DbError::Backend(e.into()))?,
+                    size: r.try_get("size").map_err(map_err)?,
+                    sha256: r.try_get("sha256").map_err(map_err)?,
+                    md5: r.try_get("md5").map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_payload_md5(&self, release_id: &str, position: i64, md5: &str) -> DbResult<()> {
+        sqlx::query("UPDATE release_payloads SET md5 = $1 WHERE release_id = $2 AND position = $3")
+            .bind(md5)
+            .bind(release_id)
+            .bind(position)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow> {
         let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases r JOIN products p ON p.id = r.product_id WHERE r.id = ?");
         let row = sqlx::query(&sql)
@@ -429,6 +515,15 @@ impl Database for Sqlite {
 
     async fn blob_referenced(&self, sha256_hex: &str) -> DbResult<bool> {
         let row = sqlx::query("SELECT 1 FROM releases WHERE sha256 = ? LIMIT 1")
+            .bind(sha256_hex)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if row.is_some() {
+            return Ok(true);
+        }
+        // A payload other than the full image has a blob of its own (issue 9).
+        let row = sqlx::query("SELECT 1 FROM release_payloads WHERE sha256 = $1 LIMIT 1")
             .bind(sha256_hex)
             .fetch_optional(&self.pool)
             .await

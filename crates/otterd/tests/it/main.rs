@@ -1,6 +1,7 @@
 //! Integration tests of otterd: each test starts a real server on 127.0.0.1:0 with its own
 //! temporary data directory and talks HTTP to it.
 
+mod backends;
 mod harness;
 
 mod access;
@@ -14,6 +15,8 @@ mod fleet;
 mod hygiene;
 mod limits;
 mod openapi;
+mod payloads;
 mod process;
 mod promote;
+mod s3;
 mod upload;

@@ -1,0 +1,3 @@
+//! Storage backends the tests can run on besides the defaults.
+
+pub mod s3;
