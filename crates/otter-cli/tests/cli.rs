@@ -1599,6 +1599,70 @@ fn leaf_commands(path: &mut Vec<String>, out: &mut Vec<String>) {
     }
 }
 
+/// Issue 9: `otter audit list` shows who did what, with filters; only admins may read it.
+#[test]
+fn audit_list_shows_who_did_what_and_filters() {
+    let s = start_server();
+    product_with_key(&s);
+    let viewer = s.json(&s.admin, &["token", "create", "--role", "viewer"]);
+    let viewer_token = viewer["token"].as_str().unwrap().to_string();
+    s.fails(&viewer_token, &["product", "rotate-secret", "thermo"], 4);
+
+    let all = s.json(&s.admin, &["audit", "list"]);
+    let entries = all["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "product.rotate_secret",
+            "token.create",
+            "key.add",
+            "product.create",
+            "token.create"
+        ],
+        "newest first: {all}"
+    );
+
+    let created = s.json(&s.admin, &["audit", "list", "--action", "product.create"]);
+    let e = &created["entries"][0];
+    assert_eq!(created["entries"].as_array().unwrap().len(), 1, "{created}");
+    assert_eq!(e["actor"], "initial-admin");
+    assert_eq!(e["target"], "thermo");
+    assert_eq!(e["status"], 201);
+
+    let denied = s.json(&s.admin, &["audit", "list", "--actor", "viewer"]);
+    assert_eq!(denied["entries"][0]["action"], "product.rotate_secret");
+    assert_eq!(denied["entries"][0]["status"], 403);
+    assert_eq!(denied["entries"][0]["token_id"], viewer["info"]["id"]);
+
+    let offline = s.json(&s.admin, &["audit", "list", "--actor", "system"]);
+    assert_eq!(offline["entries"].as_array().unwrap().len(), 1, "{offline}");
+    let recent = s.json(&s.admin, &["audit", "list", "--since", "1h"]);
+    assert_eq!(recent["entries"], all["entries"]);
+    let old = s.json(
+        &s.admin,
+        &["audit", "list", "--until", "2000-01-01T00:00:00Z"],
+    );
+    assert_eq!(old["entries"], json!([]));
+    let one = s.json(&s.admin, &["audit", "list", "--limit", "1"]);
+    assert_eq!(one["entries"].as_array().unwrap().len(), 1);
+    assert!(one["next"].is_string(), "{one}");
+
+    let text = s.otter(&s.admin).args(["audit", "list"]).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("ACTOR") && text.contains("product.create"),
+        "{text}"
+    );
+
+    s.fails(&viewer_token, &["audit", "list"], 4);
+    let e = s.fails(&s.admin, &["audit", "list", "--since", "yesterday"], 2);
+    assert!(e["message"].as_str().unwrap().contains("--since"), "{e}");
+}
+
 /// Issue 12: with `--json`, every command (completions excepted: its output is the script)
 /// prints exactly one JSON document on stdout. The list of runs must cover every command.
 #[test]
@@ -1750,6 +1814,7 @@ fn every_command_prints_one_json_document_with_json() {
         &admin,
         &["group", "delete", "canary", "--product", "thermo"],
     );
+    run(&admin, &["audit", "list", "--limit", "5"]);
 
     let mut leaves = Vec::new();
     leaf_commands(&mut Vec::new(), &mut leaves);

@@ -5,6 +5,8 @@
 //! (each write waits for the other's lock), and the server reads tokens from the database on
 //! every request, so the new token works at once.
 
+use anyhow::Context;
+
 use crate::auth;
 use crate::config::Settings;
 use crate::db;
@@ -36,6 +38,14 @@ pub async fn create_admin_token(settings: &Settings, name: &str) -> anyhow::Resu
         revoked_at: None,
     };
     db.create_token(&row).await?;
+    crate::audit::record(
+        db.as_ref(),
+        db::AuditRow::offline_admin("token.create")
+            .target(&row.id)
+            .detail(format!("name={} role={}", row.name, row.role)),
+    )
+    .await
+    .context("recording the new token in the audit log")?;
     tracing::warn!(token_id = %row.id, name = ?row.name, "admin token created offline with `otterd admin create-token`");
     Ok(token)
 }

@@ -161,6 +161,19 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Authenticated (or refused) once already by the audit middleware of the management
+        // router.
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+        if let Some(r) = parts.extensions.get::<Refused>() {
+            return Err(ApiError {
+                status: r.status,
+                code: r.code,
+                message: r.message.clone(),
+                retry_after: None,
+            });
+        }
         let token = bearer(parts)?;
         if token.starts_with(DEVICE_TOKEN_PREFIX) {
             return Err(ApiError::unauthorized(
@@ -190,6 +203,25 @@ impl FromRequestParts<AppState> for Principal {
             role,
             products: row.products,
         })
+    }
+}
+
+/// Why a management caller was not authenticated, kept for the handler so that the database
+/// is asked once per request.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: axum::http::StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<&ApiError> for Refused {
+    fn from(e: &ApiError) -> Self {
+        Refused {
+            status: e.status,
+            code: e.code,
+            message: e.message.clone(),
+        }
     }
 }
 

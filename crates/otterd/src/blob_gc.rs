@@ -2,7 +2,7 @@
 //! `staging/`. It runs once when the server starts and then every `blob_gc_interval_s`, as a
 //! task that [`crate::launch_with_listener`] starts and stops.
 //!
-//! Where orphans come from: an upload moves its blob to `images/<sha>` and then inserts its
+//! Where orphans come from: an upload copies its blob to `images/<sha>` and then inserts its
 //! release row. A kill between the two (or a refused insert) leaves a blob that nothing serves.
 //!
 //! Why it cannot delete a blob that an upload is publishing. The race: the collector sees blob X
@@ -16,9 +16,15 @@
 //!    upload then finds no blob and moves its own copy in, or the upload commits first and the
 //!    collector's second check sees the release. There is no order in which a committed release
 //!    ends up without its blob.
-//! 2. Blobs modified less than `blob_gc_grace_s` ago are never collected, which also covers a
-//!    publisher this lock cannot see (another process on the same storage, which we do not
-//!    support but should not punish by data loss): a freshly moved blob is young.
+//! 2. Blobs modified less than `blob_gc_grace_s` ago are never collected: a freshly copied
+//!    blob is young.
+//! 3. Against another instance on the same bucket, which this lock cannot see (issue 9), both
+//!    sides check after the other could have acted. The upload keeps its staged copy until its
+//!    release row is in, then checks that the blob is still at its address and copies it back
+//!    if it is gone ([`BlobStore::settle`]). The collector moves the blob aside rather than
+//!    deleting it, checks the database once more, and puts it back if a release references it
+//!    now. A row committed before the collector's last check is seen by it; one committed
+//!    after it finds the blob gone when it settles, and restores it.
 //!
 //! Staging entries of uploads in flight in this process are never touched (the store tracks
 //! them); other staging entries go once they are older than the grace period.
@@ -54,7 +60,17 @@ pub async fn collect_once(state: &AppState) -> anyhow::Result<Collected> {
         if state.db.blob_referenced(&image.sha256_hex).await? {
             continue;
         }
-        blobs.delete_image(&image.sha256_hex).await?;
+        // Rule 3 above: an instance this lock cannot see may commit a release of the blob
+        // meanwhile; set aside, checked once more, and put back if so.
+        let Some(aside) = blobs.set_aside(&image.sha256_hex).await? else {
+            continue;
+        };
+        if state.db.blob_referenced(&image.sha256_hex).await? {
+            tracing::info!(blob = %image.sha256_hex, "a release came to reference a blob being collected; kept");
+            blobs.put_back(aside).await?;
+            continue;
+        }
+        blobs.drop_aside(aside).await?;
         done.images += 1;
         done.bytes += image.size;
     }

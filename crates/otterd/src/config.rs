@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -84,6 +84,37 @@ pub struct Settings {
     /// evaluate (version order); the page then ends early and names where to continue.
     pub device_filter_scan_max: u64,
     // --- end of devices and targeting ---
+    // --- Audit log (issue 9) ---
+    /// Refused unauthenticated attempts (401) recorded one by one a minute; beyond it they are
+    /// counted and recorded as one `audit.unrecorded` entry. 0: no limit.
+    pub audit_unauthenticated_per_minute: u32,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed: for a request from one
+    /// of them, the audit log records the client address the proxies forwarded too.
+    pub trusted_proxies: Vec<IpAddr>,
+    // --- end of audit log ---
+    // --- Blob store and downloads (issue 9) ---
+    /// Where blobs live: `local` (under `data_dir/blobs`) or `s3` (an S3-compatible bucket).
+    pub blob_backend: String,
+    /// The bucket, for `blob_backend = "s3"`.
+    pub s3_bucket: Option<String>,
+    /// Endpoint URL of an S3-compatible server (MinIO, Garage, Ceph ...); unset: AWS.
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region.
+    pub s3_region: String,
+    /// Key prefix inside the bucket (e.g. `otter/`); empty: the bucket's root.
+    pub s3_prefix: String,
+    /// Access key id; unset: the AWS_* environment or the instance's role.
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key (never shown).
+    pub s3_secret_access_key: Option<Secret>,
+    /// Allow plain `http://` endpoints (local test servers only).
+    pub s3_allow_http: bool,
+    /// What a device's `download_url` points at: `off` (otterd), `presigned` (a presigned URL
+    /// of the S3 object) or a CDN base URL (`<base>/images/<sha256>`).
+    pub download_redirect: String,
+    /// Seconds a presigned download URL stays valid.
+    pub download_presign_ttl_s: u64,
+    // --- end of blob store and downloads ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -117,6 +148,21 @@ impl Default for Settings {
             max_tags_per_device: 32,
             device_filter_scan_max: 20_000,
             // --- end of devices and targeting ---
+            // Audit log (issue 9).
+            audit_unauthenticated_per_minute: 60,
+            trusted_proxies: Vec::new(),
+            // --- Blob store and downloads (issue 9) ---
+            blob_backend: "local".into(),
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_prefix: String::new(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+            download_redirect: "off".into(),
+            download_presign_ttl_s: 3600,
+            // --- end of blob store and downloads ---
             sources: BTreeMap::new(),
         };
         for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
@@ -152,6 +198,21 @@ const KEYS: &[&str] = &[
     "max_tags_per_device",
     "device_filter_scan_max",
     // --- end of devices and targeting ---
+    // Audit log (issue 9).
+    "audit_unauthenticated_per_minute",
+    "trusted_proxies",
+    // --- Blob store and downloads (issue 9) ---
+    "blob_backend",
+    "s3_bucket",
+    "s3_endpoint",
+    "s3_region",
+    "s3_prefix",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_allow_http",
+    "download_redirect",
+    "download_presign_ttl_s",
+    // --- end of blob store and downloads ---
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -188,6 +249,21 @@ pub struct Layer {
     pub max_tags_per_device: Option<usize>,
     pub device_filter_scan_max: Option<u64>,
     // --- end of devices and targeting ---
+    // Audit log (issue 9).
+    pub audit_unauthenticated_per_minute: Option<u32>,
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    // --- Blob store and downloads (issue 9) ---
+    pub blob_backend: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_prefix: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
+    pub s3_allow_http: Option<bool>,
+    pub download_redirect: Option<String>,
+    pub download_presign_ttl_s: Option<u64>,
+    // --- end of blob store and downloads ---
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -274,6 +350,37 @@ impl Layer {
             max_tags_per_device: parse("max_tags_per_device", g("max_tags_per_device"))?,
             device_filter_scan_max: parse("device_filter_scan_max", g("device_filter_scan_max"))?,
             // --- end of devices and targeting ---
+            // Audit log (issue 9).
+            audit_unauthenticated_per_minute: parse(
+                "audit_unauthenticated_per_minute",
+                g("audit_unauthenticated_per_minute"),
+            )?,
+            trusted_proxies: g("trusted_proxies")
+                .map(|v| {
+                    v.split(',')
+                        .map(|a| {
+                            a.trim().parse::<IpAddr>().map_err(|e| {
+                                ConfigError(format!(
+                                    "{}={v:?} is not valid: {a:?}: {e}; give IP addresses separated by commas (also settable as `trusted_proxies` in the config file)",
+                                    env_name("trusted_proxies")
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+            // --- Blob store and downloads (issue 9) ---
+            blob_backend: g("blob_backend"),
+            s3_bucket: g("s3_bucket"),
+            s3_endpoint: g("s3_endpoint"),
+            s3_region: g("s3_region"),
+            s3_prefix: g("s3_prefix"),
+            s3_access_key_id: g("s3_access_key_id"),
+            s3_secret_access_key: g("s3_secret_access_key").map(Secret),
+            s3_allow_http: parse("s3_allow_http", g("s3_allow_http"))?,
+            download_redirect: g("download_redirect"),
+            download_presign_ttl_s: parse("download_presign_ttl_s", g("download_presign_ttl_s"))?,
+            // --- end of blob store and downloads ---
         })
     }
 }
@@ -330,6 +437,29 @@ impl Settings {
         set!(max_tags_per_device);
         set!(device_filter_scan_max);
         // --- end of devices and targeting ---
+        // Audit log (issue 9).
+        set!(audit_unauthenticated_per_minute);
+        set!(trusted_proxies);
+        // --- Blob store and downloads (issue 9) ---
+        macro_rules! set_some {
+            ($field:ident) => {
+                if let Some(v) = layer.$field {
+                    self.$field = Some(v);
+                    self.sources.insert(stringify!($field), source);
+                }
+            };
+        }
+        set!(blob_backend);
+        set_some!(s3_bucket);
+        set_some!(s3_endpoint);
+        set!(s3_region);
+        set!(s3_prefix);
+        set_some!(s3_access_key_id);
+        set_some!(s3_secret_access_key);
+        set!(s3_allow_http);
+        set!(download_redirect);
+        set!(download_presign_ttl_s);
+        // --- end of blob store and downloads ---
     }
 
     /// Checks values that parse but make no sense.
@@ -399,6 +529,57 @@ impl Settings {
             );
         }
         // --- end of devices and targeting ---
+        // --- Blob store and downloads (issue 9) ---
+        match self.blob_backend.as_str() {
+            "local" => {}
+            "s3" => {
+                if self.s3_bucket.as_deref().unwrap_or("").is_empty() {
+                    return bad("s3_bucket", "must name a bucket when blob_backend is `s3`");
+                }
+                if self.s3_access_key_id.is_some() != self.s3_secret_access_key.is_some() {
+                    return bad(
+                        "s3_secret_access_key",
+                        "and s3_access_key_id must be set together (or neither, for the AWS_* environment)",
+                    );
+                }
+                if let Some(e) = &self.s3_endpoint {
+                    if !(e.starts_with("https://") || e.starts_with("http://")) {
+                        return bad("s3_endpoint", "must be an http:// or https:// URL");
+                    }
+                    if e.starts_with("http://") && !self.s3_allow_http {
+                        return bad(
+                            "s3_allow_http",
+                            "must be true for a plain http:// s3_endpoint (test servers only)",
+                        );
+                    }
+                }
+            }
+            _ => return bad("blob_backend", "must be `local` or `s3`"),
+        }
+        match self.download_redirect.as_str() {
+            "off" => {}
+            "presigned" if self.blob_backend != "s3" => {
+                return bad(
+                    "download_redirect",
+                    "is `presigned`, which needs blob_backend = `s3`",
+                )
+            }
+            "presigned" => {}
+            base if base.starts_with("https://") || base.starts_with("http://") => {}
+            _ => {
+                return bad(
+                    "download_redirect",
+                    "must be `off`, `presigned` or a CDN base URL (https://...)",
+                )
+            }
+        }
+        if self.download_presign_ttl_s == 0 || self.download_presign_ttl_s > 604_800 {
+            return bad(
+                "download_presign_ttl_s",
+                "must be between 1 and 604800 (seven days, S3's longest)",
+            );
+        }
+        // --- end of blob store and downloads ---
         Ok(())
     }
 
@@ -461,6 +642,43 @@ impl Settings {
                 self.device_filter_scan_max.to_string(),
             ),
             // --- end of devices and targeting ---
+            // Audit log (issue 9).
+            (
+                "audit_unauthenticated_per_minute",
+                self.audit_unauthenticated_per_minute.to_string(),
+            ),
+            (
+                "trusted_proxies",
+                format!(
+                    "[{}]",
+                    self.trusted_proxies
+                        .iter()
+                        .map(|a| format!("{:?}", a.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            // --- Blob store and downloads (issue 9) ---
+            ("blob_backend", format!("{:?}", self.blob_backend)),
+            ("s3_bucket", show_opt(self.s3_bucket.as_deref())),
+            ("s3_endpoint", show_opt(self.s3_endpoint.as_deref())),
+            ("s3_region", format!("{:?}", self.s3_region)),
+            ("s3_prefix", format!("{:?}", self.s3_prefix)),
+            (
+                "s3_access_key_id",
+                show_opt(self.s3_access_key_id.as_deref()),
+            ),
+            (
+                "s3_secret_access_key",
+                show_opt(self.s3_secret_access_key.as_ref().map(|_| "***")),
+            ),
+            ("s3_allow_http", self.s3_allow_http.to_string()),
+            ("download_redirect", format!("{:?}", self.download_redirect)),
+            (
+                "download_presign_ttl_s",
+                self.download_presign_ttl_s.to_string(),
+            ),
+            // --- end of blob store and downloads ---
         ];
         let mut out = String::new();
         for (k, v) in values.into_iter().chain(self.limits.values()) {
@@ -543,6 +761,39 @@ impl Limits {
 
 // --- end of limits ---------------------------------------------------------------------------
 
+// --- Blob store and downloads (issue 9) ---
+
+/// A secret setting: `Debug` and `Display` show `***`; [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An optional string as `config show` prints it (`""` when unset).
+fn show_opt(v: Option<&str>) -> String {
+    format!("{:?}", v.unwrap_or(""))
+}
+
+// --- end of blob store and downloads ---
+
 /// Replaces the password in `scheme://user:password@host` and in a `password=` query
 /// parameter (PostgreSQL accepts both) with `***`.
 pub fn redact_url(url: &str) -> String {
@@ -585,6 +836,12 @@ impl fmt::Debug for Settings {
             .field("poll_interval_s", &self.poll_interval_s)
             .field("max_in_flight", &self.max_in_flight)
             .field("limits", &self.limits)
+            .field("blob_backend", &self.blob_backend)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &self.s3_secret_access_key)
+            .field("download_redirect", &self.download_redirect)
             .finish_non_exhaustive()
     }
 }
@@ -788,6 +1045,50 @@ mod tests {
     }
 
     #[test]
+    fn audit_budget_is_a_layered_setting() {
+        let mut s = Settings::default();
+        assert_eq!(s.audit_unauthenticated_per_minute, 60);
+        let file: Layer = toml::from_str("audit_unauthenticated_per_minute = 10\n").unwrap();
+        s.apply(file, Source::File);
+        assert_eq!(s.audit_unauthenticated_per_minute, 10);
+        let env = Layer::from_env(|k| {
+            (k == "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE").then(|| "0".into())
+        })
+        .unwrap();
+        s.apply(env, Source::Env);
+        assert_eq!(s.audit_unauthenticated_per_minute, 0);
+        assert!(s
+            .show(true)
+            .contains("audit_unauthenticated_per_minute = 0  # environment"));
+        let bad = Layer::from_env(|k| {
+            (k == "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE").then(|| "-1".into())
+        });
+        assert!(bad
+            .unwrap_err()
+            .0
+            .contains("audit_unauthenticated_per_minute"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_layered_list() {
+        let mut s = Settings::default();
+        assert!(s.show(false).contains("trusted_proxies = []"));
+        let file: Layer = toml::from_str("trusted_proxies = [\"10.0.0.1\"]\n").unwrap();
+        s.apply(file, Source::File);
+        assert_eq!(s.trusted_proxies, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let env =
+            Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".into()))
+                .unwrap();
+        s.apply(env, Source::Env);
+        assert!(s
+            .show(true)
+            .contains("trusted_proxies = [\"127.0.0.1\", \"::1\"]  # environment"));
+        let bad = Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "10.0.0.0/8".into()));
+        assert!(bad.unwrap_err().0.contains("OTTER_TRUSTED_PROXIES"));
+        assert!(toml::from_str::<Layer>("trusted_proxies = [\"proxy\"]").is_err());
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let s = Settings {
             database_url: Some("postgres://otter:hunter2@db/otter".into()),
@@ -822,5 +1123,69 @@ mod tests {
             assert!(r.contains("db"), "{r}");
         }
         assert!(!s.show(false).contains("hunter2"));
+    }
+
+    #[test]
+    fn s3_settings_layer_validate_and_hide_the_secret() {
+        let mut s = Settings::default();
+        s.apply(
+            toml::from_str(
+                "blob_backend = \"s3\"\ns3_bucket = \"fw\"\ns3_access_key_id = \"AKIA1\"\ns3_secret_access_key = \"sup3rsecret\"\n",
+            )
+            .unwrap(),
+            Source::File,
+        );
+        let env = Layer::from_env(|k| match k {
+            "OTTER_S3_ENDPOINT" => Some("http://127.0.0.1:9000".into()),
+            "OTTER_DOWNLOAD_REDIRECT" => Some("presigned".into()),
+            _ => None,
+        })
+        .unwrap();
+        s.apply(env, Source::Env);
+        let e = s.validate().unwrap_err().0;
+        assert!(e.contains("OTTER_S3_ALLOW_HTTP"), "{e}");
+        s.s3_allow_http = true;
+        s.validate().unwrap();
+        let shown = s.show(true);
+        assert!(!shown.contains("sup3rsecret"), "{shown}");
+        assert!(!format!("{s:?}").contains("sup3rsecret"));
+        assert!(
+            shown.contains("s3_secret_access_key = \"***\"  # config file"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("download_redirect = \"presigned\"  # environment"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("s3_region = \"us-east-1\"  # default"),
+            "{shown}"
+        );
+        s.blob_backend = "local".into();
+        let e = s.validate().unwrap_err().0;
+        assert!(
+            e.contains("download_redirect") && e.contains("blob_backend"),
+            "{e}"
+        );
+        s.download_redirect = "https://cdn.example.com/fw".into();
+        s.validate().unwrap();
+        s.download_redirect = "sometimes".into();
+        assert!(s.validate().is_err());
+        let no_bucket = Settings {
+            blob_backend: "s3".into(),
+            ..Settings::default()
+        };
+        assert!(no_bucket
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("OTTER_S3_BUCKET"));
+        let half = Settings {
+            blob_backend: "s3".into(),
+            s3_bucket: Some("b".into()),
+            s3_access_key_id: Some("AKIA1".into()),
+            ..Settings::default()
+        };
+        assert!(half.validate().is_err());
     }
 }

@@ -5,17 +5,20 @@
 //! - [`blob`]: content-addressed image storage on `object_store`.
 //! - [`blob_gc`]: the collector of blobs no release references.
 //! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
+//! - [`audit`]: the append-only audit log of management actions.
 //! - [`routes`]: the HTTP handlers, one module per resource.
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
 pub mod admin;
 pub mod arduino;
+pub mod audit;
 pub mod auth;
 pub mod blob;
 pub mod blob_gc;
 pub mod config;
 pub mod db;
 pub mod download_limit;
+pub mod download_redirect;
 pub mod edge;
 pub mod error;
 pub mod openapi;
@@ -74,18 +77,9 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         perms::touch_private(&file).with_context(|| format!("creating {}", file.display()))?;
     }
     let db = db::connect::open(&settings).await?;
-    let blobs =
-        BlobStore::local(&settings.data_dir.join("blobs")).context("opening the blob store")?;
-    let cleaned = blobs
-        .clean_staging()
-        .await
-        .context("cleaning interrupted uploads")?;
-    if cleaned > 0 {
-        tracing::info!(
-            count = cleaned,
-            "removed uploads interrupted by an earlier stop"
-        );
-    }
+    // Staging is not emptied here: another instance's upload may be in flight in it. The
+    // collector removes staged objects older than blob_gc_grace_s (crate::blob_gc).
+    let blobs = BlobStore::open(&settings).context("opening the blob store")?;
     perms::warn_if_loose(&settings.data_dir);
     let downloads =
         download_limit::Downloads::new(settings.max_downloads, settings.max_downloads_per_device);
@@ -113,26 +107,23 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     }
     let token = auth::new_secret(auth::TOKEN_PREFIX);
     let path = state.settings.data_dir.join("initial-admin-token");
-    let id = auth::new_id("tok_");
+    let row = db::TokenRow {
+        id: auth::new_id("tok_"),
+        name: "initial-admin".into(),
+        role: "admin".into(),
+        products: vec![],
+        token_hash: auth::hash_secret(&token),
+        created_at: now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
     let pending = state
         .settings
         .data_dir
-        .join(format!("initial-admin-token.{id}.tmp"));
+        .join(format!("initial-admin-token.{}.tmp", row.id));
     write_private_file(&pending, format!("{token}\n").as_bytes())
         .with_context(|| format!("writing {}", pending.display()))?;
-    let created = state
-        .db
-        .create_first_token(&db::TokenRow {
-            id,
-            name: "initial-admin".into(),
-            role: "admin".into(),
-            products: vec![],
-            token_hash: auth::hash_secret(&token),
-            created_at: now(),
-            last_used_at: None,
-            revoked_at: None,
-        })
-        .await;
+    let created = state.db.create_first_token(&row).await;
     if !matches!(created, Ok(true)) {
         let _ = std::fs::remove_file(&pending);
         created?;
@@ -140,6 +131,13 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
         return Ok(());
     }
     std::fs::rename(&pending, &path).with_context(|| format!("writing {}", path.display()))?;
+    audit::record(
+        state.db.as_ref(),
+        db::AuditRow::system("token.create")
+            .target(&row.id)
+            .detail("name=initial-admin role=admin first start"),
+    )
+    .await?;
     tracing::warn!(
         path = %path.display(),
         "first start: created an admin token and wrote it to this file (mode 0600). Read it once, keep it in a password manager, then delete the file"

@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         promote::promote, arduino::update,
         fleet::add_tags, fleet::remove_tags, fleet::create_group, fleet::list_groups,
         fleet::show_group, fleet::delete_group, fleet::add_members, fleet::remove_members,
+        audit::list,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

@@ -72,6 +72,8 @@ pub struct Limiters {
     /// Held from counting a capped product's devices to inserting the new one, so concurrent
     /// enrolments cannot overshoot the cap.
     pub new_devices: tokio::sync::Mutex<()>,
+    /// Refused unauthenticated attempts recorded in the audit log this minute (issue 9).
+    pub audit_unauthenticated: crate::audit::MinuteBudget,
 }
 
 /// `429 rate_limited` with `Retry-After`.

@@ -1,6 +1,7 @@
 //! One module per command group; each function does one command and prints through
 //! [`crate::output::Output`].
 
+pub mod audit;
 pub mod dev;
 pub mod device;
 pub mod group;

@@ -91,6 +91,49 @@ pub struct ReleaseRow {
     pub published_by: String,
 }
 
+// --- Release payloads (issue 9) ---
+
+/// What a payload of a release is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// The whole application image, as signed (`image_sha256` of the manifest).
+    Full,
+}
+
+impl PayloadKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadKind::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for PayloadKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(PayloadKind::Full),
+            other => Err(format!("unknown payload kind {other:?}")),
+        }
+    }
+}
+
+/// One payload of a release: the full image is the first (`position` 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRow {
+    pub release_id: String,
+    pub position: i64,
+    pub kind: PayloadKind,
+    pub size: i64,
+    /// SHA-256, hex; the payload's blob is `images/<sha256>`.
+    pub sha256: String,
+    /// MD5, hex, for clients that check it (stock Arduino updaters); `None` until known.
+    pub md5: Option<String>,
+}
+
+// --- end of release payloads ---
+
 /// An API token (the secret itself is never stored).
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -155,6 +198,48 @@ pub struct ReleaseFilter {
     pub limit: i64,
 }
 
+/// One entry of the audit log (issue 9). Entries are appended and never changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the log (set by the database; ignored when appending).
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The principal's name, or `system`, `anonymous`, `otterd admin (offline)`.
+    pub actor: String,
+    /// The principal's role, when there is one.
+    pub role: Option<String>,
+    /// The credential used: a token id, never the token.
+    pub token_id: Option<String>,
+    /// What was done, e.g. `release.push`.
+    pub action: String,
+    /// What it was done to: a product name, release id, device id or token id.
+    pub target: Option<String>,
+    /// A short note without secrets (e.g. the role of a created token).
+    pub detail: Option<String>,
+    /// HTTP method and route template, for actions over HTTP.
+    pub method: Option<String>,
+    pub route: Option<String>,
+    /// Where the request came from (the peer address).
+    pub address: Option<String>,
+    /// The client address a trusted proxy forwarded (`trusted_proxies`), if any.
+    pub forwarded_for: Option<String>,
+    /// The HTTP status answered; `None` for actions outside HTTP.
+    pub status: Option<i64>,
+}
+
+/// Which audit entries to list; every field set narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// Entries at or after this Unix time.
+    pub since: Option<i64>,
+    /// Entries at or before this Unix time.
+    pub until: Option<i64>,
+}
+
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
 pub trait Database: fleet::FleetStore + Send + Sync + 'static {
@@ -171,6 +256,16 @@ pub trait Database: fleet::FleetStore + Send + Sync + 'static {
     async fn delete_key(&self, product_id: i64, key_id: &str) -> DbResult<()>;
 
     async fn insert_release(&self, r: &ReleaseRow) -> DbResult<()>;
+    /// Inserts a release and its payloads in one transaction (issue 9): both or neither.
+    async fn insert_release_with_payloads(
+        &self,
+        r: &ReleaseRow,
+        payloads: &[PayloadRow],
+    ) -> DbResult<()>;
+    /// A release's payloads in order (the full image first); empty for an unknown release.
+    async fn release_payloads(&self, release_id: &str) -> DbResult<Vec<PayloadRow>>;
+    /// Records the MD5 of a payload whose MD5 was unknown (computed from its verified bytes).
+    async fn set_payload_md5(&self, release_id: &str, position: i64, md5: &str) -> DbResult<()>;
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow>;
     /// The release of a product's channel with this version, if there is one.
     async fn find_release(
@@ -307,4 +402,15 @@ pub trait Database: fleet::FleetStore + Send + Sync + 'static {
 
     /// Moves the write-ahead log into the database and shrinks it (a no-op where there is none).
     async fn checkpoint(&self) -> DbResult<()>;
+
+    // --- Audit log (issue 9): append and read only; nothing edits or deletes an entry ---
+    /// Appends one entry; returns its id.
+    async fn append_audit(&self, e: &AuditRow) -> DbResult<i64>;
+    /// Entries matching `f`, newest first (by id descending), with ids below `before`.
+    async fn page_audit(
+        &self,
+        f: &AuditFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> DbResult<Vec<AuditRow>>;
 }

@@ -22,8 +22,8 @@ use sqlx::Row;
 use super::{conflict_name, Backend, BackendDb, BackendRow};
 use crate::db::serial::Serial;
 use crate::db::{
-    CheckinReport, Database, DbError, DbResult, DeviceRow, EnrollmentPolicy, EventRow, KeyRow,
-    ProductRow, ReleaseFilter, ReleaseRow, TokenRow, LAST_ADMIN,
+    AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceRow, EnrollmentPolicy,
+    EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, TokenRow, LAST_ADMIN,
 };
 
 pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
@@ -153,7 +153,10 @@ fn one<T>(row: Option<BackendRow>, f: fn(&BackendRow) -> Result<T, sqlx::Error>)
     }
 }
 
-fn all<T>(rows: Vec<BackendRow>, f: fn(&BackendRow) -> Result<T, sqlx::Error>) -> DbResult<Vec<T>> {
+pub(super) fn all<T>(
+    rows: Vec<BackendRow>,
+    f: fn(&BackendRow) -> Result<T, sqlx::Error>,
+) -> DbResult<Vec<T>> {
     rows.iter().map(|r| f(r).map_err(map_err)).collect()
 }
 
@@ -201,6 +204,33 @@ fn filter_releases<'a>(q: &mut sqlx::QueryBuilder<'a, BackendDb>, f: &'a Release
     if let Some(channel) = &f.channel {
         q.push(" AND r.channel = ").push_bind(channel.as_str());
     }
+}
+
+const INSERT_RELEASE: &str = "INSERT INTO releases (id, product_id, channel, version, chip, \
+    security_counter, size, sha256, manifest_created_at, expires_at, envelope, signed_by, \
+    project_name, idf_version, published_at, published_by) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+fn bind_release<'q>(
+    q: sqlx::query::Query<'q, BackendDb, <BackendDb as sqlx::Database>::Arguments<'q>>,
+    r: &'q ReleaseRow,
+) -> sqlx::query::Query<'q, BackendDb, <BackendDb as sqlx::Database>::Arguments<'q>> {
+    q.bind(&r.id)
+        .bind(r.product_id)
+        .bind(&r.channel)
+        .bind(&r.version)
+        .bind(&r.chip)
+        .bind(r.security_counter)
+        .bind(r.size)
+        .bind(&r.sha256)
+        .bind(r.manifest_created_at)
+        .bind(r.expires_at)
+        .bind(&r.envelope)
+        .bind(&r.signed_by)
+        .bind(&r.project_name)
+        .bind(&r.idf_version)
+        .bind(r.published_at)
+        .bind(&r.published_by)
 }
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens (id, name, role, products, token_hash, \
@@ -313,31 +343,76 @@ impl Database for Backend {
     }
 
     async fn insert_release(&self, r: &ReleaseRow) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO releases (id, product_id, channel, version, chip, \
-             security_counter, size, sha256, manifest_created_at, expires_at, envelope, \
-             signed_by, project_name, idf_version, published_at, published_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        bind_release(sqlx::query(INSERT_RELEASE), r)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn insert_release_with_payloads(
+        &self,
+        r: &ReleaseRow,
+        payloads: &[PayloadRow],
+    ) -> DbResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        bind_release(sqlx::query(INSERT_RELEASE), r)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for p in payloads {
+            sqlx::query(
+                "INSERT INTO release_payloads (release_id, position, kind, size, sha256, md5) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.id)
+            .bind(p.position)
+            .bind(p.kind.as_str())
+            .bind(p.size)
+            .bind(&p.sha256)
+            .bind(&p.md5)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn release_payloads(&self, release_id: &str) -> DbResult<Vec<PayloadRow>> {
+        let rows = sqlx::query(
+            "SELECT release_id, position, kind, size, sha256, md5 FROM release_payloads \
+             WHERE release_id = $1 ORDER BY position",
         )
-        .bind(&r.id)
-        .bind(r.product_id)
-        .bind(&r.channel)
-        .bind(&r.version)
-        .bind(&r.chip)
-        .bind(r.security_counter)
-        .bind(r.size)
-        .bind(&r.sha256)
-        .bind(r.manifest_created_at)
-        .bind(r.expires_at)
-        .bind(&r.envelope)
-        .bind(&r.signed_by)
-        .bind(&r.project_name)
-        .bind(&r.idf_version)
-        .bind(r.published_at)
-        .bind(&r.published_by)
-        .execute(&self.pool)
+        .bind(release_id)
+        .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind").map_err(map_err)?;
+                Ok(PayloadRow {
+                    release_id: r.try_get("release_id").map_err(map_err)?,
+                    position: r.try_get("position").map_err(map_err)?,
+                    kind: kind
+                        .parse()
+                        .map_err(|e: String| DbError::Backend(e.into()))?,
+                    size: r.try_get("size").map_err(map_err)?,
+                    sha256: r.try_get("sha256").map_err(map_err)?,
+                    md5: r.try_get("md5").map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_payload_md5(&self, release_id: &str, position: i64, md5: &str) -> DbResult<()> {
+        sqlx::query("UPDATE release_payloads SET md5 = $1 WHERE release_id = $2 AND position = $3")
+            .bind(md5)
+            .bind(release_id)
+            .bind(position)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -427,6 +502,15 @@ impl Database for Backend {
 
     async fn blob_referenced(&self, sha256_hex: &str) -> DbResult<bool> {
         let row = sqlx::query("SELECT 1 FROM releases WHERE sha256 = $1 LIMIT 1")
+            .bind(sha256_hex)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if row.is_some() {
+            return Ok(true);
+        }
+        // A payload other than the full image has a blob of its own (issue 9).
+        let row = sqlx::query("SELECT 1 FROM release_payloads WHERE sha256 = $1 LIMIT 1")
             .bind(sha256_hex)
             .fetch_optional(&self.pool)
             .await
@@ -995,5 +1079,18 @@ impl Database for Backend {
 
     async fn checkpoint(&self) -> DbResult<()> {
         self.checkpoint_now().await
+    }
+
+    async fn append_audit(&self, e: &AuditRow) -> DbResult<i64> {
+        super::audit::append(&self.pool, e).await
+    }
+
+    async fn page_audit(
+        &self,
+        f: &AuditFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> DbResult<Vec<AuditRow>> {
+        super::audit::page(&self.pool, f, before, limit).await
     }
 }

@@ -138,6 +138,9 @@ type BackendRow = SqliteRow;
 
 // One file, compiled once per backend: that is the point, not a mistake.
 #[allow(clippy::duplicate_mod)]
+#[path = "audit_sql.rs"]
+mod audit;
+#[allow(clippy::duplicate_mod)]
 #[path = "fleet_sql.rs"]
 mod fleet_store;
 #[allow(clippy::duplicate_mod)]

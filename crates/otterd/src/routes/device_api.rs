@@ -449,7 +449,9 @@ pub async fn checkin(
                 release_id: r.id.clone(),
                 version: r.version.clone(),
                 envelope: base64::engine::general_purpose::STANDARD.encode(&r.envelope),
-                download_url: format!("/device/v1/releases/{}/image", r.id),
+                download_url: crate::download_redirect::image_url(&state, &r.id, &r.sha256)
+                    .await
+                    .map_err(ApiError::internal)?,
                 size: r.size,
                 sha256: r.sha256.clone(),
             });

@@ -2,6 +2,7 @@
 //! (tracing, metrics, overload shedding, timeouts).
 
 pub mod arduino;
+pub mod audit;
 pub mod device_api;
 pub mod device_report;
 pub mod devices;
@@ -119,7 +120,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/products/{product}/groups/{name}/members",
             post(fleet::add_members).delete(fleet::remove_members),
-        );
+        )
+        .route("/audit", get(audit::list))
+        // Last, so that it wraps every route above (issue 9, audit log).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::middleware,
+        ));
 
     let device = Router::new()
         .route("/enroll", post(device_api::enroll))

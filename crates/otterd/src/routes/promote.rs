@@ -131,7 +131,18 @@ pub async fn promote(
     // The blob is the source release's; the lock keeps the collector from judging it while the
     // new row goes in (crate::blob_gc), should the source ever be removed meanwhile.
     let _publishing = state.blobs.publishing().await;
-    match state.db.insert_release(&row).await {
+    // The same image, so the same payloads (issue 9).
+    let payloads: Vec<_> = state
+        .db
+        .release_payloads(&source.id)
+        .await?
+        .into_iter()
+        .map(|p| crate::db::PayloadRow {
+            release_id: row.id.clone(),
+            ..p
+        })
+        .collect();
+    match state.db.insert_release_with_payloads(&row, &payloads).await {
         Ok(()) => {}
         Err(DbError::Conflict(_)) => return lost_race(&state, &row, &envelope).await,
         Err(e) => return Err(e.into()),

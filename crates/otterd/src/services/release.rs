@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use md5::Md5;
 use otter_core::keys::PublicKey;
 use otter_core::manifest::{Envelope, Manifest};
 use otter_core::Chip;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::new_id;
 use crate::blob::{BlobError, StagedBlob};
-use crate::db::{DbError, ProductRow, ReleaseRow};
+use crate::db::{DbError, PayloadKind, PayloadRow, ProductRow, ReleaseRow};
 use crate::{now, AppState};
 
 /// Why a publication was refused or failed.
@@ -125,14 +126,14 @@ where
     let expected_size = manifest.image_size as u64;
     if let Some(existing) = prepared.existing {
         check_size(manifest, state.settings.max_upload_bytes)?;
-        let digest = stage_image(&mut image, None, expected_size).await?;
+        let (digest, _) = stage_image(&mut image, None, expected_size).await?;
         check_digest(&digest, manifest)?;
         tracing::info!(release = %existing.id, product = %existing.product, version = %existing.version, channel = %existing.channel, by = %p.published_by, "release pushed again: published already");
         return Ok(Outcome::Existing(existing));
     }
 
     let mut staged = state.blobs.stage();
-    let digest = match stage_image(&mut image, Some(&mut staged), expected_size).await {
+    let (digest, md5) = match stage_image(&mut image, Some(&mut staged), expected_size).await {
         Ok(d) => d,
         Err(e) => {
             staged.abort().await;
@@ -163,7 +164,7 @@ where
     let sha_hex = manifest.image_sha256_hex();
     // Until the release row is in, the blob collector keeps off (crate::blob_gc explains why).
     let _publishing = state.blobs.publishing().await;
-    state.blobs.publish(staged, &sha_hex).await?;
+    let placed = state.blobs.publish(staged, &sha_hex).await?;
     let row = ReleaseRow {
         id: new_id("rel_"),
         product_id: p.product.id,
@@ -185,7 +186,20 @@ where
     };
     // The blob is in place; the release becomes visible with this one insert. A crash before
     // it leaves an unreferenced blob that no route serves (the collector removes it).
-    match state.db.insert_release(&row).await {
+    // The full image is the release's first payload; its MD5 (for stock Arduino clients) comes
+    // from the same verified bytes.
+    let payloads = [PayloadRow {
+        release_id: row.id.clone(),
+        position: 0,
+        kind: PayloadKind::Full,
+        size: row.size,
+        sha256: row.sha256.clone(),
+        md5: Some(hex::encode(md5)),
+    }];
+    let inserted = state.db.insert_release_with_payloads(&row, &payloads).await;
+    // Committed or refused, the blob must be at its address (a lost race references it too).
+    state.blobs.settle(placed).await?;
+    match inserted {
         Ok(()) => {}
         // The same push ran alongside this one and won: its answer is this one's too.
         Err(DbError::Conflict(_)) => return lost_race(state, &row, p.envelope).await,
@@ -345,18 +359,18 @@ fn check_digest(digest: &[u8; 32], manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Streams the image into staging (or nowhere, for a release that exists already), hashing and
-/// counting; refuses too many or too few bytes.
+/// Streams the image into staging (or nowhere, for a release that exists already), hashing
+/// (SHA-256 and MD5) and counting; refuses too many or too few bytes.
 async fn stage_image<S, E>(
     stream: &mut S,
     mut staged: Option<&mut StagedBlob>,
     expected_size: u64,
-) -> Result<[u8; 32]>
+) -> Result<([u8; 32], [u8; 16])>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut hasher = Sha256::new();
+    let (mut hasher, mut md5) = (Sha256::new(), Md5::new());
     let mut received: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
@@ -368,6 +382,7 @@ where
             )));
         }
         hasher.update(&chunk);
+        md5.update(&chunk);
         if let Some(staged) = staged.as_deref_mut() {
             staged.write(&chunk).await?;
         }
@@ -377,7 +392,7 @@ where
             "the image has {received} bytes, but the manifest signs {expected_size}"
         )));
     }
-    Ok(hasher.finalize().into())
+    Ok((hasher.finalize().into(), md5.finalize().into()))
 }
 
 /// Parses the staged image and checks it against the product's chip; returns the project

@@ -648,14 +648,11 @@ async fn a_damaged_stored_image_is_not_served() {
         esp8266_image(41),
     )
     .await;
-    let path = srv
-        .data_dir()
-        .join("blobs/images")
-        .join(rel["sha256"].as_str().unwrap());
-    let mut bad = std::fs::read(&path).unwrap();
+    let sha = rel["sha256"].as_str().unwrap();
+    let mut bad = srv.read_image(sha).await;
     let n = bad.len();
     bad[n / 3] ^= 0x5a;
-    std::fs::write(&path, &bad).unwrap();
+    srv.write_image(sha, &bad).await;
     // The image does not match its SHA-256: an error the client does not flash, not a 200 whose
     // x-MD5 vouches for damaged bytes.
     let a = get8266(&srv, "thermo", &Client::new(&secret)).await;

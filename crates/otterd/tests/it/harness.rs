@@ -18,6 +18,8 @@ pub struct TestServer {
     pub dir: TempDir,
     pub admin: String,
     pub http: Client,
+    /// The server's blob store (local disk, or its bucket with `OTTER_TEST_BLOBS=s3`).
+    pub blobs: otterd::blob::BlobStore,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -48,8 +50,15 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
         shutdown_grace_s: 1,
         ..Settings::default()
     };
+    if crate::backends::s3::enabled() {
+        crate::backends::s3::use_fresh_bucket(&mut settings).await;
+    }
+    // The test run's database, set before `tweak` so that settings a test copies there name
+    // it; follows the data directory if `tweak` moved it.
+    let database = crate::backends::database_url_for(&settings.data_dir);
+    settings.database_url = database.clone();
     tweak(&mut settings);
-    if settings.database_url.is_none() {
+    if settings.database_url == database {
         settings.database_url = crate::backends::database_url_for(&settings.data_dir);
     }
     let state = otterd::open_state(settings.clone()).await.unwrap();
@@ -76,6 +85,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
         dir,
         admin,
         http: Client::new(),
+        blobs: otterd::blob::BlobStore::open(&settings).unwrap(),
         stop: Some(stop),
         task: Some(task),
     }
@@ -94,6 +104,7 @@ impl TestServer {
             dir,
             admin,
             http: Client::new(),
+            blobs: otterd::blob::BlobStore::local(&data_dir.join("blobs")).unwrap(),
             stop: None,
             task: None,
         }
@@ -227,14 +238,48 @@ impl TestServer {
         v["releases"].as_array().unwrap().len()
     }
 
-    /// Files under blobs/images and blobs/staging.
-    pub fn blob_files(&self) -> (usize, usize) {
-        let count = |sub: &str| {
-            std::fs::read_dir(self.data_dir().join("blobs").join(sub))
-                .map(|d| d.count())
-                .unwrap_or(0)
+    /// Objects under images/ and staging/ (files, on local disk).
+    pub async fn blob_files(&self) -> (usize, usize) {
+        if self.blobs.local_image_path("").is_some() {
+            let count = |sub: &str| {
+                std::fs::read_dir(self.data_dir().join("blobs").join(sub))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            };
+            return (count("images"), count("staging"));
+        }
+        let store = self.blobs.object_store();
+        let count = |sub: &'static str| {
+            let store = store.clone();
+            async move {
+                use futures::TryStreamExt;
+                let prefix = object_store::path::Path::from(sub);
+                store
+                    .list(Some(&prefix))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap()
+                    .len()
+            }
         };
-        (count("images"), count("staging"))
+        (count("images").await, count("staging").await)
+    }
+
+    /// The stored bytes of an image (through the object store: local disk or S3).
+    pub async fn read_image(&self, sha256_hex: &str) -> Vec<u8> {
+        let key = otterd::blob::BlobStore::image_key(sha256_hex);
+        let got = self.blobs.object_store().get(&key).await.unwrap();
+        got.bytes().await.unwrap().to_vec()
+    }
+
+    /// Replaces the stored bytes of an image, as an attacker or a failing disk would.
+    pub async fn write_image(&self, sha256_hex: &str, bytes: &[u8]) {
+        let key = otterd::blob::BlobStore::image_key(sha256_hex);
+        self.blobs
+            .object_store()
+            .put(&key, bytes.to_vec().into())
+            .await
+            .unwrap();
     }
 }
 

@@ -32,6 +32,12 @@ async fn push_with(
         .await
 }
 
+/// These tests age blobs by their files' modification times, which only local disk allows;
+/// tests/it/s3.rs covers the same rules on S3 by waiting instead.
+fn on_local_disk(s: &mut otterd::config::Settings) {
+    s.blob_backend = "local".into();
+}
+
 fn now() -> u64 {
     otterd::now() as u64
 }
@@ -39,7 +45,7 @@ fn now() -> u64 {
 /// Asserts a refusal (status, message fragment) that changed nothing stored.
 async fn refused_unchanged(srv: &TestServer, got: (u16, Value), status: u16, fragment: &str) {
     let releases = srv.release_count().await;
-    let blobs = srv.blob_files();
+    let blobs = srv.blob_files().await;
     let (s, v) = got;
     assert_eq!(s, status, "{v}");
     let msg = v["message"].as_str().unwrap_or_default();
@@ -48,7 +54,7 @@ async fn refused_unchanged(srv: &TestServer, got: (u16, Value), status: u16, fra
         "{msg:?} should contain {fragment:?}"
     );
     assert_eq!(srv.release_count().await, releases);
-    assert_eq!(srv.blob_files(), blobs);
+    assert_eq!(srv.blob_files().await, blobs);
 }
 
 /// Downloads a release as a device and returns the bytes (panics unless complete).
@@ -320,11 +326,10 @@ async fn a_corrupt_blob_is_replaced_by_a_verified_upload_of_the_same_image() {
         .await;
     assert_eq!(s, 201, "{rel}");
     let sha = rel["sha256"].as_str().unwrap().to_string();
-    let path = srv.data_dir().join("blobs/images").join(&sha);
-    let mut bad = std::fs::read(&path).unwrap();
+    let mut bad = srv.read_image(&sha).await;
     let n = bad.len();
     bad[n / 3] ^= 0x5a;
-    std::fs::write(&path, &bad).unwrap();
+    srv.write_image(&sha, &bad).await;
 
     let (s, v) = srv
         .push(
@@ -336,16 +341,16 @@ async fn a_corrupt_blob_is_replaced_by_a_verified_upload_of_the_same_image() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(
-        sha_hex(&std::fs::read(&path).unwrap()),
+        sha_hex(&srv.read_image(&sha).await),
         sha,
         "the stored blob is the verified upload again"
     );
-    assert_eq!(srv.blob_files(), (1, 0), "and no staged copy is left");
+    assert_eq!(srv.blob_files().await, (1, 0), "and no staged copy is left");
     let got = download(&srv, &token, rel["id"].as_str().unwrap()).await;
     assert_eq!(got, img, "the first release downloads whole and intact");
-    // A sound blob is kept as it is (same inode: not rewritten).
+    // A sound blob is kept as it is (same inode: not rewritten; a check of local disk).
     #[cfg(unix)]
-    {
+    if let Some(path) = srv.blobs.local_image_path(&sha) {
         use std::os::unix::fs::MetadataExt;
         let ino = std::fs::metadata(&path).unwrap().ino();
         let (s, _) = srv
@@ -366,7 +371,11 @@ async fn orphan_blobs_are_collected_at_start_and_referenced_ones_kept() {
     let keep = tempfile::TempDir::new().unwrap();
     let data = keep.path().join("data");
     let (rel, img, secret) = {
-        let srv = spawn_with(|s| s.data_dir = data.clone()).await;
+        let srv = spawn_with(|s| {
+            s.data_dir = data.clone();
+            on_local_disk(s);
+        })
+        .await;
         let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
         let img = image(Chip::Esp32C3, "1.0.0", 5);
         let m = manifest_for("thermo", Chip::Esp32C3, "1.0.0", &img);
@@ -393,6 +402,7 @@ async fn orphan_blobs_are_collected_at_start_and_referenced_ones_kept() {
     let srv = spawn_with(|s| {
         s.data_dir = data.clone();
         s.blob_gc_interval_s = 3600;
+        on_local_disk(s);
     })
     .await;
     wait_until("the orphan blob is collected", || !orphan.exists()).await;
@@ -410,7 +420,11 @@ async fn orphan_blobs_are_collected_at_start_and_referenced_ones_kept() {
 
 #[tokio::test]
 async fn the_collector_runs_periodically_and_clears_stale_staging() {
-    let srv = spawn_with(|s| s.blob_gc_interval_s = 1).await;
+    let srv = spawn_with(|s| {
+        s.blob_gc_interval_s = 1;
+        on_local_disk(s);
+    })
+    .await;
     let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
     let (s, rel) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
     assert_eq!(s, 201);
@@ -556,7 +570,11 @@ async fn the_otterd_binary_collects_orphans_at_start() {
     let keep = tempfile::TempDir::new().unwrap();
     let data = keep.path().join("data");
     let sha = {
-        let srv = spawn_with(|s| s.data_dir = data.clone()).await;
+        let srv = spawn_with(|s| {
+            s.data_dir = data.clone();
+            on_local_disk(s);
+        })
+        .await;
         let (key, _) = srv.product("thermo", Chip::Esp32C3).await;
         let (s, rel) = srv.publish(&key, "thermo", Chip::Esp32C3, "1.0.0").await;
         assert_eq!(s, 201);

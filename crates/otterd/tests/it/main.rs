@@ -6,6 +6,7 @@ mod harness;
 
 mod access;
 mod arduino;
+mod audit;
 mod connections;
 mod crash;
 mod device;
@@ -15,7 +16,9 @@ mod hygiene;
 mod instances;
 mod limits;
 mod openapi;
+mod payloads;
 mod process;
 mod promote;
+mod s3;
 mod store;
 mod upload;

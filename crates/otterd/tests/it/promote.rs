@@ -42,7 +42,7 @@ async fn promotion_puts_the_same_signed_release_on_another_channel_once() {
     ] {
         assert_eq!(stable[k], beta[k], "{k}");
     }
-    assert_eq!(srv.blob_files(), (1, 0), "the image is stored once");
+    assert_eq!(srv.blob_files().await, (1, 0), "the image is stored once");
 
     // Again, and onto its own channel: nothing changes, the release that is there answers.
     let (s, again) = promote(&srv, &srv.admin, &beta["id"], json!({"channel": "stable"})).await;

@@ -22,7 +22,7 @@ async fn refused(srv: &TestServer, result: (u16, serde_json::Value), status: u16
         "a refused upload must leave no release"
     );
     assert_eq!(
-        srv.blob_files(),
+        srv.blob_files().await,
         (0, 0),
         "a refused upload must leave no blob (images, staging)"
     );
@@ -45,7 +45,7 @@ async fn push_then_list() {
     assert_eq!(v["channel"], "beta");
     assert_eq!(v["chip"], "esp32c3");
     assert_eq!(v["signed_by"][0], key.public_key().key_id().to_string());
-    assert_eq!(srv.blob_files(), (1, 0));
+    assert_eq!(srv.blob_files().await, (1, 0));
     // Same version on another channel shares the blob; another image of that version on the
     // same channel is a conflict.
     let b = bundle(&key, "thermo", Chip::Esp32C3, "1.2.0");
@@ -61,7 +61,7 @@ async fn push_then_list() {
     );
     let (s, v) = srv.push("thermo", "stable", &srv.admin, other).await;
     assert_eq!(s, 409, "{v}");
-    assert_eq!(srv.blob_files(), (1, 0));
+    assert_eq!(srv.blob_files().await, (1, 0));
     let (_, v) = srv
         .call(
             Method::GET,
@@ -262,7 +262,7 @@ async fn a_dry_run_checks_the_head_and_stores_nothing() {
     assert_eq!(v["version"], "1.4.0");
     assert_eq!(v["signed_by"][0], key.public_key().key_id().to_string());
     assert_eq!(srv.release_count().await, 0);
-    assert_eq!(srv.blob_files(), (0, 0));
+    assert_eq!(srv.blob_files().await, (0, 0));
     // A head signed by a stranger is refused by the dry run already.
     let stranger = PrivateKey::generate();
     let bad = bundle(&stranger, "thermo", Chip::Esp32C3, "1.4.0");
@@ -324,7 +324,7 @@ async fn pushing_the_same_signed_release_again_answers_the_existing_one() {
     let (s, v) = srv.push("thermo", "beta", &srv.admin, tampered).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(srv.release_count().await, 1);
-    assert_eq!(srv.blob_files(), (1, 0));
+    assert_eq!(srv.blob_files().await, (1, 0));
 
     // The same image signed again (a CI re-run: only the creation time differs) is the same
     // release: nothing changes, the stored manifest stays as first signed.

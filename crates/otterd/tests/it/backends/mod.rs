@@ -1,8 +1,10 @@
-//! Which database the integration tests run on: SQLite (the default, one file in each server's
-//! data directory) or, with `OTTER_TEST_DATABASE=postgres`, one PostgreSQL server per test
-//! process ([`postgres`]) with a fresh database for each server a test starts.
+//! Which storage the integration tests run on. The database: SQLite (the default, one file in
+//! each server's data directory) or, with `OTTER_TEST_DATABASE=postgres`, one PostgreSQL server
+//! per test process ([`postgres`]) with a fresh database for each server a test starts. The
+//! blobs: local disk, or an S3 server with `OTTER_TEST_BLOBS=s3` ([`s3`]).
 
 pub mod postgres;
+pub mod s3;
 
 use std::path::Path;
 
@@ -29,6 +31,23 @@ pub fn database_url_for(data_dir: &Path) -> Option<String> {
     match selected() {
         TestDatabase::Sqlite => None,
         TestDatabase::Postgres => Some(postgres::database_for(data_dir)),
+    }
+}
+
+/// Runs one SQL statement on the database of `data_dir` directly, below `otterd` (for tests of
+/// what the schema itself refuses).
+pub async fn execute_raw(data_dir: &Path, sql: &str) -> Result<u64, sqlx::Error> {
+    use sqlx::Connection;
+    match database_url_for(data_dir) {
+        None => {
+            let url = format!("sqlite://{}", data_dir.join("otter.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+            Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
+        }
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
+        }
     }
 }
 
