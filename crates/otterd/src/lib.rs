@@ -24,6 +24,7 @@ pub mod perms;
 pub mod ratelimit;
 pub mod routes;
 pub mod serve;
+pub mod services;
 pub mod telemetry;
 pub mod validate;
 pub mod workers;
