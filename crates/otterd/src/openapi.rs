@@ -39,6 +39,8 @@ impl Modify for BearerAuth {
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
         promote::promote, arduino::update,
+        rollouts::create, rollouts::list, rollouts::show, rollouts::pause, rollouts::resume,
+        rollouts::abort, rollouts::advance, rollouts::deployments,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

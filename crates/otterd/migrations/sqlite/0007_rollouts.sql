@@ -33,9 +33,10 @@ CREATE TABLE rollouts (
     rate_count          INTEGER NOT NULL DEFAULT 0,
     -- When the open stage first met its success threshold (the soak time runs from there).
     stage_met_at        INTEGER,
-    -- Deployments that finished before this time no longer count for the failure threshold
-    -- (set by a resume, which acknowledges the failures so far).
-    counted_from        INTEGER NOT NULL,
+    -- Failed and finished deployments of the open stage that a resume acknowledged: the
+    -- failure threshold counts only those beyond them. Reset when a stage opens.
+    ack_failed          INTEGER NOT NULL DEFAULT 0,
+    ack_finished        INTEGER NOT NULL DEFAULT 0,
     created_by          TEXT    NOT NULL,
     created_at          INTEGER NOT NULL,
     updated_at          INTEGER NOT NULL

@@ -61,7 +61,9 @@ pub struct RolloutRow {
     pub window_end: Option<i64>,
     pub rate_per_minute: Option<i64>,
     pub stage_met_at: Option<i64>,
-    pub counted_from: i64,
+    /// Failed and finished deployments of the open stage that a resume acknowledged.
+    pub ack_failed: i64,
+    pub ack_finished: i64,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -113,14 +115,14 @@ pub trait RolloutStore: Send + Sync {
     /// SHA-256 (hex) of every release of a product that has a rollout, whatever its state.
     async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<String>>;
     /// Moves a rollout from one of `from` to `to` with a reason, resetting the soak clock;
-    /// `counted_from` set when given. `false` when it was in none of `from`.
+    /// `ack` (failed, finished) acknowledged when given. `false` when it was in none of `from`.
     async fn set_rollout_state(
         &self,
         id: &str,
         from: &[&str],
         to: &str,
         reason: Option<&str>,
-        counted_from: Option<i64>,
+        ack: Option<(i64, i64)>,
         at: i64,
     ) -> DbResult<bool>;
     /// Opens stage `stage + 1` of a running rollout whose open stage is `stage` (or completes
@@ -161,13 +163,8 @@ pub trait RolloutStore: Send + Sync {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<DeploymentRow>>;
-    /// Counts per (stage, state); `finished_since`: only deployments that are active or
-    /// finished at or after this time.
-    async fn deployment_counts(
-        &self,
-        rollout_id: &str,
-        finished_since: Option<i64>,
-    ) -> DbResult<Vec<StageCount>>;
+    /// Counts per (stage, state).
+    async fn deployment_counts(&self, rollout_id: &str) -> DbResult<Vec<StageCount>>;
     /// Every (device id, tag) pair of a product's devices.
     async fn product_device_tags(&self, product_id: i64) -> DbResult<Vec<(String, String)>>;
 

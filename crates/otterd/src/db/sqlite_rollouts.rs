@@ -12,7 +12,7 @@ use super::{DbError, DbResult};
 const ROLLOUT_COLUMNS: &str = "id, product_id, release_id, target_kind, target, current_stage, \
     state, pause_reason, failure_kind, failure_threshold, min_finished, success_percent, \
     auto_advance, soak_s, is_rollback, forced, window_start, window_end, rate_per_minute, \
-    stage_met_at, counted_from, created_by, created_at, updated_at";
+    stage_met_at, ack_failed, ack_finished, created_by, created_at, updated_at";
 
 const DEPLOYMENT_COLUMNS: &str =
     "rollout_id, device_id, release_id, stage, state, reason, assigned_at, updated_at, finished_at";
@@ -40,7 +40,8 @@ fn rollout(r: &SqliteRow) -> Result<RolloutRow, sqlx::Error> {
         window_end: r.try_get("window_end")?,
         rate_per_minute: r.try_get("rate_per_minute")?,
         stage_met_at: r.try_get("stage_met_at")?,
-        counted_from: r.try_get("counted_from")?,
+        ack_failed: r.try_get("ack_failed")?,
+        ack_finished: r.try_get("ack_finished")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -87,7 +88,7 @@ impl RolloutStore for Sqlite {
         let mut tx = self.pool().begin().await.map_err(map_err)?;
         sqlx::query(&format!(
             "INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
         ))
         .bind(&r.id)
         .bind(r.product_id)
@@ -109,7 +110,8 @@ impl RolloutStore for Sqlite {
         .bind(r.window_end)
         .bind(r.rate_per_minute)
         .bind(r.stage_met_at)
-        .bind(r.counted_from)
+        .bind(r.ack_failed)
+        .bind(r.ack_finished)
         .bind(&r.created_by)
         .bind(r.created_at)
         .bind(r.updated_at)
@@ -218,27 +220,30 @@ impl RolloutStore for Sqlite {
         from: &[&str],
         to: &str,
         reason: Option<&str>,
-        counted_from: Option<i64>,
+        ack: Option<(i64, i64)>,
         at: i64,
     ) -> DbResult<bool> {
         // `from` has at most four states: an explicit list of placeholders.
         let mut sql = String::from(
             "UPDATE rollouts SET state = $1, pause_reason = $2, stage_met_at = NULL, \
-             updated_at = $3, counted_from = CASE WHEN $4 > 0 THEN $4 ELSE counted_from END \
-             WHERE id = $5 AND state IN (",
+             updated_at = $3, \
+             ack_failed = CASE WHEN $4 >= 0 THEN $4 ELSE ack_failed END, \
+             ack_finished = CASE WHEN $5 >= 0 THEN $5 ELSE ack_finished END \
+             WHERE id = $6 AND state IN (",
         );
         for i in 0..from.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", i + 6));
+            sql.push_str(&format!("${}", i + 7));
         }
         sql.push(')');
         let mut q = sqlx::query(&sql)
             .bind(to)
             .bind(reason)
             .bind(at)
-            .bind(counted_from.unwrap_or(0))
+            .bind(ack.map_or(-1, |a| a.0))
+            .bind(ack.map_or(-1, |a| a.1))
             .bind(id);
         for s in from {
             q = q.bind(*s);
@@ -261,7 +266,7 @@ impl RolloutStore for Sqlite {
         } else {
             sqlx::query(
                 "UPDATE rollouts SET current_stage = current_stage + 1, stage_met_at = NULL, \
-                 updated_at = $1 WHERE id = $2 AND state = 'running' AND current_stage = $3",
+                 ack_failed = 0, ack_finished = 0, updated_at = $1 WHERE id = $2 AND state = 'running' AND current_stage = $3",
             )
             .bind(at)
             .bind(id)
@@ -427,30 +432,15 @@ impl RolloutStore for Sqlite {
             .map_err(map_err)
     }
 
-    async fn deployment_counts(
-        &self,
-        rollout_id: &str,
-        finished_since: Option<i64>,
-    ) -> DbResult<Vec<StageCount>> {
-        let rows =
-            match finished_since {
-                Some(since) => sqlx::query(
-                    "SELECT stage, state, COUNT(*) AS n FROM deployments WHERE rollout_id = $1 \
-                     AND (active OR finished_at >= $2) GROUP BY stage, state ORDER BY stage, state",
-                )
-                .bind(rollout_id)
-                .bind(since)
-                .fetch_all(self.pool())
-                .await,
-                None => sqlx::query(
-                    "SELECT stage, state, COUNT(*) AS n FROM deployments WHERE rollout_id = $1 \
-                     GROUP BY stage, state ORDER BY stage, state",
-                )
-                .bind(rollout_id)
-                .fetch_all(self.pool())
-                .await,
-            }
-            .map_err(map_err)?;
+    async fn deployment_counts(&self, rollout_id: &str) -> DbResult<Vec<StageCount>> {
+        let rows = sqlx::query(
+            "SELECT stage, state, COUNT(*) AS n FROM deployments WHERE rollout_id = $1 \
+             GROUP BY stage, state ORDER BY stage, state",
+        )
+        .bind(rollout_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?;
         rows.iter()
             .map(|r| {
                 Ok(StageCount {

@@ -10,6 +10,7 @@ pub mod enrolment;
 pub mod products;
 pub mod promote;
 pub mod releases;
+pub mod rollouts;
 pub mod system;
 pub mod tokens;
 pub mod upload;
@@ -101,7 +102,14 @@ pub fn router(state: AppState) -> Router {
                 .patch(devices::update)
                 .delete(devices::remove),
         )
-        .route("/devices/{id}/history", get(devices::history));
+        .route("/devices/{id}/history", get(devices::history))
+        .route("/rollouts", post(rollouts::create).get(rollouts::list))
+        .route("/rollouts/{id}", get(rollouts::show))
+        .route("/rollouts/{id}/pause", post(rollouts::pause))
+        .route("/rollouts/{id}/resume", post(rollouts::resume))
+        .route("/rollouts/{id}/abort", post(rollouts::abort))
+        .route("/rollouts/{id}/advance", post(rollouts::advance))
+        .route("/rollouts/{id}/deployments", get(rollouts::deployments));
 
     let device = Router::new()
         .route("/enroll", post(device_api::enroll))

@@ -16,7 +16,7 @@ use otter_core::Chip;
 
 use super::membership::targets;
 use super::rollouts::{deployment_finished, report_on_deployment};
-use crate::db::rollouts::{DeploymentRow, RolloutRow};
+use crate::db::rollouts::{is_final, DeploymentRow, RolloutRow};
 use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow, ReleaseRow};
 
 /// The release offered to a device, and how.
@@ -203,11 +203,15 @@ async fn from_rollout(
     if !open {
         return Ok(Offer::default());
     }
-    if db.get_deployment(&rollout.id, &device.id).await?.is_some() {
-        // Finished here already (success, failure, ...): a rollout offers a device once.
-        return Ok(Offer::default());
-    }
     let release = db.get_release(&rollout.release_id).await?;
+    if let Some(d) = db.get_deployment(&rollout.id, &device.id).await? {
+        // Assigned by a check-in alongside this one: answer it. Finished here already
+        // (success, failure, ...): a rollout offers a device once.
+        return Ok(match is_final(&d.state) {
+            false => offered(release, rollout),
+            true => Offer::default(),
+        });
+    }
     let mut d = DeploymentRow {
         rollout_id: rollout.id.clone(),
         device_id: device.id.clone(),

@@ -112,7 +112,7 @@ pub async fn create(
         Threshold::Count(n) => ("count", n.min(i64::MAX as u64) as i64),
     };
     let row = RolloutRow {
-        id: crate::auth::new_id("ro_"),
+        id: rollout_id(),
         product_id: release.product_id,
         release_id: release.id.clone(),
         target_kind: target_kind.into(),
@@ -133,7 +133,8 @@ pub async fn create(
         window_end: spec.window.map(|w| i64::from(w.end)),
         rate_per_minute: spec.rate_per_minute.map(i64::from),
         stage_met_at: None,
-        counted_from: now,
+        ack_failed: 0,
+        ack_finished: 0,
         created_by: created_by.into(),
         created_at: now,
         updated_at: now,
@@ -141,6 +142,16 @@ pub async fn create(
     db.create_rollout(&row).await?;
     tracing::info!(rollout = %row.id, release = %row.release_id, by = created_by, "rollout created");
     Ok(row)
+}
+
+/// A new rollout id that sorts by creation time (nanoseconds, then random), so "newest" is
+/// well defined between rollouts created in the same second.
+fn rollout_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = crate::auth::new_id("");
+    format!("ro_{nanos:024x}{}", &random[..8])
 }
 
 async fn get(db: &dyn Database, id: &str) -> Result<RolloutRow, RolloutError> {
@@ -175,12 +186,20 @@ pub async fn pause(
     get(db, id).await
 }
 
-/// Resumes a paused rollout. Failures so far are acknowledged: the failure threshold counts the
-/// deployments that finish from now on (and those still running).
+/// Resumes a paused rollout. The open stage's failures so far are acknowledged: its failure
+/// threshold counts the deployments that finish from now on.
 pub async fn resume(db: &dyn Database, id: &str, now: i64) -> Result<RolloutRow, RolloutError> {
-    get(db, id).await?;
+    let r = get(db, id).await?;
+    let (failed, finished) = stage_outcomes(db, &r.id, r.current_stage).await?;
     if !db
-        .set_rollout_state(id, &["paused"], "running", None, Some(now), now)
+        .set_rollout_state(
+            id,
+            &["paused"],
+            "running",
+            None,
+            Some((failed as i64, finished as i64)),
+            now,
+        )
         .await?
     {
         return Err(refuse(&get(db, id).await?, "resumed"));
@@ -302,16 +321,9 @@ pub async fn evaluate(db: &dyn Database, rollout: &RolloutRow, now: i64) -> DbRe
             return Ok(());
         }
         let stage = r.current_stage;
-        let counted = db.deployment_counts(&r.id, Some(r.counted_from)).await?;
-        let (mut failed, mut finished) = (0u64, 0u64);
-        for c in counted.iter().filter(|c| c.stage == stage) {
-            if FAILED.contains(&c.state.as_str()) {
-                failed += c.count as u64;
-                finished += c.count as u64;
-            } else if c.state == "success" {
-                finished += c.count as u64;
-            }
-        }
+        let (failed, finished) = stage_outcomes(db, &r.id, stage).await?;
+        let failed = failed.saturating_sub(r.ack_failed.max(0) as u64);
+        let finished = finished.saturating_sub(r.ack_finished.max(0) as u64);
         if let Some(reason) = failure_tripped(
             stage as usize,
             failed,
@@ -333,7 +345,7 @@ pub async fn evaluate(db: &dyn Database, rollout: &RolloutRow, now: i64) -> DbRe
         if !r.auto_advance {
             return Ok(());
         }
-        let all = db.deployment_counts(&r.id, None).await?;
+        let all = db.deployment_counts(&r.id).await?;
         let in_stage = || all.iter().filter(|c| c.stage == stage);
         let succeeded: u64 = in_stage()
             .filter(|c| c.state == "success")
@@ -370,6 +382,23 @@ pub async fn evaluate(db: &dyn Database, rollout: &RolloutRow, now: i64) -> DbRe
         r = db.get_rollout(&r.id).await?;
     }
     Ok(())
+}
+
+/// Failed and finished deployments of a stage.
+async fn stage_outcomes(db: &dyn Database, rollout_id: &str, stage: i64) -> DbResult<(u64, u64)> {
+    let (mut failed, mut finished) = (0u64, 0u64);
+    for c in db.deployment_counts(rollout_id).await? {
+        if c.stage != stage {
+            continue;
+        }
+        if FAILED.contains(&c.state.as_str()) {
+            failed += c.count as u64;
+            finished += c.count as u64;
+        } else if c.state == "success" {
+            finished += c.count as u64;
+        }
+    }
+    Ok((failed, finished))
 }
 
 /// How many of the product's devices the rollout targets in stage `stage` (0-based).
@@ -425,7 +454,7 @@ pub async fn progress(db: &dyn Database, r: &RolloutRow) -> DbResult<Vec<StagePr
                 .collect(),
         })
         .collect();
-    for c in db.deployment_counts(&r.id, None).await? {
+    for c in db.deployment_counts(&r.id).await? {
         if let Some(p) = out.get_mut(c.stage as usize) {
             p.counts.insert(c.state, c.count);
         }

@@ -14,4 +14,5 @@ mod limits;
 mod openapi;
 mod process;
 mod promote;
+mod rollouts;
 mod upload;
