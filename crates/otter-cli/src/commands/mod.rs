@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod keys;
 pub mod product;
 pub mod release;
+pub mod rollout;
 pub mod signing;
 pub mod token;
