@@ -345,56 +345,60 @@ enum TokenCommand {
     },
 }
 
+/// The flags of `otter rollout create`.
+#[derive(Args, Debug)]
+struct RolloutCreate {
+    /// The release to roll out (an id from `otter release list`).
+    #[arg(long, value_name = "RELEASE_ID")]
+    release: String,
+    /// Target the devices that carry this tag.
+    #[arg(long, group = "target")]
+    tag: Option<String>,
+    /// Target the devices of this group.
+    #[arg(long, group = "target")]
+    group: Option<String>,
+    /// Target the devices that follow this channel.
+    #[arg(long, group = "target")]
+    channel: Option<String>,
+    /// Target the devices this filter matches, e.g. tag=lab,version<2.0.0.
+    #[arg(long, group = "target")]
+    filter: Option<String>,
+    /// Cumulative percentages of the target, e.g. 10,50,100.
+    #[arg(long)]
+    stages: String,
+    /// Pause when more than this share (20%) or number (5) of a stage's finished devices failed.
+    #[arg(long)]
+    failure_threshold: String,
+    /// Finished devices a stage needs before its failure threshold is judged.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    min_finished: u32,
+    /// Share of a stage's devices that must succeed before it advances (default: all).
+    #[arg(long, value_name = "PERCENT")]
+    success_threshold: Option<String>,
+    /// Open the next stage by itself once the success threshold is met.
+    #[arg(long)]
+    auto_advance: bool,
+    /// Wait this long after a stage succeeded before advancing, e.g. 30m.
+    #[arg(long, value_name = "DURATION")]
+    soak: Option<String>,
+    /// Roll out an older release deliberately (a rollback).
+    #[arg(long)]
+    rollback: bool,
+    /// Devices may defer the update (not forced).
+    #[arg(long)]
+    optional: bool,
+    /// Assign new devices only in this daily UTC window, e.g. 01:00-05:00.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    window: Option<String>,
+    /// At most this many new deployments a minute.
+    #[arg(long, value_name = "N")]
+    rate: Option<u32>,
+}
+
 #[derive(Subcommand, Debug)]
 enum RolloutCommand {
     /// Start a staged rollout of a release; prints it with its id.
-    Create {
-        /// The release to roll out (an id from `otter release list`).
-        #[arg(long, value_name = "RELEASE_ID")]
-        release: String,
-        /// Target the devices that carry this tag.
-        #[arg(long, group = "target")]
-        tag: Option<String>,
-        /// Target the devices of this group.
-        #[arg(long, group = "target")]
-        group: Option<String>,
-        /// Target the devices that follow this channel.
-        #[arg(long, group = "target")]
-        channel: Option<String>,
-        /// Target the devices this filter matches, e.g. tag=lab,version<2.0.0.
-        #[arg(long, group = "target")]
-        filter: Option<String>,
-        /// Cumulative percentages of the target, e.g. 10,50,100.
-        #[arg(long)]
-        stages: String,
-        /// Pause when more than this share (20%) or number (5) of a stage's finished devices failed.
-        #[arg(long)]
-        failure_threshold: String,
-        /// Finished devices a stage needs before its failure threshold is judged.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        min_finished: u32,
-        /// Share of a stage's devices that must succeed before it advances (default: all).
-        #[arg(long, value_name = "PERCENT")]
-        success_threshold: Option<String>,
-        /// Open the next stage by itself once the success threshold is met.
-        #[arg(long)]
-        auto_advance: bool,
-        /// Wait this long after a stage succeeded before advancing, e.g. 30m.
-        #[arg(long, value_name = "DURATION")]
-        soak: Option<String>,
-        /// Roll out an older release deliberately (a rollback).
-        #[arg(long)]
-        rollback: bool,
-        /// Devices may defer the update (not forced).
-        #[arg(long)]
-        optional: bool,
-        /// Assign new devices only in this daily UTC window, e.g. 01:00-05:00.
-        #[arg(long, value_name = "HH:MM-HH:MM")]
-        window: Option<String>,
-        /// At most this many new deployments a minute.
-        #[arg(long, value_name = "N")]
-        rate: Option<u32>,
-    },
+    Create(Box<RolloutCreate>),
     /// List rollouts, newest first.
     List {
         /// Only this product's rollouts.
@@ -651,23 +655,24 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
         Command::Rollout(Online { server, command }) => {
             let api = server.api()?;
             match command {
-                RolloutCommand::Create {
-                    release,
-                    tag,
-                    group,
-                    channel,
-                    filter,
-                    stages,
-                    failure_threshold,
-                    min_finished,
-                    success_threshold,
-                    auto_advance,
-                    soak,
-                    rollback,
-                    optional,
-                    window,
-                    rate,
-                } => {
+                RolloutCommand::Create(c) => {
+                    let RolloutCreate {
+                        release,
+                        tag,
+                        group,
+                        channel,
+                        filter,
+                        stages,
+                        failure_threshold,
+                        min_finished,
+                        success_threshold,
+                        auto_advance,
+                        soak,
+                        rollback,
+                        optional,
+                        window,
+                        rate,
+                    } = *c;
                     let target = match (tag, group, channel, filter) {
                         (Some(t), ..) => ("tag", t),
                         (_, Some(g), ..) => ("group", g),
