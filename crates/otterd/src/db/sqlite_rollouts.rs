@@ -175,21 +175,22 @@ impl RolloutStore for Sqlite {
         product_id: i64,
         states: &[&str],
     ) -> DbResult<Vec<RolloutRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE product_id = $1 \
-             ORDER BY created_at DESC, id DESC"
-        ))
-        .bind(product_id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(map_err)?;
-        let rows = rows
-            .into_iter()
-            .filter(|r| {
-                r.try_get::<String, _>("state")
-                    .is_ok_and(|s| states.contains(&s.as_str()))
-            })
-            .collect();
+        // At most four states: an explicit list of placeholders.
+        let list: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE product_id = $1 AND state IN ({}) \
+             ORDER BY created_at DESC, id DESC",
+            if list.is_empty() {
+                "NULL".to_string()
+            } else {
+                list.join(", ")
+            }
+        );
+        let mut q = sqlx::query(&sql).bind(product_id);
+        for s in states {
+            q = q.bind(*s);
+        }
+        let rows = q.fetch_all(self.pool()).await.map_err(map_err)?;
         self.with_stages(rows).await
     }
 

@@ -5,10 +5,12 @@
 //! 1. A device whose chip differs from its product's is offered nothing.
 //! 2. A device with an active deployment keeps being offered that release while its rollout is
 //!    running, paused or completed; one that reports running the release's image has succeeded.
-//! 3. Otherwise the newest running or completed rollout of the product whose target matches the
-//!    device decides: a device in an open stage gets a deployment (if the release suits it, the
-//!    window is open and the rate allows), one in a later stage gets nothing from rollouts.
-//! 4. Otherwise the channel's newest release that has no rollout, as before rollouts existed.
+//! 3. Otherwise the newest running, paused or completed rollout of the product whose target
+//!    matches the device decides alone: a device in an open stage of a running (or any stage of
+//!    a completed) rollout gets a deployment, if the release suits it, the window is open and
+//!    the rate allows.
+//! 4. Otherwise (no such rollout, or it has nothing for the device now) the channel's newest
+//!    release that no rollout delivers, as before rollouts existed.
 
 use otter_core::rollout::{bucket, Stages, Window};
 use otter_core::version::Version;
@@ -131,23 +133,24 @@ pub async fn offer(
         if release.sha256 == report.image_sha256 {
             report_on_deployment(db, &d, "success", Some("running the release's image"), now)
                 .await?;
-            return Ok(Offer::default());
-        }
-        if matches!(rollout.state.as_str(), "running" | "paused" | "completed") {
+        } else if matches!(rollout.state.as_str(), "running" | "paused" | "completed") {
             return Ok(offered(release, &rollout));
         }
     }
 
-    // Rule 3: the newest running or completed rollout whose target matches.
+    // Rule 3: the newest live rollout whose target matches decides alone.
     let rollouts = db
-        .rollouts_in_state(device.product_id, &["running", "completed"])
+        .rollouts_in_state(device.product_id, &["running", "paused", "completed"])
         .await?;
     let tags = db.device_tags(&device.id).await?;
     for rollout in rollouts {
         if !targets(db, &rollout, device, report, &tags, now).await? {
             continue;
         }
-        return from_rollout(db, &rollout, device, report, now).await;
+        if let Some(offer) = from_rollout(db, &rollout, device, report, now).await? {
+            return Ok(offer);
+        }
+        break;
     }
 
     // Rule 4: the channel, without the releases that rollouts deliver.
@@ -177,40 +180,40 @@ pub async fn offer(
     })
 }
 
-/// A device in the target of `rollout`, with no active deployment.
+/// A device in the target of `rollout`, with no active deployment: its offer when the rollout
+/// assigns it now, `None` when the rollout has nothing for it now (its stage is not open, the
+/// rollout is paused, the device finished here, the window is closed, the rate is used up).
 async fn from_rollout(
     db: &dyn Database,
     rollout: &RolloutRow,
     device: &DeviceRow,
     report: &CheckinReport,
     now: i64,
-) -> DbResult<Offer> {
+) -> DbResult<Option<Offer>> {
     let stages = match Stages::new(rollout.stages.clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(rollout = %rollout.id, error = %e, "stored rollout has bad stages");
-            return Ok(Offer::default());
+            return Ok(None);
         }
     };
     let b = bucket(&rollout.id, &device.id);
     let Some(stage) = stages.stage_of(b) else {
-        return Ok(Offer::default());
+        return Ok(None);
     };
     let open = match rollout.state.as_str() {
         "completed" => true,
-        _ => stage as i64 <= rollout.current_stage,
+        "running" => stage as i64 <= rollout.current_stage,
+        _ => false,
     };
     if !open {
-        return Ok(Offer::default());
+        return Ok(None);
     }
     let release = db.get_release(&rollout.release_id).await?;
     if let Some(d) = db.get_deployment(&rollout.id, &device.id).await? {
         // Assigned by a check-in alongside this one: answer it. Finished here already
         // (success, failure, ...): a rollout offers a device once.
-        return Ok(match is_final(&d.state) {
-            false => offered(release, rollout),
-            true => Offer::default(),
-        });
+        return Ok((!is_final(&d.state)).then(|| offered(release, rollout)));
     }
     let mut d = DeploymentRow {
         rollout_id: rollout.id.clone(),
@@ -238,7 +241,7 @@ async fn from_rollout(
             Err(DbError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
-        return Ok(Offer::default());
+        return Ok(None);
     }
     if let (Some(s), Some(e)) = (rollout.window_start, rollout.window_end) {
         let w = Window {
@@ -246,24 +249,24 @@ async fn from_rollout(
             end: e as u32,
         };
         if !w.contains(now) {
-            return Ok(Offer::default());
+            return Ok(None);
         }
     }
     if let Some(rate) = rollout.rate_per_minute {
         if !db.take_rate_slot(&rollout.id, now / 60, rate).await? {
-            return Ok(Offer::default());
+            return Ok(None);
         }
     }
     match db.insert_deployment(&d, true).await {
         Ok(()) => {
             metrics::counter!("otter_rollout_assignments_total").increment(1);
-            Ok(offered(release, rollout))
+            Ok(Some(offered(release, rollout)))
         }
         // Another check-in of this device (on this instance or another) assigned first; the
         // constraints keep one active deployment. Answer what it holds now.
         Err(DbError::Conflict(_)) => match db.active_deployment(&device.id).await? {
-            Some(active) if active.rollout_id == rollout.id => Ok(offered(release, rollout)),
-            _ => Ok(Offer::default()),
+            Some(active) if active.rollout_id == rollout.id => Ok(Some(offered(release, rollout))),
+            _ => Ok(None),
         },
         Err(e) => Err(e),
     }

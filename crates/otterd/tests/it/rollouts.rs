@@ -565,3 +565,255 @@ async fn concurrent_checkins_on_two_instances_never_double_assign() {
         "one per device: {v}"
     );
 }
+
+impl Fleet {
+    async fn store(&self) -> otterd::db::sqlite::Sqlite {
+        otterd::db::sqlite::Sqlite::open(&format!(
+            "sqlite://{}",
+            self.srv.data_dir().join("otter.db").display()
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_finished_device_returns_to_its_channel_and_final_states_stay() {
+    let f = fleet().await;
+    let devices = f.devices(2, Some("lab")).await;
+    let r = f
+        .rollout(json!({"release_id": f.new["id"], "tag": "lab", "stages": "100", "failure_threshold": "100%", "min_finished": 1}))
+        .await;
+    for d in &devices {
+        assert_eq!(
+            f.checkin_running(d, &f.old).await["release_id"],
+            f.new["id"]
+        );
+    }
+    // The check-in's last_outcome feeds the deployment as a status report does.
+    let (s, v) = f
+        .srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&devices[0].1),
+            Some(json!({"version": "1.0.0", "security_counter": 0, "image_sha256": f.old["sha256"], "chip": CHIP.name(),
+                "last_outcome": {"release_id": f.new["id"], "state": "failure", "reason": "boot loop"}})),
+        )
+        .await;
+    assert_eq!((s, &v["update"]), (200, &Value::Null), "{v}");
+    // A final state stays: a later success report does not turn the failure around.
+    f.report(&devices[0], &f.new, "success").await;
+    f.report(&devices[1], &f.new, "success").await;
+    let shown = f.show(&r["id"]).await;
+    assert_eq!(
+        (count(&shown, 0, "failure"), count(&shown, 0, "success")),
+        (1, 1),
+        "{shown}"
+    );
+    let (_, page) = f
+        .srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{}/deployments", r["id"].as_str().unwrap()),
+            Some(&f.srv.admin),
+            None,
+        )
+        .await;
+    let failed = page["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == json!(devices[0].0))
+        .unwrap();
+    assert_eq!(
+        (&failed["state"], &failed["reason"]),
+        (&json!("failure"), &json!("boot loop"))
+    );
+    let (s, v) = f.act(&r["id"], "advance").await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("completed")));
+
+    // A later release without a rollout reaches the devices through their channel again.
+    let key = {
+        // A new key for the product: the harness keeps none.
+        let key = otter_core::keys::PrivateKey::generate();
+        let (s, v) = f
+            .srv
+            .call(
+                Method::POST,
+                "/api/v1/products/fleet/keys",
+                Some(&f.srv.admin),
+                Some(json!({"public_key_pem": key.public_key().to_pem()})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        key
+    };
+    let (s, newer) = f.srv.publish(&key, "fleet", CHIP, "2.1.0").await;
+    assert_eq!(s, 201, "{newer}");
+    let u = f.checkin_running(&devices[1], &f.new).await;
+    assert_eq!(
+        (&u["release_id"], &u["rollout_id"]),
+        (&newer["id"], &Value::Null),
+        "{u}"
+    );
+}
+
+#[tokio::test]
+async fn the_worker_advances_after_the_soak_time() {
+    let srv = spawn_with(|s| s.rollout_eval_interval_s = 1).await;
+    let f = fleet_on(srv).await;
+    let devices = f.devices(6, Some("lab")).await;
+    let r = f
+        .rollout(
+            json!({"release_id": f.new["id"], "tag": "lab", "stages": "50,100",
+            "failure_threshold": "1", "auto_advance": true, "soak_s": 2}),
+        )
+        .await;
+    let id = r["id"].as_str().unwrap();
+    let stages: Stages = "50,100".parse().unwrap();
+    for d in devices
+        .iter()
+        .filter(|d| stages.admits(bucket(id, &d.0), 0))
+    {
+        assert!(!f.checkin_running(d, &f.old).await.is_null());
+        assert!(
+            f.checkin_running(d, &f.new).await.is_null(),
+            "success by image"
+        );
+    }
+    assert_eq!(f.show(&r["id"]).await["current_stage"], 1, "soaking");
+    let started = std::time::Instant::now();
+    loop {
+        let shown = f.show(&r["id"]).await;
+        if shown["current_stage"] == 2 {
+            assert!(
+                started.elapsed() >= std::time::Duration::from_millis(900),
+                "not before the soak time"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the worker never advanced: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn groups_and_filters_are_targets() {
+    use otterd::db::fleet::{FleetStore, GroupRow};
+    let f = fleet().await;
+    let devices = f.devices(3, None).await;
+    let store = f.store().await;
+    let product_id = otterd::db::Database::get_product(&store, "fleet")
+        .await
+        .unwrap()
+        .id;
+    store
+        .create_group(
+            &GroupRow {
+                id: "grp_1".into(),
+                product_id,
+                name: "pilots".into(),
+                filter: None,
+                created_at: 0,
+                created_by: "t".into(),
+            },
+            &[devices[0].0.clone()],
+        )
+        .await
+        .unwrap();
+    let g = f
+        .rollout(json!({"release_id": f.new["id"], "group": "pilots", "stages": "100", "failure_threshold": "20%"}))
+        .await;
+    assert_eq!(
+        f.checkin_running(&devices[0], &f.old).await["rollout_id"],
+        g["id"]
+    );
+    assert_eq!(f.checkin_running(&devices[1], &f.old).await, Value::Null);
+    // A filter on what the device reports: devices[2] runs an older version than devices[1].
+    let fl = f
+        .rollout(json!({"release_id": f.new["id"], "filter": "version<0.9.0", "stages": "100", "failure_threshold": "20%"}))
+        .await;
+    assert_eq!(f.checkin_running(&devices[1], &f.old).await, Value::Null);
+    let u = checkin(&f.srv, &devices[2].1, "0.5.0", &"1".repeat(64)).await;
+    assert_eq!(u["rollout_id"], fl["id"]);
+}
+
+#[tokio::test]
+async fn a_rollback_still_respects_the_security_counter() {
+    let f = fleet().await;
+    let d = f.devices(1, Some("lab")).await;
+    let r = f
+        .rollout(json!({"release_id": f.old["id"], "tag": "lab", "stages": "100", "failure_threshold": "100%", "rollback": true}))
+        .await;
+    let (s, v) = f
+        .srv
+        .call(
+            Method::POST,
+            "/device/v1/checkin",
+            Some(&d[0].1),
+            Some(json!({"version": "2.0.0", "security_counter": 3, "image_sha256": f.new["sha256"], "chip": CHIP.name()})),
+        )
+        .await;
+    assert_eq!((s, &v["update"]), (200, &Value::Null), "{v}");
+    let (_, page) = f
+        .srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{}/deployments", r["id"].as_str().unwrap()),
+            Some(&f.srv.admin),
+            None,
+        )
+        .await;
+    let d = &page["deployments"][0];
+    assert_eq!(d["state"], "refused", "{page}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("security counter 0 is below the device's 3"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_lease_has_one_holder_until_it_expires() {
+    use otterd::db::rollouts::RolloutStore;
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("l.db").display());
+    let a = otterd::db::sqlite::Sqlite::open(&url).await.unwrap();
+    let b = otterd::db::sqlite::Sqlite::open(&url).await.unwrap();
+    assert!(a.acquire_lease("job", "a", 100, 0).await.unwrap());
+    assert!(
+        !b.acquire_lease("job", "b", 100, 50).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        a.acquire_lease("job", "a", 200, 99).await.unwrap(),
+        "its holder renews it"
+    );
+    assert!(!b.acquire_lease("job", "b", 300, 150).await.unwrap());
+    assert!(
+        b.acquire_lease("job", "b", 400, 201).await.unwrap(),
+        "expired: taken over"
+    );
+    assert!(!a.acquire_lease("job", "a", 500, 300).await.unwrap());
+    assert!(
+        a.acquire_lease("other", "a", 500, 300).await.unwrap(),
+        "one lease per job"
+    );
+    // Many takers at once: exactly one wins.
+    let takers = (0..16).map(|i| {
+        let b = b.clone();
+        async move {
+            b.acquire_lease("race", &format!("h{i}"), 1000, 0)
+                .await
+                .unwrap()
+        }
+    });
+    let won = futures::future::join_all(takers).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1);
+}
