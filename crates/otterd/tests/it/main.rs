@@ -14,5 +14,6 @@ mod limits;
 mod openapi;
 mod process;
 mod promote;
+mod rollout_fleet;
 mod rollouts;
 mod upload;
