@@ -101,6 +101,12 @@ pub async fn create(
             ));
         }
     }
+    if release.expires_at.is_some_and(|e| e <= now) {
+        return Err(RolloutError::Invalid(format!(
+            "release {} has expired; devices would refuse it",
+            release.id
+        )));
+    }
     if spec.rate_per_minute == Some(0) {
         return Err(RolloutError::Invalid(
             "rate_per_minute must be at least 1 (leave it out for no limit)".into(),
@@ -147,11 +153,13 @@ pub async fn create(
 /// A new rollout id that sorts by creation time (nanoseconds, then random), so "newest" is
 /// well defined between rollouts created in the same second.
 fn rollout_id() -> String {
+    // u64 nanoseconds last until the year 2554; kept short, as the id travels in every
+    // assignment and the agent reads the check-in answer into a small buffer.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+        .map_or(0, |d| d.as_nanos() as u64);
     let random = crate::auth::new_id("");
-    format!("ro_{nanos:024x}{}", &random[..8])
+    format!("ro_{nanos:016x}{}", &random[..8])
 }
 
 async fn get(db: &dyn Database, id: &str) -> Result<RolloutRow, RolloutError> {
