@@ -404,6 +404,9 @@ enum RolloutCommand {
         /// Only this product's rollouts.
         #[arg(long)]
         product: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
     /// Show a rollout with its per-stage counts by deployment state.
     Show { id: String },
@@ -703,7 +706,9 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                         o,
                     )
                 }
-                RolloutCommand::List { product } => rollout::list(&api, product.as_deref(), o),
+                RolloutCommand::List { product, limit } => {
+                    rollout::list(&api, product.as_deref(), limit, o)
+                }
                 RolloutCommand::Show { id } => rollout::show(&api, &id, o),
                 RolloutCommand::Pause { id, reason } => {
                     rollout::act(&api, &id, "pause", reason.as_deref(), o)

@@ -51,12 +51,12 @@ pub fn create(api: &Api, a: CreateArgs<'_>, o: Output) -> CliResult<()> {
     Ok(())
 }
 
-pub fn list(api: &Api, product: Option<&str>, o: Output) -> CliResult<()> {
+pub fn list(api: &Api, product: Option<&str>, limit: Option<usize>, o: Output) -> CliResult<()> {
     let path = match product {
-        Some(p) => format!("/api/v1/rollouts?product={p}&limit=1000"),
-        None => "/api/v1/rollouts?limit=1000".into(),
+        Some(p) => format!("/api/v1/rollouts?product={p}"),
+        None => "/api/v1/rollouts".into(),
     };
-    let v = api.get(&path)?;
+    let v = api.get_all(&path, "rollouts", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "rollouts")
             .iter()

@@ -98,10 +98,12 @@ pub trait RolloutStore: Send + Sync {
     /// Creates a rollout and its stages in one transaction.
     async fn create_rollout(&self, r: &RolloutRow) -> DbResult<()>;
     async fn get_rollout(&self, id: &str) -> DbResult<RolloutRow>;
-    /// Rollouts newest first; `product_ids`: only these products.
+    /// Rollouts newest first (ids order by creation time), after the id `after`, `limit` rows;
+    /// `product_ids`: only these products.
     async fn list_rollouts(
         &self,
         product_ids: Option<&[i64]>,
+        after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<RolloutRow>>;
     /// A product's rollouts in these states, newest first.

@@ -149,24 +149,49 @@ impl RolloutStore for Sqlite {
     async fn list_rollouts(
         &self,
         product_ids: Option<&[i64]>,
+        after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<RolloutRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY created_at DESC, id DESC"
-        ))
-        .fetch_all(self.pool())
-        .await
-        .map_err(map_err)?;
-        let rows: Vec<SqliteRow> = rows
-            .into_iter()
-            .filter(|r| {
-                product_ids.is_none_or(|only| {
-                    r.try_get::<i64, _>("product_id")
-                        .is_ok_and(|p| only.contains(&p))
+        // Explicit branches: `id < $1` only with a cursor, an IN list only with products.
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        if after.is_some() {
+            n += 1;
+            conditions.push(format!("id < ${n}"));
+        }
+        if let Some(ids) = product_ids {
+            if ids.is_empty() {
+                return Ok(vec![]);
+            }
+            let list: Vec<String> = ids
+                .iter()
+                .map(|_| {
+                    n += 1;
+                    format!("${n}")
                 })
-            })
-            .take(limit.max(0) as usize)
-            .collect();
+                .collect();
+            conditions.push(format!("product_id IN ({})", list.join(", ")));
+        }
+        let filter = match conditions.is_empty() {
+            true => String::new(),
+            false => format!("WHERE {}", conditions.join(" AND ")),
+        };
+        let sql = format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts {filter} ORDER BY id DESC LIMIT ${}",
+            n + 1
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(a) = after {
+            q = q.bind(a);
+        }
+        for id in product_ids.unwrap_or_default() {
+            q = q.bind(*id);
+        }
+        let rows = q
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?;
         self.with_stages(rows).await
     }
 

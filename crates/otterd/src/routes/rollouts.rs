@@ -14,7 +14,7 @@ use crate::db::rollouts::RolloutRow;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiResult, Json};
 use crate::services::rollouts::{self as service, RolloutError, RolloutSpec, Target};
-use crate::{now, AppState};
+use crate::{now, pagination, AppState};
 use otter_core::rollout::{Stages, Threshold, Window};
 
 /// Body of `POST /api/v1/rollouts`. Exactly one of `channel`, `tag`, `group`, `filter`.
@@ -110,11 +110,11 @@ pub struct Rollout {
     pub progress: Vec<StageView>,
 }
 
-/// A list of rollouts, newest first.
+/// A page of rollouts, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct RolloutList {
     pub rollouts: Vec<Rollout>,
-    /// Always `null`: one page of at most `limit`.
+    /// The cursor of the next page; `null` after the last.
     pub next: Option<String>,
 }
 
@@ -124,6 +124,7 @@ pub struct RolloutList {
 pub struct RolloutQuery {
     pub product: Option<String>,
     pub limit: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// Body of pause and abort.
@@ -155,16 +156,8 @@ pub struct Deployment {
 #[derive(Serialize, ToSchema)]
 pub struct DeploymentList {
     pub deployments: Vec<Deployment>,
-    /// The device id to pass as `after` for the next page; `null` after the last.
+    /// The cursor of the next page; `null` after the last.
     pub next: Option<String>,
-}
-
-/// Query of `GET /api/v1/rollouts/{id}/deployments`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeploymentQuery {
-    pub after: Option<String>,
-    pub limit: Option<String>,
 }
 
 fn map_err(e: RolloutError) -> ApiError {
@@ -173,16 +166,6 @@ fn map_err(e: RolloutError) -> ApiError {
         RolloutError::NotFound(m) => ApiError::not_found(m),
         RolloutError::State(m) => ApiError::conflict(m),
         RolloutError::Db(e) => e.into(),
-    }
-}
-
-fn limit(raw: Option<&str>) -> ApiResult<i64> {
-    match raw {
-        None => Ok(100),
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if (1..=1000).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request("limit must be 1 to 1000")),
-        },
     }
 }
 
@@ -389,14 +372,20 @@ pub async fn create(
 }
 
 #[utoipa::path(operation_id = "rollouts_list", get, path = "/api/v1/rollouts", tag = "rollouts",
-    params(("product" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000 (default 100)")),
+    params(("product" = Option<String>, Query),
+           ("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = RolloutList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
     Query(q): Query<RolloutQuery>,
 ) -> ApiResult<Json<RolloutList>> {
-    let limit = limit(q.limit.as_deref())?;
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = match q.cursor.as_deref() {
+        Some(c) => Some(pagination::decode("rollouts", c, 1)?.remove(0)),
+        None => None,
+    };
     let mut only: Option<Vec<i64>> = None;
     if let Some(p) = &q.product {
         if !who.may_read_product(p) {
@@ -417,15 +406,18 @@ pub async fn list(
         }
         only = Some(ids);
     }
-    let rows = state.db.list_rollouts(only.as_deref(), limit).await?;
+    let rows = state
+        .db
+        .list_rollouts(only.as_deref(), after.as_deref(), limit + 1)
+        .await?;
+    let (rows, next) = pagination::page(rows, limit, |r| {
+        pagination::encode("rollouts", std::slice::from_ref(&r.id))
+    });
     let mut rollouts = Vec::with_capacity(rows.len());
     for r in &rows {
         rollouts.push(view(&state, r, false).await?);
     }
-    Ok(Json(RolloutList {
-        rollouts,
-        next: None,
-    }))
+    Ok(Json(RolloutList { rollouts, next }))
 }
 
 #[utoipa::path(operation_id = "rollouts_show", get, path = "/api/v1/rollouts/{id}", tag = "rollouts",
@@ -506,23 +498,28 @@ pub async fn advance(
 }
 
 #[utoipa::path(operation_id = "rollouts_deployments", get, path = "/api/v1/rollouts/{id}/deployments", tag = "rollouts",
-    params(("after" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000 (default 100)")),
+    params(("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = DeploymentList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn deployments(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-    Query(q): Query<DeploymentQuery>,
+    Query(q): Query<pagination::ListQuery>,
 ) -> ApiResult<Json<DeploymentList>> {
     readable(&state, &who, &id).await?;
-    let limit = limit(q.limit.as_deref())?;
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = match q.cursor.as_deref() {
+        Some(c) => Some(pagination::decode("deployments", c, 1)?.remove(0)),
+        None => None,
+    };
     let rows = state
         .db
-        .page_deployments(&id, q.after.as_deref(), limit)
+        .page_deployments(&id, after.as_deref(), limit + 1)
         .await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|d| d.device_id.clone()))
-        .flatten();
+    let (rows, next) = pagination::page(rows, limit, |d| {
+        pagination::encode("deployments", std::slice::from_ref(&d.device_id))
+    });
     Ok(Json(DeploymentList {
         deployments: rows
             .into_iter()

@@ -817,3 +817,73 @@ async fn a_job_lease_has_one_holder_until_it_expires() {
     let won = futures::future::join_all(takers).await;
     assert_eq!(won.iter().filter(|w| **w).count(), 1);
 }
+
+#[tokio::test]
+async fn rollouts_and_deployments_are_paged() {
+    let f = fleet().await;
+    let devices = f.devices(3, Some("lab")).await;
+    let mut ids = vec![];
+    for tag in ["a", "b", "lab"] {
+        let r = f
+            .rollout(json!({"release_id": f.new["id"], "tag": tag, "stages": "100", "failure_threshold": "20%"}))
+            .await;
+        ids.push(r["id"].clone());
+    }
+    let get = |path: String| {
+        let srv = &f.srv;
+        async move {
+            let (s, v) = srv.call(Method::GET, &path, Some(&srv.admin), None).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let first = get("/api/v1/rollouts?limit=2".into()).await;
+    let listed: Vec<&Value> = first["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(listed, [&ids[2], &ids[1]], "newest first");
+    let next = first["next"].as_str().unwrap();
+    let second = get(format!("/api/v1/rollouts?limit=2&cursor={next}")).await;
+    assert_eq!(second["rollouts"][0]["id"], ids[0]);
+    assert_eq!(second["next"], Value::Null);
+    let (s, v) = f
+        .srv
+        .call(
+            Method::GET,
+            "/api/v1/rollouts?cursor=bogus",
+            Some(&f.srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_cursor")));
+
+    for d in &devices {
+        assert!(!f.checkin_running(d, &f.old).await.is_null());
+    }
+    let base = format!("/api/v1/rollouts/{}/deployments", ids[2].as_str().unwrap());
+    let page = get(format!("{base}?limit=2")).await;
+    assert_eq!(page["deployments"].as_array().unwrap().len(), 2);
+    let rest = get(format!(
+        "{base}?limit=2&cursor={}",
+        page["next"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(
+        (rest["deployments"].as_array().unwrap().len(), &rest["next"]),
+        (1, &Value::Null)
+    );
+    let mut seen: Vec<String> = page["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["deployments"].as_array().unwrap())
+        .map(|d| d["device_id"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    let mut all: Vec<String> = devices.iter().map(|d| d.0.clone()).collect();
+    all.sort();
+    assert_eq!(seen, all);
+}
