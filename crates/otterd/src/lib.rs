@@ -217,7 +217,7 @@ fn start_workers(
     let db = state.db.clone();
     // Names this instance in the job leases (issue 9): with several instances on one
     // database, each leased job runs on one of them.
-    let holder = auth::new_id("otterd_");
+    let holder = workers::instance_name(&state.settings.data_dir);
     let rollout_db = state.db.clone();
     vec![
         workers::spawn_leased(

@@ -7,6 +7,8 @@
 //! a lease first: a `job_leases` row naming the holder, valid until the job's next run. The
 //! holder renews it at each run; another instance takes it over only once it expired (its
 //! holder stopped). Taking it is one conditional upsert, so two instances never both hold it.
+//! An instance is named by its host and data directory ([`instance_name`]), so a restarted
+//! server renews its own leases and runs its jobs at start as before.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +42,20 @@ where
             }
         }
     })
+}
+
+/// This instance's name in the job leases: the host name and the data directory. A restarted
+/// server is the same instance, so it renews its own leases at once (its jobs run at start as
+/// before); another server, on another host or data directory, is another instance.
+pub fn instance_name(data_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{host}:{}", dir.display())
 }
 
 /// Seconds a lease lasts for a job that runs only at start.
