@@ -135,6 +135,10 @@ pub async fn offer(
                 .await?;
         } else if matches!(rollout.state.as_str(), "running" | "paused" | "completed") {
             return Ok(offered(release, &rollout));
+        } else {
+            // Assigned by a check-in that raced with the abort: cancel it now, so it blocks no
+            // other rollout.
+            report_on_deployment(db, &d, "cancelled", Some("rollout aborted"), now).await?;
         }
     }
 

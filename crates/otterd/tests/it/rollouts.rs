@@ -887,3 +887,41 @@ async fn rollouts_and_deployments_are_paged() {
     all.sort();
     assert_eq!(seen, all);
 }
+
+#[tokio::test]
+async fn an_assignment_that_raced_with_an_abort_is_cancelled_at_the_next_checkin() {
+    use otterd::db::rollouts::{DeploymentRow, RolloutStore};
+    let f = fleet().await;
+    let d = f.devices(1, Some("lab")).await;
+    let first = f
+        .rollout(json!({"release_id": f.new["id"], "tag": "lab", "stages": "100", "failure_threshold": "20%"}))
+        .await;
+    let (s, _) = f.act(&first["id"], "abort").await;
+    assert_eq!(s, 200);
+    // A check-in on another instance assigned the device just after the abort cancelled the
+    // rollout's deployments.
+    let store = f.store().await;
+    store
+        .insert_deployment(
+            &DeploymentRow {
+                rollout_id: first["id"].as_str().unwrap().into(),
+                device_id: d[0].0.clone(),
+                release_id: f.new["id"].as_str().unwrap().into(),
+                stage: 0,
+                state: "assigned".into(),
+                reason: None,
+                assigned_at: 1,
+                updated_at: 1,
+                finished_at: None,
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let second = f
+        .rollout(json!({"release_id": f.new["id"], "tag": "lab", "stages": "100", "failure_threshold": "20%"}))
+        .await;
+    let u = f.checkin_running(&d[0], &f.old).await;
+    assert_eq!(u["rollout_id"], second["id"], "{u}");
+    assert_eq!(count(&f.show(&first["id"]).await, 0, "cancelled"), 1);
+}
