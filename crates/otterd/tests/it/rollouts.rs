@@ -184,6 +184,29 @@ async fn a_device_outside_the_target_never_gets_the_release() {
     }
     let shown = f.show(&r["id"]).await;
     assert_eq!(count(&shown, 0, "assigned"), 3, "{shown}");
+
+    // The same image promoted to another channel is not delivered there either.
+    let (s, v) = f
+        .srv
+        .call(
+            Method::POST,
+            &format!("/api/v1/releases/{}/promote", f.new["id"].as_str().unwrap()),
+            Some(&f.srv.admin),
+            Some(json!({"channel": "beta"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = f
+        .srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/devices/{}", plain[0].0),
+            Some(&f.srv.admin),
+            Some(json!({"channel": "beta"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(f.checkin_running(&plain[0], &f.old).await, Value::Null);
 }
 
 #[tokio::test]
