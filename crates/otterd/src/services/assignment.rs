@@ -302,6 +302,74 @@ mod tests {
         }
     }
 
+    fn rollout(rollback: bool) -> RolloutRow {
+        RolloutRow {
+            id: "ro_1".into(),
+            product_id: 1,
+            release_id: "rel".into(),
+            target_kind: "tag".into(),
+            target: "lab".into(),
+            stages: vec![100],
+            current_stage: 0,
+            state: "running".into(),
+            pause_reason: None,
+            failure_kind: "percent".into(),
+            failure_threshold: 20,
+            min_finished: 0,
+            success_percent: None,
+            auto_advance: false,
+            soak_s: 0,
+            rollback,
+            forced: true,
+            window_start: None,
+            window_end: None,
+            rate_per_minute: None,
+            stage_met_at: None,
+            ack_failed: 0,
+            ack_finished: 0,
+            created_by: "t".into(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn report(version: &str, counter: i64, partition: Option<i64>) -> CheckinReport {
+        CheckinReport {
+            chip: "esp32".into(),
+            version: version.into(),
+            security_counter: counter,
+            image_sha256: "x".into(),
+            partition_size: partition,
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_rollout_release_must_suit_the_device() {
+        let mut r = rel("1.0.0", "a", 1);
+        r.security_counter = 2;
+        r.size = 100;
+        let plain = rollout(false);
+        assert_eq!(
+            unsuitable(&plain, &r, &report("0.9.0", 2, Some(100)), 0),
+            None
+        );
+        let why = |ro: &RolloutRow, rep: &CheckinReport| unsuitable(ro, &r, rep, 0).unwrap();
+        assert!(why(&plain, &report("0.9.0", 3, None)).contains("security counter 2"));
+        assert!(why(&plain, &report("0.9.0", 0, Some(99))).contains("does not fit"));
+        assert!(why(&plain, &report("1.1.0", 0, None)).contains("no rollback"));
+        // A rollback may go down in version, never below the device's counter.
+        let back = rollout(true);
+        assert_eq!(unsuitable(&back, &r, &report("1.1.0", 2, None), 0), None);
+        assert!(why(&back, &report("1.1.0", 3, None)).contains("security counter"));
+        // A device without a version (known by its image) is never "newer".
+        assert_eq!(unsuitable(&plain, &r, &report("", 0, None), 0), None);
+        r.expires_at = Some(10);
+        assert!(unsuitable(&plain, &r, &report("0.9.0", 0, None), 10)
+            .unwrap()
+            .contains("expired"));
+    }
+
     #[test]
     fn offers_the_newest_version_not_the_latest_upload() {
         let c = [rel("1.10.0", "b", 1), rel("1.9.0", "a", 2)];
