@@ -409,23 +409,36 @@ enum RolloutCommand {
         limit: Option<usize>,
     },
     /// Show a rollout with its per-stage counts by deployment state.
-    Show { id: String },
+    Show {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+    },
     /// Stop assigning new devices (assigned ones may finish).
     Pause {
+        /// The rollout id, as `otter rollout list` shows it.
         id: String,
+        /// Why, shown as its pause_reason (default: who paused it).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Continue a paused rollout; its failures so far are acknowledged.
-    Resume { id: String },
+    Resume {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+    },
     /// Stop the rollout for good and cancel its active deployments.
     Abort {
+        /// The rollout id, as `otter rollout list` shows it.
         id: String,
+        /// Why, kept as its reason (default: who aborted it).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Open the next stage by hand (or complete the rollout after its last stage).
-    Advance { id: String },
+    Advance {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -826,8 +839,8 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         for sub in cmd.get_subcommands() {
-            let online =
-                ["release", "product", "token", "device", "whoami"].contains(&sub.get_name());
+            let online = ["release", "product", "token", "device", "rollout", "whoami"]
+                .contains(&sub.get_name());
             let mut args = Vec::new();
             all_args(sub, sub.get_name(), &mut args);
             for (path, a) in args {

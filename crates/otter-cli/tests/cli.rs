@@ -1722,6 +1722,28 @@ fn every_command_prints_one_json_document_with_json() {
         &admin,
         &["device", "allow-reenroll", "aa:bb", "--product", "thermo"],
     );
+    let rollout = run(
+        &admin,
+        &[
+            "rollout",
+            "create",
+            "--release",
+            &rel_id,
+            "--tag",
+            "lab",
+            "--stages",
+            "10,100",
+            "--failure-threshold",
+            "20%",
+        ],
+    );
+    let rollout = rollout["id"].as_str().unwrap().to_string();
+    run(&admin, &["rollout", "list"]);
+    run(&admin, &["rollout", "show", &rollout]);
+    run(&admin, &["rollout", "advance", &rollout]);
+    run(&admin, &["rollout", "pause", &rollout]);
+    run(&admin, &["rollout", "resume", &rollout]);
+    run(&admin, &["rollout", "abort", &rollout]);
 
     let mut leaves = Vec::new();
     leaf_commands(&mut Vec::new(), &mut leaves);
