@@ -542,9 +542,24 @@ async fn viewers_read_and_publishers_change_only_their_products() {
 #[tokio::test]
 async fn concurrent_checkins_on_two_instances_never_double_assign() {
     let a = spawn().await;
-    let data_dir = a.data_dir();
-    // A second server on the same database file and blob directory.
-    let b = spawn_with(|s| s.data_dir = data_dir).await;
+    let shared_db = format!("sqlite://{}", a.data_dir().join("otter.db").display());
+    let admin_token = a.data_dir().join("initial-admin-token");
+    // A second server with its own data directory on the same database (its admin token is
+    // the first server's: the database has one already).
+    let b_dir = tempfile::TempDir::new().unwrap();
+    let b_data = b_dir.path().join("data");
+    std::fs::create_dir(&b_data).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&b_data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::copy(&admin_token, b_data.join("initial-admin-token")).unwrap();
+    let b = spawn_with(|s| {
+        s.data_dir = b_data;
+        s.database_url = Some(shared_db);
+    })
+    .await;
     let f = fleet_on(a).await;
     let devices = f.devices(4, Some("lab")).await;
     // Two rollouts of the product target the devices; the newer one wins.
