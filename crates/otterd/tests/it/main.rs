@@ -18,5 +18,7 @@ mod openapi;
 mod payloads;
 mod process;
 mod promote;
+mod rollout_fleet;
+mod rollouts;
 mod s3;
 mod upload;
