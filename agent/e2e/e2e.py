@@ -687,6 +687,40 @@ def test_restart_after_switch_before_confirmation(s, opts):
     check(len(d2.reports("success")) == 1, "success reported")
 
 
+def test_rollout_pauses_on_failures_then_a_fixed_release_completes(s, opts):
+    """Issue 9 with the real agent: a staged rollout of a release whose self-test fails pauses
+    itself once more than one device rolled back; the devices left are not assigned; after an
+    abort, a rollout of the fixed release completes with every device on it."""
+    p = Product(s, "rollout")
+    bad = p.push("2.0.0", seed=3)
+    devices = [p.device() for _ in range(3)]
+    r = s.otter("rollout", "create", "--release", bad, "--channel", "stable", "--stages", "100",
+                "--failure-threshold", "1", "--min-finished", "2")
+    for d in devices[:2]:
+        rc, res = d.run("--fail-self-test", "2.0.0")
+        check(rc == 0 and res["version"] == "1.0.0", f"rolled back to 1.0.0: {rc} {res} {d.last_stderr[-400:]}")
+    shown = s.otter("rollout", "show", r["id"])
+    check(shown["state"] == "paused", f"paused: {shown}")
+    check(shown["pause_reason"] == "stage 1: 2 of 2 finished devices failed (more than 1)", f"reason: {shown}")
+    check(shown["progress"][0]["counts"]["rolled_back"] == 2, f"counts: {shown['progress']}")
+    rc, res = devices[2].run(polls=2)
+    check(rc == 0 and res["result"] == "idle" and res["version"] == "1.0.0", f"not assigned while paused: {res}")
+
+    s.otter("rollout", "abort", r["id"], "--reason", "self-test fails")
+    fixed = p.push("2.0.1", seed=4)
+    r = s.otter("rollout", "create", "--release", fixed, "--channel", "stable", "--stages", "50,100",
+                "--failure-threshold", "20%", "--auto-advance")
+    for _ in range(2):  # the second stage opens once every device of the first succeeded
+        for d in devices:
+            d.run(until="2.0.1", polls=3)
+    for d in devices:
+        rc, res = d.run(polls=1)
+        check(rc == 0 and res["version"] == "2.0.1", f"on the fixed release: {res} {d.last_stderr[-400:]}")
+    shown = s.otter("rollout", "show", r["id"])
+    check(shown["state"] == "completed", f"completed: {shown}")
+    check(sum(st["counts"]["success"] for st in shown["progress"]) == 3, f"three successes: {shown['progress']}")
+
+
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 

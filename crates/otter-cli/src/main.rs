@@ -17,7 +17,8 @@ use clap::{Args, Parser, Subcommand};
 use client::Api;
 use commands::signing::ManifestArgs;
 use commands::{
-    audit, dev, device, group, image_signing, inspect, keys, product, release, signing, token,
+    audit, dev, device, group, image_signing, inspect, keys, product, release, rollout, signing,
+    token,
 };
 use error::CliResult;
 use output::Output;
@@ -136,6 +137,8 @@ enum Command {
     Group(Online<GroupCommand>),
     /// The server's audit log of management actions (admin tokens only).
     Audit(Online<AuditCommand>),
+    /// Staged rollouts of a release to a target (docs/rollouts.md).
+    Rollout(Online<RolloutCommand>),
     /// Show who the token belongs to and what it may do.
     Whoami(ServerArgs),
     /// Tools for developing and testing Otter.
@@ -343,6 +346,102 @@ enum TokenCommand {
     /// Revoke a token by its id.
     Revoke {
         /// The token id, as `otter token list` shows it.
+        id: String,
+    },
+}
+
+/// The flags of `otter rollout create`.
+#[derive(Args, Debug)]
+struct RolloutCreate {
+    /// The release to roll out (an id from `otter release list`).
+    #[arg(long, value_name = "RELEASE_ID")]
+    release: String,
+    /// Target the devices that carry this tag.
+    #[arg(long, group = "target")]
+    tag: Option<String>,
+    /// Target the devices of this group.
+    #[arg(long, group = "target")]
+    group: Option<String>,
+    /// Target the devices that follow this channel.
+    #[arg(long, group = "target")]
+    channel: Option<String>,
+    /// Target the devices this filter matches, e.g. tag=lab,version<2.0.0.
+    #[arg(long, group = "target")]
+    filter: Option<String>,
+    /// Cumulative percentages of the target, e.g. 10,50,100.
+    #[arg(long)]
+    stages: String,
+    /// Pause when more than this share (20%) or number (5) of a stage's finished devices failed.
+    #[arg(long)]
+    failure_threshold: String,
+    /// Finished devices a stage needs before its failure threshold is judged.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    min_finished: u32,
+    /// Share of a stage's devices that must succeed before it advances (default: all).
+    #[arg(long, value_name = "PERCENT")]
+    success_threshold: Option<String>,
+    /// Open the next stage by itself once the success threshold is met.
+    #[arg(long)]
+    auto_advance: bool,
+    /// Wait this long after a stage succeeded before advancing, e.g. 30m.
+    #[arg(long, value_name = "DURATION")]
+    soak: Option<String>,
+    /// Roll out an older release deliberately (a rollback).
+    #[arg(long)]
+    rollback: bool,
+    /// Devices may defer the update (not forced).
+    #[arg(long)]
+    optional: bool,
+    /// Assign new devices only in this daily UTC window, e.g. 01:00-05:00.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    window: Option<String>,
+    /// At most this many new deployments a minute.
+    #[arg(long, value_name = "N")]
+    rate: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Start a staged rollout of a release; prints it with its id.
+    Create(Box<RolloutCreate>),
+    /// List rollouts, newest first.
+    List {
+        /// Only this product's rollouts.
+        #[arg(long)]
+        product: Option<String>,
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Show a rollout with its per-stage counts by deployment state.
+    Show {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+    },
+    /// Stop assigning new devices (assigned ones may finish).
+    Pause {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+        /// Why, shown as its pause_reason (default: who paused it).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Continue a paused rollout; its failures so far are acknowledged.
+    Resume {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+    },
+    /// Stop the rollout for good and cancel its active deployments.
+    Abort {
+        /// The rollout id, as `otter rollout list` shows it.
+        id: String,
+        /// Why, kept as its reason (default: who aborted it).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Open the next stage by hand (or complete the rollout after its last stage).
+    Advance {
+        /// The rollout id, as `otter rollout list` shows it.
         id: String,
     },
 }
@@ -777,6 +876,71 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
             };
             audit::list(&server.api()?, &filters, limit, o)
         }
+        Command::Rollout(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
+                RolloutCommand::Create(c) => {
+                    let RolloutCreate {
+                        release,
+                        tag,
+                        group,
+                        channel,
+                        filter,
+                        stages,
+                        failure_threshold,
+                        min_finished,
+                        success_threshold,
+                        auto_advance,
+                        soak,
+                        rollback,
+                        optional,
+                        window,
+                        rate,
+                    } = *c;
+                    let target = match (tag, group, channel, filter) {
+                        (Some(t), ..) => ("tag", t),
+                        (_, Some(g), ..) => ("group", g),
+                        (_, _, Some(c), _) => ("channel", c),
+                        (.., Some(f)) => ("filter", f),
+                        _ => {
+                            return Err(error::CliError::usage(
+                                "give a target: --tag, --group, --channel or --filter",
+                            ))
+                        }
+                    };
+                    rollout::create(
+                        &api,
+                        rollout::CreateArgs {
+                            release: &release,
+                            target: (target.0, &target.1),
+                            stages: &stages,
+                            failure_threshold: &failure_threshold,
+                            min_finished,
+                            success_threshold: success_threshold.as_deref(),
+                            auto_advance,
+                            soak: soak.as_deref(),
+                            rollback,
+                            optional,
+                            window: window.as_deref(),
+                            rate,
+                        },
+                        o,
+                    )
+                }
+                RolloutCommand::List { product, limit } => {
+                    rollout::list(&api, product.as_deref(), limit, o)
+                }
+                RolloutCommand::Show { id } => rollout::show(&api, &id, o),
+                RolloutCommand::Pause { id, reason } => {
+                    rollout::act(&api, &id, "pause", reason.as_deref(), o)
+                }
+                RolloutCommand::Resume { id } => rollout::act(&api, &id, "resume", None, o),
+                RolloutCommand::Abort { id, reason } => {
+                    rollout::act(&api, &id, "abort", reason.as_deref(), o)
+                }
+                RolloutCommand::Advance { id } => rollout::act(&api, &id, "advance", None, o),
+            }
+        }
         Command::Whoami(server) => token::whoami(&server.api()?, o),
         Command::Dev(DevCommand::SynthImage {
             chip,
@@ -884,7 +1048,7 @@ mod tests {
         cmd.build();
         for sub in cmd.get_subcommands() {
             let online = [
-                "release", "product", "token", "device", "group", "audit", "whoami",
+                "release", "product", "token", "device", "group", "audit", "rollout", "whoami",
             ]
             .contains(&sub.get_name());
             let mut args = Vec::new();

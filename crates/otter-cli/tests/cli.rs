@@ -1815,6 +1815,28 @@ fn every_command_prints_one_json_document_with_json() {
         &["group", "delete", "canary", "--product", "thermo"],
     );
     run(&admin, &["audit", "list", "--limit", "5"]);
+    let rollout = run(
+        &admin,
+        &[
+            "rollout",
+            "create",
+            "--release",
+            &rel_id,
+            "--tag",
+            "lab",
+            "--stages",
+            "10,100",
+            "--failure-threshold",
+            "20%",
+        ],
+    );
+    let rollout = rollout["id"].as_str().unwrap().to_string();
+    run(&admin, &["rollout", "list"]);
+    run(&admin, &["rollout", "show", &rollout]);
+    run(&admin, &["rollout", "advance", &rollout]);
+    run(&admin, &["rollout", "pause", &rollout]);
+    run(&admin, &["rollout", "resume", &rollout]);
+    run(&admin, &["rollout", "abort", &rollout]);
 
     let mut leaves = Vec::new();
     leaf_commands(&mut Vec::new(), &mut leaves);
@@ -2079,4 +2101,111 @@ fn devices_are_tagged_grouped_and_listed_by_filters() {
         &["group", "show", "canary", "--product", "thermo"],
         1,
     );
+}
+
+/// Issue 9: `otter rollout create ... --json` prints the rollout with its `id`; `show --json`
+/// has `state`, `pause_reason` and per-stage counts; pause, resume and abort by name; a device
+/// of the channel is offered the release through the rollout (with `forced` and its id).
+#[test]
+fn rollout_create_show_pause_resume_abort() {
+    let s = start_server();
+    let secret = product_with_key(&s);
+    synth(&s, "esp32c3", "1.2.0", "fw.bin");
+    let pushed = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "fw.bin",
+            "--product",
+            "thermo",
+            "--channel",
+            "stable",
+            "--key",
+            "release.key",
+        ],
+    );
+    let release = pushed["id"].as_str().unwrap();
+    let device = enroll(&s, "thermo", &secret, "aa:bb:cc:00:00:01");
+
+    let r = s.json(
+        &s.admin,
+        &[
+            "rollout",
+            "create",
+            "--release",
+            release,
+            "--channel",
+            "stable",
+            "--stages",
+            "100",
+            "--failure-threshold",
+            "20%",
+            "--min-finished",
+            "3",
+            "--auto-advance",
+            "--soak",
+            "30m",
+            "--optional",
+            "--window",
+            "00:00-23:59",
+            "--rate",
+            "100",
+        ],
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(r["state"], "running");
+    assert_eq!(
+        (r["soak_s"].as_i64(), &r["forced"]),
+        (Some(1800), &json!(false))
+    );
+    let update = &checkin(&s, &device, "1.0.0", b"old image", "esp32c3")["update"];
+    // The window may be closed at 23:59 UTC; otherwise the device is assigned.
+    if !update.is_null() {
+        assert_eq!(
+            (&update["rollout_id"], &update["forced"]),
+            (&json!(id), &json!(false))
+        );
+    }
+
+    let shown = s.json(&s.admin, &["rollout", "show", &id]);
+    assert_eq!(shown["pause_reason"], Value::Null);
+    assert_eq!(
+        shown["progress"][0]["counts"]["assigned"].as_i64(),
+        Some(i64::from(!update.is_null()))
+    );
+    let paused = s.json(&s.admin, &["rollout", "pause", &id, "--reason", "checking"]);
+    assert_eq!(
+        (&paused["state"], &paused["pause_reason"]),
+        (&json!("paused"), &json!("checking"))
+    );
+    let listed = s.json(&s.admin, &["rollout", "list"]);
+    assert_eq!(listed["rollouts"][0]["id"], json!(id));
+    assert_eq!(
+        s.json(&s.admin, &["rollout", "resume", &id])["state"],
+        "running"
+    );
+    assert_eq!(
+        s.json(&s.admin, &["rollout", "abort", &id])["state"],
+        "aborted"
+    );
+    let e = s.fails(&s.admin, &["rollout", "resume", &id], 1);
+    assert!(e["message"].as_str().unwrap().contains("aborted"), "{e}");
+    let e = s.fails(
+        &s.admin,
+        &[
+            "rollout",
+            "create",
+            "--release",
+            release,
+            "--tag",
+            "x",
+            "--stages",
+            "50,10",
+            "--failure-threshold",
+            "5",
+        ],
+        1,
+    );
+    assert!(e["message"].as_str().unwrap().contains("increase"), "{e}");
 }

@@ -11,6 +11,7 @@
 //! - [`version::Version`]: the order in which releases are newer than each other.
 //! - [`fleet`]: the facts of a device and the filters that pick devices.
 //! - [`publish`]: what a release must meet to be published (installable, counter, clock).
+//! - [`rollout`]: staged rollouts: stage membership, thresholds, maintenance windows.
 //!
 //! Nothing here touches the network or the file system; callers pass bytes in and get values
 //! and precise errors back.
@@ -22,6 +23,7 @@ pub mod image;
 pub mod keys;
 pub mod manifest;
 pub mod publish;
+pub mod rollout;
 pub mod version;
 
 pub use chip::Chip;

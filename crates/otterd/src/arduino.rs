@@ -6,7 +6,7 @@
 use otter_core::version::Version;
 
 use crate::db::ReleaseRow;
-use crate::routes::device_api::fits_partition;
+use crate::services::assignment::fits_partition;
 
 /// Which core sent the request: its headers are `x-ESP8266-*` or `x-ESP32-*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub fn running_version(candidates: &[Candidate], report: &ClientReport) -> Optio
     })
 }
 
-/// The release to serve, or none. The rule of check-ins (`device_api::choose_release`) with
+/// The release to serve, or none. The rule of check-ins (`assignment::choose_release`) with
 /// what these clients can report: releases larger than the client's free space are left out
 /// (as check-ins leave out those larger than the partition); the newest of the rest (version
 /// order, then publication) is offered when it is newer than the version the client sends. A
@@ -156,7 +156,7 @@ pub fn running_version(candidates: &[Candidate], report: &ClientReport) -> Optio
 /// that runs the newest). Equal versions are never offered again: the MD5 a client reports can
 /// differ from the file's (the ESP8266 core may patch the flash-mode byte), which would loop.
 pub fn decide<'a>(candidates: &'a [Candidate], report: &ClientReport) -> Option<&'a Candidate> {
-    let room = report.free_space.map(|f| f.min(u64::from(u32::MAX)) as u32);
+    let room = report.free_space.map(|f| f.min(u64::from(u32::MAX)) as i64);
     let newest = candidates
         .iter()
         .filter(|c| fits_partition(&c.release, room))

@@ -321,6 +321,57 @@ pub const ACTIONS: &[Action] = &[
             ("members", Answer("/members")),
         ],
     ),
+    read("GET", "/api/v1/rollouts", "rollout.list", None),
+    change(
+        "POST",
+        "/api/v1/rollouts",
+        "rollout.create",
+        Some(Answer("/id")),
+        &[
+            ("release", Answer("/release_id")),
+            ("product", Answer("/product")),
+        ],
+    ),
+    read(
+        "GET",
+        "/api/v1/rollouts/{id}",
+        "rollout.show",
+        Some(Param("id")),
+    ),
+    read(
+        "GET",
+        "/api/v1/rollouts/{id}/deployments",
+        "rollout.deployments",
+        Some(Param("id")),
+    ),
+    change(
+        "POST",
+        "/api/v1/rollouts/{id}/pause",
+        "rollout.pause",
+        Some(Param("id")),
+        &[("reason", Answer("/pause_reason"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/rollouts/{id}/resume",
+        "rollout.resume",
+        Some(Param("id")),
+        &[],
+    ),
+    change(
+        "POST",
+        "/api/v1/rollouts/{id}/abort",
+        "rollout.abort",
+        Some(Param("id")),
+        &[("reason", Answer("/pause_reason"))],
+    ),
+    change(
+        "POST",
+        "/api/v1/rollouts/{id}/advance",
+        "rollout.advance",
+        Some(Param("id")),
+        &[("stage", Answer("/current_stage"))],
+    ),
     read("GET", "/api/v1/audit", "audit.list", None),
 ];
 

@@ -63,6 +63,10 @@ pub struct Settings {
     /// How far, in seconds, a manifest's creation time may lie ahead of the server's clock.
     pub manifest_max_future_s: u64,
     // --- end of release hygiene ---
+    /// Seconds between passes of the rollout worker (soak times, auto-advance, thresholds of
+    /// stages whose devices changed; docs/rollouts.md). With several instances one runs it
+    /// (a database lease of this length).
+    pub rollout_eval_interval_s: u64,
     /// Bounds on device data and enrolment (see [`LIMIT_KEYS`]).
     pub limits: Limits,
     // --- Connections and downloads (issue 8, items 5 and 17) ---
@@ -136,6 +140,7 @@ impl Default for Settings {
             blob_gc_interval_s: 3600,
             blob_gc_grace_s: 3600,
             manifest_max_future_s: otter_core::publish::DEFAULT_MAX_FUTURE_S,
+            rollout_eval_interval_s: 30,
             limits: Limits::default(),
             // --- Connections and downloads (issue 8, items 5 and 17) ---
             max_connections: 1024,
@@ -187,6 +192,7 @@ const KEYS: &[&str] = &[
     "blob_gc_interval_s",
     "blob_gc_grace_s",
     "manifest_max_future_s",
+    "rollout_eval_interval_s",
     // --- Connections and downloads (issue 8, items 5 and 17) ---
     "max_connections",
     "header_read_timeout_s",
@@ -233,6 +239,7 @@ pub struct Layer {
     pub blob_gc_interval_s: Option<u64>,
     pub blob_gc_grace_s: Option<u64>,
     pub manifest_max_future_s: Option<u64>,
+    pub rollout_eval_interval_s: Option<u64>,
     pub device_reports_per_minute: Option<u32>,
     pub device_reports_burst: Option<u32>,
     pub device_history_max: Option<u32>,
@@ -325,6 +332,10 @@ impl Layer {
             blob_gc_interval_s: parse("blob_gc_interval_s", g("blob_gc_interval_s"))?,
             blob_gc_grace_s: parse("blob_gc_grace_s", g("blob_gc_grace_s"))?,
             manifest_max_future_s: parse("manifest_max_future_s", g("manifest_max_future_s"))?,
+            rollout_eval_interval_s: parse(
+                "rollout_eval_interval_s",
+                g("rollout_eval_interval_s"),
+            )?,
             device_reports_per_minute: parse(
                 "device_reports_per_minute",
                 g("device_reports_per_minute"),
@@ -413,6 +424,7 @@ impl Settings {
         set!(blob_gc_interval_s);
         set!(blob_gc_grace_s);
         set!(manifest_max_future_s);
+        set!(rollout_eval_interval_s);
         macro_rules! set_limit {
             ($field:ident) => {
                 if let Some(v) = layer.$field {
@@ -497,6 +509,9 @@ impl Settings {
                 "device_reports_burst",
                 "must be at least 1 while device_reports_per_minute limits reports",
             );
+        }
+        if self.rollout_eval_interval_s == 0 {
+            return bad("rollout_eval_interval_s", "must be at least 1");
         }
         if self.limits.wal_checkpoint_interval_s == 0 {
             return bad("wal_checkpoint_interval_s", "must be at least 1");
@@ -621,6 +636,10 @@ impl Settings {
             (
                 "manifest_max_future_s",
                 self.manifest_max_future_s.to_string(),
+            ),
+            (
+                "rollout_eval_interval_s",
+                self.rollout_eval_interval_s.to_string(),
             ),
             // --- Connections and downloads (issue 8, items 5 and 17) ---
             ("max_connections", self.max_connections.to_string()),
@@ -1086,6 +1105,31 @@ mod tests {
         let bad = Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "10.0.0.0/8".into()));
         assert!(bad.unwrap_err().0.contains("OTTER_TRUSTED_PROXIES"));
         assert!(toml::from_str::<Layer>("trusted_proxies = [\"proxy\"]").is_err());
+    }
+
+    #[test]
+    fn rollout_worker_interval_is_a_layered_setting() {
+        let mut s = Settings::default();
+        assert_eq!(s.rollout_eval_interval_s, 30);
+        s.apply(
+            toml::from_str("rollout_eval_interval_s = 10\n").unwrap(),
+            Source::File,
+        );
+        assert_eq!(s.rollout_eval_interval_s, 10);
+        s.apply(
+            Layer::from_env(|k| (k == "OTTER_ROLLOUT_EVAL_INTERVAL_S").then(|| "5".to_string()))
+                .unwrap(),
+            Source::Env,
+        );
+        assert!(s
+            .show(true)
+            .contains("rollout_eval_interval_s = 5  # environment"));
+        s.rollout_eval_interval_s = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("OTTER_ROLLOUT_EVAL_INTERVAL_S"));
     }
 
     #[test]

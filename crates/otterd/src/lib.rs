@@ -203,8 +203,9 @@ pub async fn launch_with_listener(
     Ok(())
 }
 
-/// The background jobs of this server ([`workers`]): the blob collector (issue 8, item 12) and
-/// the database log checkpoint (item 14). Both run at start and stop with `stop`.
+/// The background jobs of this server ([`workers`]): the blob collector (issue 8, item 12), the
+/// rollout worker (issue 9), both under a database lease, and the database log checkpoint
+/// (item 14). All run at start and stop with `stop`.
 fn start_workers(
     state: &AppState,
     stop: &tokio::sync::watch::Receiver<bool>,
@@ -212,14 +213,34 @@ fn start_workers(
     let collector_state = state.clone();
     let gc_every = state.settings.blob_gc_interval_s;
     let db = state.db.clone();
+    // Names this instance in the job leases (issue 9): with several instances on one
+    // database, each leased job runs on one of them.
+    let holder = workers::instance_name(&state.settings.data_dir);
+    let rollout_db = state.db.clone();
     vec![
-        workers::spawn_periodic(
+        workers::spawn_leased(
             "blob collector",
             (gc_every > 0).then(|| Duration::from_secs(gc_every)),
+            state.db.clone(),
+            holder.clone(),
             stop.clone(),
             move || {
                 let state = collector_state.clone();
                 async move { blob_gc::collect_once(&state).await.map(drop) }
+            },
+        ),
+        workers::spawn_leased(
+            "rollout worker",
+            Some(Duration::from_secs(state.settings.rollout_eval_interval_s)),
+            state.db.clone(),
+            holder,
+            stop.clone(),
+            move || {
+                let db = rollout_db.clone();
+                async move {
+                    services::rollouts::tick(db.as_ref(), now()).await?;
+                    Ok(())
+                }
             },
         ),
         // Empties the database's write-ahead log: without it the log keeps the size of its

@@ -42,6 +42,8 @@ impl Modify for BearerAuth {
         fleet::add_tags, fleet::remove_tags, fleet::create_group, fleet::list_groups,
         fleet::show_group, fleet::delete_group, fleet::add_members, fleet::remove_members,
         audit::list,
+        rollouts::create, rollouts::list, rollouts::show, rollouts::pause, rollouts::resume,
+        rollouts::abort, rollouts::advance, rollouts::deployments,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

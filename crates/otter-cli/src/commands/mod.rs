@@ -10,5 +10,6 @@ pub mod inspect;
 pub mod keys;
 pub mod product;
 pub mod release;
+pub mod rollout;
 pub mod signing;
 pub mod token;

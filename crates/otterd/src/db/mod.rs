@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod fleet;
 pub mod postgres;
+pub mod rollouts;
 mod serial;
 pub mod sqlite;
 
@@ -242,7 +243,7 @@ pub struct AuditFilter {
 
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
-pub trait Database: fleet::FleetStore + Send + Sync + 'static {
+pub trait Database: fleet::FleetStore + rollouts::RolloutStore + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;
 

@@ -128,7 +128,7 @@ fn conflict_name(d: &dyn sqlx::error::DatabaseError) -> String {
     }
 }
 
-/// What the queries written once for every backend (`shared.rs`, `fleet_sql.rs`) implement
+/// What the queries written once for every backend (`shared.rs` and the `*_sql.rs` stores) implement
 /// here: this backend's type, its sqlx database and its rows.
 type Backend = Postgres;
 type BackendDb = sqlx::Postgres;
@@ -141,6 +141,9 @@ mod audit;
 #[allow(clippy::duplicate_mod)]
 #[path = "fleet_sql.rs"]
 mod fleet_store;
+#[allow(clippy::duplicate_mod)]
+#[path = "rollouts_sql.rs"]
+mod rollout_store;
 #[allow(clippy::duplicate_mod)]
 #[path = "shared.rs"]
 mod shared;

@@ -250,13 +250,18 @@ async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResul
     let device = device_of(state, &product, &report.mac).await?;
     record_outcome(state, &device, &report).await?;
     let at = now();
-    // Arduino clients have no anti-rollback counter: every unexpired release of the channel.
+    // Arduino clients have no anti-rollback counter: every unexpired release of the channel,
+    // but those that rollouts deliver (docs/rollouts.md): these clients take no deployments.
+    let rolled_out = state.db.rolled_out_images(product.id).await?;
     let mut candidates = Vec::new();
     for r in state
         .db
         .release_candidates(product.id, &device.channel, 0, at)
         .await?
     {
+        if rolled_out.contains(&r.sha256) {
+            continue;
+        }
         candidates.push(candidate(state, r).await?);
     }
     state

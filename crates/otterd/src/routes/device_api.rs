@@ -6,7 +6,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
-use otter_core::version::Version;
 use otter_core::Chip;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -17,8 +16,9 @@ use super::device_report::check_report;
 pub use super::device_report::STATES;
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
+use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow};
 use crate::error::{ApiError, ApiResult, Json};
+use crate::services::{assignment, rollouts};
 use crate::{now, AppState};
 
 /// Body of `POST /device/v1/enroll`.
@@ -82,6 +82,12 @@ pub struct Assignment {
     pub download_url: String,
     pub size: i64,
     pub sha256: String,
+    /// `false`: an optional update (a rollout created with `--optional`); the device may defer
+    /// it. Plain channel updates are forced.
+    pub forced: bool,
+    /// The rollout that assigns it; absent for plain channel behaviour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
 }
 
 /// Answer of `POST /device/v1/checkin`.
@@ -329,37 +335,6 @@ async fn repeat_enrollment(
     ))
 }
 
-/// Whether a release's image fits the update partition a device reported (no report: assumed).
-pub fn fits_partition(release: &ReleaseRow, partition_size: Option<u32>) -> bool {
-    partition_size.is_none_or(|p| release.size <= i64::from(p))
-}
-
-/// Picks the release to offer a device, or none (docs/protocol.md, section 2).
-pub fn choose_release<'a>(
-    candidates: &'a [ReleaseRow],
-    running_version: &str,
-    running_sha256: &str,
-) -> Option<&'a ReleaseRow> {
-    // An image without a built-in version (empty `esp_app_desc_t.version`, as in MicroPython
-    // builds) reports ""; such a device is known by its image's SHA-256, so when that image is a
-    // release here, the release's version stands in for it.
-    let running_version = match running_version {
-        "" => candidates
-            .iter()
-            .find(|r| r.sha256 == running_sha256)
-            .map_or("", |r| r.version.as_str()),
-        v => v,
-    };
-    let newest = candidates.iter().max_by(|a, b| {
-        Version::new(&a.version)
-            .cmp(&Version::new(&b.version))
-            .then(a.published_at.cmp(&b.published_at))
-    })?;
-    let differs = newest.sha256 != running_sha256;
-    let not_older = Version::new(&newest.version) >= Version::new(running_version);
-    (differs && not_older).then_some(newest)
-}
-
 #[utoipa::path(operation_id = "device_checkin", post, path = "/device/v1/checkin", request_body = CheckinRequest, tag = "device",
     responses((status = 200, body = CheckinResponse), (status = 400, body = crate::error::ErrorBody, description = "a malformed field, or a last_outcome that /status would refuse"), (status = 404, body = crate::error::ErrorBody, description = "last_outcome names a release not of this product"), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn checkin(
@@ -394,20 +369,15 @@ pub async fn checkin(
         .await?;
     }
     let at = now();
-    state
-        .db
-        .record_checkin(
-            &device.id,
-            &CheckinReport {
-                chip: chip.name().into(),
-                version: body.version.clone(),
-                security_counter: body.security_counter as i64,
-                image_sha256: sha.clone(),
-                partition_size: body.partition_size.map(i64::from),
-                at,
-            },
-        )
-        .await?;
+    let report = CheckinReport {
+        chip: chip.name().into(),
+        version: body.version.clone(),
+        security_counter: body.security_counter as i64,
+        image_sha256: sha.clone(),
+        partition_size: body.partition_size.map(i64::from),
+        at,
+    };
+    state.db.record_checkin(&device.id, &report).await?;
     if let Some(outcome) = &body.last_outcome {
         if device.last_state.as_deref() != Some(outcome.state.as_str()) {
             // The device remembers an outcome the server missed (e.g. it was offline).
@@ -422,43 +392,39 @@ pub async fn checkin(
                     reason: outcome.reason.clone(),
                 })
                 .await?;
+            rollouts::device_reported(
+                state.db.as_ref(),
+                &device.id,
+                outcome.release_id.as_deref(),
+                &outcome.state,
+                outcome.reason.as_deref(),
+                at,
+            )
+            .await?;
         }
     }
     metrics::counter!("otter_device_checkins_total").increment(1);
 
-    let mut update = None;
-    let product_chip: Option<Chip> = device.product_chip(&state).await?;
-    if product_chip == Some(chip) {
-        let candidates = state
-            .db
-            .release_candidates(
-                device.product_id,
-                &device.channel,
-                body.security_counter as i64,
-                at,
+    let offer = assignment::offer(state.db.as_ref(), &device, &report, at).await?;
+    let update = match offer.update {
+        Some(o) => Some(Assignment {
+            release_id: o.release.id.clone(),
+            version: o.release.version.clone(),
+            envelope: base64::engine::general_purpose::STANDARD.encode(&o.release.envelope),
+            download_url: crate::download_redirect::image_url(
+                &state,
+                &o.release.id,
+                &o.release.sha256,
             )
-            .await?;
-        // A release larger than the device's update slot is refused by the device ("oversize") at
-        // every poll, and would hide the older releases of the channel it can install.
-        let candidates: Vec<ReleaseRow> = candidates
-            .into_iter()
-            .filter(|r| fits_partition(r, body.partition_size))
-            .collect();
-        if let Some(r) = choose_release(&candidates, &body.version, &sha) {
-            update = Some(Assignment {
-                release_id: r.id.clone(),
-                version: r.version.clone(),
-                envelope: base64::engine::general_purpose::STANDARD.encode(&r.envelope),
-                download_url: crate::download_redirect::image_url(&state, &r.id, &r.sha256)
-                    .await
-                    .map_err(ApiError::internal)?,
-                size: r.size,
-                sha256: r.sha256.clone(),
-            });
-        }
-    } else {
-        tracing::warn!(device = %device.id, reported = %chip, "device reports a chip other than its product's; no update offered");
-    }
+            .await
+            .map_err(ApiError::internal)?,
+            size: o.release.size,
+            sha256: o.release.sha256.clone(),
+            forced: o.forced,
+            rollout_id: o.rollout_id,
+        }),
+        None => None,
+    };
     let base = state.settings.poll_interval_s as f64;
     let poll_interval_s = (base * rand::thread_rng().gen_range(0.9..=1.1))
         .round()
@@ -467,13 +433,6 @@ pub async fn checkin(
         update,
         poll_interval_s,
     }))
-}
-
-impl DeviceRow {
-    async fn product_chip(&self, state: &AppState) -> ApiResult<Option<Chip>> {
-        let p = state.db.get_product(&self.product).await?;
-        Ok(p.chip.parse().ok())
-    }
 }
 
 #[utoipa::path(operation_id = "device_status", post, path = "/device/v1/status", request_body = StatusReport, tag = "device",
@@ -508,87 +467,27 @@ pub async fn status(
         body.reason.as_deref(),
     )
     .await?;
+    let at = now();
     state
         .db
         .add_event(&EventRow {
             device_id: device.id.clone(),
-            at: now(),
-            release_id: body.release_id,
+            at,
+            release_id: body.release_id.clone(),
             state: body.state.clone(),
             progress_bytes: body.progress_bytes.map(|b| b.min(i64::MAX as u64) as i64),
-            reason: body.reason,
+            reason: body.reason.clone(),
         })
         .await?;
+    rollouts::device_reported(
+        state.db.as_ref(),
+        &device.id,
+        body.release_id.as_deref(),
+        &body.state,
+        body.reason.as_deref(),
+        at,
+    )
+    .await?;
     metrics::counter!("otter_device_reports_total", "state" => body.state).increment(1);
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rel(version: &str, sha: &str, published_at: i64) -> ReleaseRow {
-        ReleaseRow {
-            id: format!("rel_{version}_{published_at}"),
-            product_id: 1,
-            product: "p".into(),
-            channel: "stable".into(),
-            version: version.into(),
-            chip: "esp32".into(),
-            security_counter: 0,
-            size: 1,
-            sha256: sha.into(),
-            manifest_created_at: 0,
-            expires_at: None,
-            envelope: vec![],
-            signed_by: String::new(),
-            project_name: None,
-            idf_version: None,
-            published_at,
-            published_by: "t".into(),
-        }
-    }
-
-    #[test]
-    fn offers_the_newest_version_not_the_latest_upload() {
-        let c = [rel("1.10.0", "b", 1), rel("1.9.0", "a", 2)];
-        assert_eq!(choose_release(&c, "1.0.0", "x").unwrap().version, "1.10.0");
-    }
-
-    #[test]
-    fn equal_versions_prefer_the_later_publication() {
-        let c = [rel("2.0.0", "a", 1), rel("2.0.0", "b", 5)];
-        assert_eq!(choose_release(&c, "1.0.0", "x").unwrap().sha256, "b");
-    }
-
-    #[test]
-    fn nothing_when_running_it_or_newer_or_no_candidates() {
-        let c = [rel("2.0.0", "a", 1)];
-        assert!(
-            choose_release(&c, "1.0.0", "a").is_none(),
-            "already running these bytes"
-        );
-        assert!(
-            choose_release(&c, "2.1.0", "z").is_none(),
-            "never downgrades"
-        );
-        assert!(choose_release(&[], "1.0.0", "z").is_none());
-        // Same version, different bytes (a rebuild): offered.
-        assert!(choose_release(&c, "2.0.0", "z").is_some());
-    }
-
-    #[test]
-    fn a_device_without_a_version_is_known_by_its_image_hash() {
-        let c = [rel("1.20.1", "new", 2), rel("1.20.0", "old", 1)];
-        assert_eq!(choose_release(&c, "", "old").unwrap().version, "1.20.1");
-        assert!(
-            choose_release(&c, "", "new").is_none(),
-            "running the newest"
-        );
-        assert_eq!(
-            choose_release(&c, "", "unknown").unwrap().version,
-            "1.20.1",
-            "an image the server does not know is offered the newest"
-        );
-    }
 }

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod products;
 pub mod promote;
 pub mod releases;
+pub mod rollouts;
 pub mod system;
 pub mod tokens;
 pub mod upload;
@@ -121,6 +122,13 @@ pub fn router(state: AppState) -> Router {
             "/products/{product}/groups/{name}/members",
             post(fleet::add_members).delete(fleet::remove_members),
         )
+        .route("/rollouts", post(rollouts::create).get(rollouts::list))
+        .route("/rollouts/{id}", get(rollouts::show))
+        .route("/rollouts/{id}/pause", post(rollouts::pause))
+        .route("/rollouts/{id}/resume", post(rollouts::resume))
+        .route("/rollouts/{id}/abort", post(rollouts::abort))
+        .route("/rollouts/{id}/advance", post(rollouts::advance))
+        .route("/rollouts/{id}/deployments", get(rollouts::deployments))
         .route("/audit", get(audit::list))
         // Last, so that it wraps every route above (issue 9, audit log).
         .route_layer(axum::middleware::from_fn_with_state(

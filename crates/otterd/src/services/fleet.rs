@@ -322,10 +322,23 @@ pub async fn device_in_group(
     if d.product_id != g.product_id {
         return Ok(false);
     }
+    facts_in_group(db, g, &d.id, &facts(d, tags), now).await
+}
+
+/// [`device_in_group`] for facts the caller has at hand (at check-in, the report just made,
+/// which is newer than the stored row). The caller checks that the device is of the group's
+/// product.
+pub async fn facts_in_group(
+    db: &dyn Database,
+    g: &GroupRow,
+    device_id: &str,
+    facts: &DeviceFacts<'_>,
+    now: i64,
+) -> DbResult<bool> {
     match &g.filter {
-        None => db.group_has_device(&g.id, &d.id).await,
+        None => db.group_has_device(&g.id, device_id).await,
         Some(text) => match text.parse::<DeviceFilter>() {
-            Ok(f) => Ok(f.matches(&facts(d, tags), now)),
+            Ok(f) => Ok(f.matches(facts, now)),
             Err(e) => {
                 // Filters are checked when saved; a stored one that no longer parses matches
                 // nothing rather than everything.

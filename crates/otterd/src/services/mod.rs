@@ -1,4 +1,13 @@
-//! Policy with no HTTP in it: handlers parse, call a service and map the result (issue 9).
+//! Policy with no HTTP in it: handlers parse, call a service and map its answer (issue 9).
+//!
+//! - [`assignment`]: what a device is offered at check-in.
+//! - [`fleet`]: tags, groups and filtered device lists.
+//! - [`membership`]: whether a device is in a rollout's target.
+//! - [`release`]: publishing a release (stage, verify, publish, insert).
+//! - [`rollouts`]: staged rollouts, their deployments and thresholds.
 
+pub mod assignment;
 pub mod fleet;
+pub mod membership;
 pub mod release;
+pub mod rollouts;

@@ -658,3 +658,33 @@ async fn a_damaged_stored_image_is_not_served() {
     let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
     assert_eq!(a.status, 500, "{}", String::from_utf8_lossy(&a.body));
 }
+
+/// Issue 9: a release that a rollout delivers reaches devices only through the rollout, and
+/// stock clients take no deployments: their channel no longer serves it.
+#[tokio::test]
+async fn a_release_with_a_rollout_is_not_served_by_the_channel() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "2.0.0",
+        esp8266_image(1),
+    )
+    .await;
+    let c = Client::new(&secret);
+    assert_eq!(get8266(&srv, "thermo", &c).await.status, 200);
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(&srv.admin),
+            Some(json!({"release_id": rel["id"], "tag": "lab", "stages": "100", "failure_threshold": "20%"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(get8266(&srv, "thermo", &c).await.status, 304);
+}

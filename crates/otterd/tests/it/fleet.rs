@@ -833,22 +833,20 @@ async fn viewers_read_and_admins_and_the_products_publishers_write() {
 /// What the rollouts call: static membership, or the filter over the device's facts.
 #[tokio::test]
 async fn device_in_group_answers_for_static_and_filter_groups() {
-    use otterd::db::fleet::{FleetStore, GroupRow};
-    use otterd::db::Database;
+    use otterd::db::fleet::GroupRow;
     use otterd::services::fleet::{create_group, device_in_group, GroupSpec};
 
     let dir = tempfile::TempDir::new().unwrap();
-    let db = otterd::db::sqlite::Sqlite::open(&dir.path().join("t.db").display().to_string())
-        .await
-        .unwrap();
-    let product = seed_product(&db, "thermo").await;
-    let other = seed_product(&db, "lamp").await;
-    let a = seed_device(&db, &product, "a").await;
-    let b = seed_device(&db, &product, "b").await;
-    let c = seed_device(&db, &other, "c").await;
+    let store = crate::backends::open_db(dir.path()).await;
+    let db: &dyn otterd::db::Database = store.as_ref();
+    let product = seed_product(db, "thermo").await;
+    let other = seed_product(db, "lamp").await;
+    let a = seed_device(db, &product, "a").await;
+    let b = seed_device(db, &product, "b").await;
+    let c = seed_device(db, &other, "c").await;
     db.tag_device(&a.id, &["lab".to_string()]).await.unwrap();
     let fixed = create_group(
-        &db,
+        db,
         &product,
         "fixed",
         GroupSpec::Static(vec![a.id.clone()]),
@@ -858,7 +856,7 @@ async fn device_in_group_answers_for_static_and_filter_groups() {
     .await
     .unwrap();
     let lab = create_group(
-        &db,
+        db,
         &product,
         "lab",
         GroupSpec::Filter("tag=lab".into()),
@@ -870,7 +868,7 @@ async fn device_in_group_answers_for_static_and_filter_groups() {
     let lab_tags = db.device_tags(&a.id).await.unwrap();
     let in_group = |g: &GroupRow, d: &otterd::db::DeviceRow, tags: Vec<String>| {
         let (g, d) = (g.clone(), d.clone());
-        let db = &db;
+        let db: &dyn otterd::db::Database = db;
         async move { device_in_group(db, &g, &d, &tags, 10).await.unwrap() }
     };
     assert!(in_group(&fixed, &a, vec![]).await);
@@ -884,8 +882,7 @@ async fn device_in_group_answers_for_static_and_filter_groups() {
     let _ = db.ping().await;
 }
 
-async fn seed_product(db: &otterd::db::sqlite::Sqlite, name: &str) -> otterd::db::ProductRow {
-    use otterd::db::Database;
+async fn seed_product(db: &dyn otterd::db::Database, name: &str) -> otterd::db::ProductRow {
     db.create_product(&otterd::db::ProductRow {
         id: 0,
         name: name.into(),
@@ -902,11 +899,10 @@ async fn seed_product(db: &otterd::db::sqlite::Sqlite, name: &str) -> otterd::db
 }
 
 async fn seed_device(
-    db: &otterd::db::sqlite::Sqlite,
+    db: &dyn otterd::db::Database,
     p: &otterd::db::ProductRow,
     hw: &str,
 ) -> otterd::db::DeviceRow {
-    use otterd::db::Database;
     let d = otterd::db::DeviceRow {
         id: format!("dev_{}_{hw}", p.name),
         product_id: p.id,
@@ -964,17 +960,15 @@ async fn concurrent_tagging_never_passes_the_limit() {
 /// all find the same devices in the same order, page by page.
 #[tokio::test]
 async fn both_ways_of_finding_tagged_devices_agree() {
-    use otterd::db::fleet::{DeviceSelection, FleetStore};
-    use otterd::db::Database;
+    use otterd::db::fleet::DeviceSelection;
 
     let dir = tempfile::TempDir::new().unwrap();
-    let db = otterd::db::sqlite::Sqlite::open(&dir.path().join("t.db").display().to_string())
-        .await
-        .unwrap();
-    let product = seed_product(&db, "thermo").await;
-    let other = seed_product(&db, "lamp").await;
+    let store = crate::backends::open_db(dir.path()).await;
+    let db: &dyn otterd::db::Database = store.as_ref();
+    let product = seed_product(db, "thermo").await;
+    let other = seed_product(db, "lamp").await;
     for i in 0..30 {
-        let d = seed_device(&db, &product, &format!("hw{i:02}")).await;
+        let d = seed_device(db, &product, &format!("hw{i:02}")).await;
         if i % 3 == 0 {
             db.tag_device(&d.id, &["lab".to_string()]).await.unwrap();
         }
@@ -982,7 +976,7 @@ async fn both_ways_of_finding_tagged_devices_agree() {
             db.tag_device(&d.id, &["eu".to_string()]).await.unwrap();
         }
     }
-    let foreign = seed_device(&db, &other, "x").await;
+    let foreign = seed_device(db, &other, "x").await;
     db.tag_device(&foreign.id, &["lab".to_string()])
         .await
         .unwrap();
@@ -995,7 +989,7 @@ async fn both_ways_of_finding_tagged_devices_agree() {
         .map(|d| d.id.clone())
         .collect();
     let g = otterd::services::fleet::create_group(
-        &db,
+        db,
         &product,
         "most",
         otterd::services::fleet::GroupSpec::Static(members),

@@ -19,6 +19,8 @@ mod openapi;
 mod payloads;
 mod process;
 mod promote;
+mod rollout_fleet;
+mod rollouts;
 mod s3;
 mod store;
 mod upload;

@@ -34,6 +34,24 @@ pub fn database_url_for(data_dir: &Path) -> Option<String> {
     }
 }
 
+/// The URL of the database of `data_dir` on the test run's backend, spelled out (for a test
+/// that starts a second server on it).
+pub fn database_url_of(data_dir: &Path) -> String {
+    database_url_for(data_dir)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("otter.db").display()))
+}
+
+/// The database of `data_dir` on the test run's backend (created and migrated if new), for a
+/// test that reads or seeds it below the API.
+pub async fn open_db(data_dir: &Path) -> std::sync::Arc<dyn otterd::db::Database> {
+    let settings = otterd::config::Settings {
+        data_dir: data_dir.to_path_buf(),
+        database_url: Some(database_url_of(data_dir)),
+        ..Default::default()
+    };
+    otterd::db::connect::open(&settings).await.unwrap()
+}
+
 /// Runs one SQL statement on the database of `data_dir` directly, below `otterd` (for tests of
 /// what the schema itself refuses).
 pub async fn execute_raw(data_dir: &Path, sql: &str) -> Result<u64, sqlx::Error> {
