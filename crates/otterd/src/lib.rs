@@ -51,6 +51,9 @@ pub struct AppState {
     pub limiters: Arc<ratelimit::Limiters>,
     /// Image downloads in progress (issue 8, item 17).
     pub downloads: download_limit::Downloads,
+    /// MD5 (hex) of stored images by their SHA-256, for Arduino clients' `x-MD5`: images are
+    /// content-addressed, so an entry never changes. One per server, not per process.
+    pub image_md5s: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// Unix seconds now.
@@ -114,6 +117,7 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         metrics: telemetry::Metrics::install(),
         limiters: Arc::default(),
         downloads,
+        image_md5s: Arc::default(),
     })
 }
 

@@ -4,9 +4,6 @@
 //! understand: `304` up to date, `200` with the exact `Content-Length` and `x-MD5` (ESP32 also
 //! `x-SHA256`), `401`/`403` refusals; never a redirect; always `Connection: close`.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -147,21 +144,21 @@ async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> 
     Ok(hex::encode(md5.finalize()))
 }
 
-/// MD5 (hex) of images by their SHA-256: images are content-addressed, so an entry never changes.
-fn md5_cache() -> &'static Mutex<HashMap<String, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
 async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
-    let cached = md5_cache().lock().unwrap().get(&release.sha256).cloned();
+    let cached = state
+        .image_md5s
+        .lock()
+        .expect("no panic while holding the lock")
+        .get(&release.sha256)
+        .cloned();
     let md5 = match cached {
         Some(m) => m,
         None => {
             let m = image_md5(state, &release).await?;
-            md5_cache()
+            state
+                .image_md5s
                 .lock()
-                .unwrap()
+                .expect("no panic while holding the lock")
                 .insert(release.sha256.clone(), m.clone());
             m
         }
