@@ -79,6 +79,13 @@ pub struct Settings {
     /// evaluate (version order); the page then ends early and names where to continue.
     pub device_filter_scan_max: u64,
     // --- end of devices and targeting ---
+    // --- Arduino clients (issue 13) ---
+    /// Failed HTTP Basic attempts on `/arduino/v1` a minute, sustained, per product and per
+    /// client address (0: no limit). Beyond it `429` with `Retry-After`, the secret unchecked.
+    pub arduino_auth_failures_per_minute: u32,
+    /// Failed attempts allowed at once before the per-minute rate applies.
+    pub arduino_auth_failures_burst: u32,
+    // --- end of arduino clients ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -110,6 +117,10 @@ impl Default for Settings {
             max_tags_per_device: 32,
             device_filter_scan_max: 20_000,
             // --- end of devices and targeting ---
+            // --- Arduino clients (issue 13) ---
+            arduino_auth_failures_per_minute: 10,
+            arduino_auth_failures_burst: 10,
+            // --- end of arduino clients ---
             sources: BTreeMap::new(),
         };
         for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
@@ -143,6 +154,10 @@ const KEYS: &[&str] = &[
     "max_tags_per_device",
     "device_filter_scan_max",
     // --- end of devices and targeting ---
+    // --- Arduino clients (issue 13) ---
+    "arduino_auth_failures_per_minute",
+    "arduino_auth_failures_burst",
+    // --- end of arduino clients ---
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -177,6 +192,10 @@ pub struct Layer {
     pub max_tags_per_device: Option<usize>,
     pub device_filter_scan_max: Option<u64>,
     // --- end of devices and targeting ---
+    // --- Arduino clients (issue 13) ---
+    pub arduino_auth_failures_per_minute: Option<u32>,
+    pub arduino_auth_failures_burst: Option<u32>,
+    // --- end of arduino clients ---
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -255,6 +274,16 @@ impl Layer {
             max_tags_per_device: parse("max_tags_per_device", g("max_tags_per_device"))?,
             device_filter_scan_max: parse("device_filter_scan_max", g("device_filter_scan_max"))?,
             // --- end of devices and targeting ---
+            // --- Arduino clients (issue 13) ---
+            arduino_auth_failures_per_minute: parse(
+                "arduino_auth_failures_per_minute",
+                g("arduino_auth_failures_per_minute"),
+            )?,
+            arduino_auth_failures_burst: parse(
+                "arduino_auth_failures_burst",
+                g("arduino_auth_failures_burst"),
+            )?,
+            // --- end of arduino clients ---
         })
     }
 }
@@ -309,6 +338,10 @@ impl Settings {
         set!(max_tags_per_device);
         set!(device_filter_scan_max);
         // --- end of devices and targeting ---
+        // --- Arduino clients (issue 13) ---
+        set!(arduino_auth_failures_per_minute);
+        set!(arduino_auth_failures_burst);
+        // --- end of arduino clients ---
     }
 
     /// Checks values that parse but make no sense.
@@ -372,6 +405,14 @@ impl Settings {
             );
         }
         // --- end of devices and targeting ---
+        // --- Arduino clients (issue 13) ---
+        if self.arduino_auth_failures_per_minute > 0 && self.arduino_auth_failures_burst == 0 {
+            return bad(
+                "arduino_auth_failures_burst",
+                "must be at least 1 while arduino_auth_failures_per_minute limits failures",
+            );
+        }
+        // --- end of arduino clients ---
         Ok(())
     }
 
@@ -426,6 +467,16 @@ impl Settings {
                 self.device_filter_scan_max.to_string(),
             ),
             // --- end of devices and targeting ---
+            // --- Arduino clients (issue 13) ---
+            (
+                "arduino_auth_failures_per_minute",
+                self.arduino_auth_failures_per_minute.to_string(),
+            ),
+            (
+                "arduino_auth_failures_burst",
+                self.arduino_auth_failures_burst.to_string(),
+            ),
+            // --- end of arduino clients ---
         ];
         let mut out = String::new();
         for (k, v) in values.into_iter().chain(self.limits.values()) {
@@ -740,5 +791,41 @@ mod tests {
         };
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!s.show(false).contains("hunter2"));
+    }
+
+    #[test]
+    fn arduino_auth_throttle_is_a_layered_setting() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (
+                s.arduino_auth_failures_per_minute,
+                s.arduino_auth_failures_burst
+            ),
+            (10, 10)
+        );
+        s.apply(
+            toml::from_str("arduino_auth_failures_per_minute = 3\n").unwrap(),
+            Source::File,
+        );
+        s.apply(
+            Layer::from_env(|k| {
+                (k == "OTTER_ARDUINO_AUTH_FAILURES_BURST").then(|| "5".to_string())
+            })
+            .unwrap(),
+            Source::Env,
+        );
+        assert_eq!(s.arduino_auth_failures_per_minute, 3);
+        assert_eq!(s.arduino_auth_failures_burst, 5);
+        let shown = s.show(true);
+        assert!(
+            shown.contains("arduino_auth_failures_per_minute = 3  # config file"),
+            "{shown}"
+        );
+        s.arduino_auth_failures_burst = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("arduino_auth_failures_burst"));
     }
 }

@@ -5,9 +5,12 @@
 //! `x-SHA256`), `401`/`403` refusals; never a redirect; always `Connection: close`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
@@ -21,6 +24,7 @@ use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::rate_limited;
 use crate::{now, AppState};
 
 /// The channel of an auto-registered device (an admin moves it with `otter device update`).
@@ -49,13 +53,38 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The product, when the password is its enrolment secret; an unknown product and a wrong
-/// secret get the same `401`, so product names do not leak.
-async fn authenticate(
+/// secret get the same `401`, so product names do not leak. Failed attempts are counted per
+/// product name and per client address (`arduino_auth_failures_per_minute`): over the limit
+/// the answer is `429` with `Retry-After`, and the secret is not even checked.
+pub(crate) async fn authenticate(
     state: &AppState,
     product: &str,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> ApiResult<ProductRow> {
+    let (rate, burst) = (
+        state.settings.arduino_auth_failures_per_minute,
+        state.settings.arduino_auth_failures_burst,
+    );
+    let failures = &state.limiters.arduino_auth_failures;
+    let mut keys = vec![format!("product:{product}")];
+    if let Some(ip) = client {
+        keys.push(format!("addr:{ip}"));
+    }
+    for key in &keys {
+        if let Err(wait) = failures.peek(key, rate, burst) {
+            metrics::counter!("otter_arduino_auth_throttled_total").increment(1);
+            tracing::warn!(key = %key, "arduino client throttled: too many failed credentials");
+            return Err(rate_limited(
+                "too many failed credentials for this product or from this address; retry later",
+                wait,
+            ));
+        }
+    }
     let refused = || {
+        for key in &keys {
+            let _ = failures.take(key, rate, burst);
+        }
         ApiError::unauthorized(
             "unknown product or wrong credential: use HTTP Basic with the product's enrolment secret as the password",
         )
@@ -224,20 +253,27 @@ fn not_modified() -> Response {
         (status = 400, body = crate::error::ErrorBody, description = "not an Arduino update client: no `x-ESP8266-*`/`x-ESP32-*` headers or no STA MAC"),
         (status = 401, body = crate::error::ErrorBody, description = "no HTTP Basic credential, a wrong one, or an unknown product (the same answer)"),
         (status = 403, body = crate::error::ErrorBody, description = "the MAC is not on the product's allow-list, or the product's device cap is reached"),
-        (status = 429, body = crate::error::ErrorBody, description = "the product's rate of new devices is exceeded, or the server's image sends are at `max_downloads`")))]
+        (status = 429, body = crate::error::ErrorBody, description = "too many failed credentials for this product or from this address (`arduino_auth_failures_per_minute`), the product's rate of new devices is exceeded, or the server's image sends are at `max_downloads`")))]
 pub async fn update(
     State(state): State<AppState>,
     Path(product): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    close(match serve(&state, &product, &headers).await {
+    let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    close(match serve(&state, &product, &headers, client).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     })
 }
 
-async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResult<Response> {
-    let product = authenticate(state, product, headers).await?;
+async fn serve(
+    state: &AppState,
+    product: &str,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> ApiResult<Response> {
+    let product = authenticate(state, product, headers, client).await?;
     let report = parse_headers(
         headers
             .iter()

@@ -109,8 +109,15 @@ fn esp32_request(host: &str, path: &str, c: &Client) -> String {
 /// Sends raw bytes and reads the answer until the server closes the connection (the client
 /// relies on `Content-Length`, but an HTTP/1.0 exchange ends with the close).
 async fn exchange(srv: &TestServer, request: &str) -> Answer {
+    exchange_from(srv, request, "127.0.0.1").await
+}
+
+/// [`exchange`] from a chosen loopback address (any of 127.0.0.0/8 on Linux).
+async fn exchange_from(srv: &TestServer, request: &str, local: &str) -> Answer {
     let host = srv.url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(host.parse().unwrap()).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut raw))
@@ -660,4 +667,47 @@ async fn a_damaged_stored_image_is_not_served() {
     // x-MD5 vouches for damaged bytes.
     let a = get8266(&srv, "thermo", &Client::new(&secret)).await;
     assert_eq!(a.status, 500, "{}", String::from_utf8_lossy(&a.body));
+}
+
+#[tokio::test]
+async fn failed_credentials_are_throttled_per_product_and_per_address() {
+    let srv = spawn_with(|s| {
+        s.arduino_auth_failures_per_minute = 1;
+        s.arduino_auth_failures_burst = 3;
+    })
+    .await;
+    let (_, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let (_, other_secret) = srv.product("other", Chip::Esp8266).await;
+    let host = srv.url.trim_start_matches("http://");
+    let req = |product: &str, password: &str| {
+        esp8266_request(
+            host,
+            &format!("/arduino/v1/{product}"),
+            &Client::new(password),
+        )
+    };
+    for _ in 0..3 {
+        let a = exchange_from(&srv, &req("thermo", "guess"), "127.0.0.1").await;
+        check_common(&a);
+        assert_eq!(a.status, 401);
+    }
+    // Over the limit: 429 with Retry-After, even with the right secret (it is not checked).
+    let a = exchange_from(&srv, &req("thermo", &secret), "127.0.0.1").await;
+    check_common(&a);
+    assert_eq!(a.status, 429, "{}", String::from_utf8_lossy(&a.body));
+    let wait: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // The same address is throttled for another product too.
+    let a = exchange_from(&srv, &req("other", &other_secret), "127.0.0.1").await;
+    assert_eq!(a.status, 429);
+    // From another address: the product is still throttled, another product is not.
+    let a = exchange_from(&srv, &req("thermo", &secret), "127.0.0.2").await;
+    assert_eq!(a.status, 429);
+    let a = exchange_from(&srv, &req("other", &other_secret), "127.0.0.2").await;
+    assert_eq!(a.status, 304, "{}", String::from_utf8_lossy(&a.body));
+    // Successes are not counted: many right answers from the new address stay served.
+    for _ in 0..5 {
+        let a = exchange_from(&srv, &req("other", &other_secret), "127.0.0.2").await;
+        assert_eq!(a.status, 304);
+    }
 }
