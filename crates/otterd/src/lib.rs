@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod arduino;
+pub mod arduino_fota;
 pub mod auth;
 pub mod blob;
 pub mod blob_gc;

@@ -38,7 +38,7 @@ impl Modify for BearerAuth {
         system::healthz, system::metrics,
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
-        promote::promote, arduino::update,
+        promote::promote, arduino::update, arduino_fota::manifest_json, arduino_fota::image,
         fleet::add_tags, fleet::remove_tags, fleet::create_group, fleet::list_groups,
         fleet::show_group, fleet::delete_group, fleet::add_members, fleet::remove_members,
     ),

@@ -28,11 +28,11 @@ use crate::ratelimit::rate_limited;
 use crate::{now, AppState};
 
 /// The channel of an auto-registered device (an admin moves it with `otter device update`).
-const DEFAULT_CHANNEL: &str = "stable";
+pub(crate) const DEFAULT_CHANNEL: &str = "stable";
 
 /// Seconds a client refused for load is asked to wait (ESP8266 and ESP32 treat `429` as a failed
 /// update and try again at their next poll).
-const RETRY_AFTER_S: u64 = 5;
+pub(crate) const RETRY_AFTER_S: u64 = 5;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -107,7 +107,11 @@ pub(crate) async fn authenticate(
 
 /// The device of this MAC in the product, registered at its first request within the product's
 /// allow-list, device cap and enrolment rate.
-async fn device_of(state: &AppState, product: &ProductRow, mac: &str) -> ApiResult<DeviceRow> {
+pub(crate) async fn device_of(
+    state: &AppState,
+    product: &ProductRow,
+    mac: &str,
+) -> ApiResult<DeviceRow> {
     check_allowlist(state, product, mac).await?;
     match state.db.find_device_by_hardware_id(product.id, mac).await {
         Ok(d) => return Ok(d),
@@ -173,7 +177,7 @@ async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> 
     Ok(hex::encode(md5.finalize()))
 }
 
-async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
+pub(crate) async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
     let cached = state
         .image_md5s
         .lock()
@@ -234,7 +238,7 @@ async fn record_outcome(
     Ok(())
 }
 
-fn close(mut resp: Response) -> Response {
+pub(crate) fn close(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp

@@ -2,6 +2,7 @@
 //! (tracing, metrics, overload shedding, timeouts).
 
 pub mod arduino;
+pub mod arduino_fota;
 pub mod device_api;
 pub mod device_report;
 pub mod devices;
@@ -135,6 +136,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", management)
         .nest("/device/v1", device)
         .route("/arduino/v1/{product}", get(arduino::update))
+        .route(
+            "/arduino/v1/{product}/fota.json",
+            get(arduino_fota::manifest_json),
+        )
+        .route(
+            "/arduino/v1/{product}/fota/{file}",
+            get(arduino_fota::image),
+        )
         .layer(axum::middleware::from_fn(move |request, next| {
             shed_overload(slots.clone(), request, next)
         }))
