@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use client::Api;
 use commands::signing::ManifestArgs;
 use commands::{
-    dev, device, group, image_signing, inspect, keys, product, release, signing, token,
+    dev, device, github, group, image_signing, inspect, keys, product, release, signing, token,
 };
 use error::CliResult;
 use output::Output;
@@ -267,6 +267,31 @@ enum ProductCommand {
     /// Release public keys of a product.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Import the product's releases from a GitHub repository's releases: each new asset
+    /// matching the pattern must be a release.otter bundle signed by one of the product's keys
+    /// (docs/arduino.md). Replaces an earlier follow. Admin only.
+    FollowGithub {
+        /// The product's name.
+        product: String,
+        /// The repository, owner/name.
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: String,
+        /// Glob over asset names (`*`, `?`).
+        #[arg(long, value_name = "GLOB", default_value = "*.otter")]
+        asset_pattern: String,
+        /// Channel the imported releases are published to.
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Name of an environment variable holding a GitHub token with read access (private
+        /// repositories); the token is stored on the server and never shown again.
+        #[arg(long, value_name = "VAR")]
+        github_token_env: Option<String>,
+    },
+    /// Stop importing from GitHub (imported releases stay). Admin only.
+    UnfollowGithub {
+        /// The product's name.
+        product: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -645,6 +670,22 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 ProductCommand::Key(KeyCommand::Remove { product, key_id }) => {
                     product::remove_key(&api, &product, &key_id, o)
                 }
+                ProductCommand::FollowGithub {
+                    product,
+                    repo,
+                    asset_pattern,
+                    channel,
+                    github_token_env,
+                } => github::follow(
+                    &api,
+                    &product,
+                    &repo,
+                    &asset_pattern,
+                    &channel,
+                    github_token_env.as_deref(),
+                    o,
+                ),
+                ProductCommand::UnfollowGithub { product } => github::unfollow(&api, &product, o),
             }
         }
         Command::Token(Online { server, command }) => {

@@ -1751,6 +1751,18 @@ fn every_command_prints_one_json_document_with_json() {
         &["group", "delete", "canary", "--product", "thermo"],
     );
 
+    run(
+        &admin,
+        &[
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "acme/thermo-fw",
+        ],
+    );
+    run(&admin, &["product", "unfollow-github", "thermo"]);
+
     let mut leaves = Vec::new();
     leaf_commands(&mut Vec::new(), &mut leaves);
     let missing: Vec<&String> = leaves
@@ -2014,4 +2026,96 @@ fn devices_are_tagged_grouped_and_listed_by_filters() {
         &["group", "show", "canary", "--product", "thermo"],
         1,
     );
+}
+
+/// Issue 13: `otter product follow-github` stores the follow (the token from an environment
+/// variable, never printed), `product show` shows it, and refusals are clear.
+#[test]
+fn follow_github_sets_shows_and_ends_a_follow_without_echoing_the_token() {
+    let s = start_server();
+    product_with_key(&s);
+    let token = "ghp_cliTestToken987654321";
+    let out = s
+        .otter(&s.admin)
+        .args([
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "acme/thermo-fw",
+            "--asset-pattern",
+            "thermo-*.otter",
+            "--channel",
+            "beta",
+            "--github-token-env",
+            "GH_READ_TOKEN",
+        ])
+        .env("GH_READ_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("acme/thermo-fw"), "{stdout}");
+    assert!(!stdout.contains(token) && !String::from_utf8_lossy(&out.stderr).contains(token));
+
+    let shown = s.json(&s.admin, &["product", "show", "thermo"]);
+    assert_eq!(shown["github"]["repo"], "acme/thermo-fw");
+    assert_eq!(shown["github"]["asset_pattern"], "thermo-*.otter");
+    assert_eq!(shown["github"]["channel"], "beta");
+    assert_eq!(shown["github"]["token_set"], true);
+    assert!(!shown.to_string().contains(token));
+    let human = s
+        .otter(&s.admin)
+        .args(["product", "show", "thermo"])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("GitHub: follows acme/thermo-fw"), "{human}");
+    assert!(human.contains("not polled yet"), "{human}");
+
+    // A missing variable is a usage error; a viewer may not; a bad repository is refused.
+    let e = s.fails(
+        &s.admin,
+        &[
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "a/b",
+            "--github-token-env",
+            "NO_SUCH_VAR_13",
+        ],
+        2,
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("NO_SUCH_VAR_13"),
+        "{e}"
+    );
+    let viewer = s.json(&s.admin, &["token", "create", "--role", "viewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fails(
+        &viewer,
+        &["product", "follow-github", "thermo", "--repo", "a/b"],
+        4,
+    );
+    let e = s.fails(
+        &s.admin,
+        &["product", "follow-github", "thermo", "--repo", "no-slash"],
+        1,
+    );
+    assert!(e["message"].as_str().unwrap().contains("owner/name"), "{e}");
+    // The refused requests changed nothing.
+    let shown = s.json(&viewer, &["product", "show", "thermo"]);
+    assert_eq!(shown["github"]["repo"], "acme/thermo-fw");
+
+    s.json(&s.admin, &["product", "unfollow-github", "thermo"]);
+    let shown = s.json(&s.admin, &["product", "show", "thermo"]);
+    assert!(shown["github"].is_null(), "{shown}");
+    s.fails(&s.admin, &["product", "unfollow-github", "thermo"], 1);
 }

@@ -86,6 +86,16 @@ pub struct Settings {
     /// Failed attempts allowed at once before the per-minute rate applies.
     pub arduino_auth_failures_burst: u32,
     // --- end of arduino clients ---
+    // --- GitHub Releases as a source (issue 13) ---
+    /// Base URL of the GitHub REST API (GitHub Enterprise: `https://HOST/api/v3`).
+    pub github_api_url: String,
+    /// Seconds between polls of the followed repositories' releases (0: never poll).
+    pub github_poll_interval_s: u64,
+    /// Seconds one request to GitHub (the release list, or one asset's download) may take.
+    pub github_timeout_s: u64,
+    /// Newest releases of a repository looked at in one poll (1 to 100).
+    pub github_releases_per_poll: u32,
+    // --- end of github releases ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -121,6 +131,12 @@ impl Default for Settings {
             arduino_auth_failures_per_minute: 10,
             arduino_auth_failures_burst: 10,
             // --- end of arduino clients ---
+            // --- GitHub Releases as a source (issue 13) ---
+            github_api_url: "https://api.github.com".into(),
+            github_poll_interval_s: 600,
+            github_timeout_s: 120,
+            github_releases_per_poll: 10,
+            // --- end of github releases ---
             sources: BTreeMap::new(),
         };
         for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
@@ -158,6 +174,12 @@ const KEYS: &[&str] = &[
     "arduino_auth_failures_per_minute",
     "arduino_auth_failures_burst",
     // --- end of arduino clients ---
+    // --- GitHub Releases as a source (issue 13) ---
+    "github_api_url",
+    "github_poll_interval_s",
+    "github_timeout_s",
+    "github_releases_per_poll",
+    // --- end of github releases ---
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -196,6 +218,12 @@ pub struct Layer {
     pub arduino_auth_failures_per_minute: Option<u32>,
     pub arduino_auth_failures_burst: Option<u32>,
     // --- end of arduino clients ---
+    // --- GitHub Releases as a source (issue 13) ---
+    pub github_api_url: Option<String>,
+    pub github_poll_interval_s: Option<u64>,
+    pub github_timeout_s: Option<u64>,
+    pub github_releases_per_poll: Option<u32>,
+    // --- end of github releases ---
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -284,6 +312,15 @@ impl Layer {
                 g("arduino_auth_failures_burst"),
             )?,
             // --- end of arduino clients ---
+            // --- GitHub Releases as a source (issue 13) ---
+            github_api_url: g("github_api_url"),
+            github_poll_interval_s: parse("github_poll_interval_s", g("github_poll_interval_s"))?,
+            github_timeout_s: parse("github_timeout_s", g("github_timeout_s"))?,
+            github_releases_per_poll: parse(
+                "github_releases_per_poll",
+                g("github_releases_per_poll"),
+            )?,
+            // --- end of github releases ---
         })
     }
 }
@@ -342,6 +379,12 @@ impl Settings {
         set!(arduino_auth_failures_per_minute);
         set!(arduino_auth_failures_burst);
         // --- end of arduino clients ---
+        // --- GitHub Releases as a source (issue 13) ---
+        set!(github_api_url);
+        set!(github_poll_interval_s);
+        set!(github_timeout_s);
+        set!(github_releases_per_poll);
+        // --- end of github releases ---
     }
 
     /// Checks values that parse but make no sense.
@@ -413,6 +456,19 @@ impl Settings {
             );
         }
         // --- end of arduino clients ---
+        // --- GitHub Releases as a source (issue 13) ---
+        if !(self.github_api_url.starts_with("https://")
+            || self.github_api_url.starts_with("http://"))
+        {
+            return bad("github_api_url", "must be an http:// or https:// URL");
+        }
+        if self.github_timeout_s == 0 {
+            return bad("github_timeout_s", "must be at least 1");
+        }
+        if !(1..=100).contains(&self.github_releases_per_poll) {
+            return bad("github_releases_per_poll", "must be from 1 to 100");
+        }
+        // --- end of github releases ---
         Ok(())
     }
 
@@ -477,6 +533,18 @@ impl Settings {
                 self.arduino_auth_failures_burst.to_string(),
             ),
             // --- end of arduino clients ---
+            // --- GitHub Releases as a source (issue 13) ---
+            ("github_api_url", format!("{:?}", self.github_api_url)),
+            (
+                "github_poll_interval_s",
+                self.github_poll_interval_s.to_string(),
+            ),
+            ("github_timeout_s", self.github_timeout_s.to_string()),
+            (
+                "github_releases_per_poll",
+                self.github_releases_per_poll.to_string(),
+            ),
+            // --- end of github releases ---
         ];
         let mut out = String::new();
         for (k, v) in values.into_iter().chain(self.limits.values()) {

@@ -219,7 +219,9 @@ fn start_workers(
     let collector_state = state.clone();
     let gc_every = state.settings.blob_gc_interval_s;
     let db = state.db.clone();
-    vec![
+    let github_state = state.clone();
+    let github_every = state.settings.github_poll_interval_s;
+    let mut jobs = vec![
         workers::spawn_periodic(
             "blob collector",
             (gc_every > 0).then(|| Duration::from_secs(gc_every)),
@@ -242,5 +244,18 @@ fn start_workers(
                 async move { Ok(db.checkpoint().await?) }
             },
         ),
-    ]
+    ];
+    // GitHub Releases as a source (issue 13): only when polling is on.
+    if github_every > 0 {
+        jobs.push(workers::spawn_periodic(
+            "GitHub release import",
+            Some(Duration::from_secs(github_every)),
+            stop.clone(),
+            move || {
+                let state = github_state.clone();
+                async move { services::github::poll_all(&state).await }
+            },
+        ));
+    }
+    jobs
 }

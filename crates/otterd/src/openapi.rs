@@ -39,6 +39,7 @@ impl Modify for BearerAuth {
         products::list_keys, devices::history, enrolment::update_product, enrolment::import_allowlist,
         enrolment::list_allowlist, enrolment::remove_from_allowlist, enrolment::allow_reenroll,
         promote::promote, arduino::update, arduino_fota::manifest_json, arduino_fota::image,
+        github::follow, github::show, github::unfollow,
         fleet::add_tags, fleet::remove_tags, fleet::create_group, fleet::list_groups,
         fleet::show_group, fleet::delete_group, fleet::add_members, fleet::remove_members,
     ),

@@ -3,6 +3,7 @@
 
 pub mod dev;
 pub mod device;
+pub mod github;
 pub mod group;
 pub mod image_signing;
 pub mod inspect;

@@ -5,8 +5,10 @@
 //! (which release a device should get) live in the handlers, written once over the trait.
 
 pub mod fleet;
+pub mod github;
 pub mod sqlite;
 mod sqlite_fleet;
+mod sqlite_github;
 
 use async_trait::async_trait;
 
@@ -153,7 +155,7 @@ pub struct ReleaseFilter {
 
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
-pub trait Database: fleet::FleetStore + Send + Sync + 'static {
+pub trait Database: fleet::FleetStore + github::GithubStore + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;
 

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod download;
 pub mod enrolment;
 pub mod fleet;
+pub mod github;
 pub mod products;
 pub mod promote;
 pub mod releases;
@@ -60,6 +61,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/products/{product}",
             get(products::show).patch(enrolment::update_product),
+        )
+        .route(
+            "/products/{product}/github",
+            get(github::show)
+                .put(github::follow)
+                .delete(github::unfollow),
         )
         .route(
             "/products/{product}/keys",

@@ -10,6 +10,7 @@ mod crash;
 mod device;
 mod edge;
 mod fleet;
+mod github;
 mod hygiene;
 mod limits;
 mod openapi;

@@ -1,0 +1,99 @@
+//! `otter product follow-github|unfollow-github`, and the follow shown by `otter product show`.
+
+use serde_json::{json, Value};
+
+use crate::client::Api;
+use crate::error::{CliError, CliResult};
+use crate::output::{items, text, Output};
+
+pub fn follow(
+    api: &Api,
+    product: &str,
+    repo: &str,
+    asset_pattern: &str,
+    channel: &str,
+    token_env: Option<&str>,
+    o: Output,
+) -> CliResult<()> {
+    let token = match token_env {
+        None => None,
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    CliError::usage(format!(
+                        "--github-token-env {var}: the environment variable {var} is not set or empty"
+                    ))
+                })?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let v = api.put(
+        &format!("/api/v1/products/{product}/github"),
+        &json!({
+            "repo": repo,
+            "asset_pattern": asset_pattern,
+            "channel": channel,
+            "token": token,
+        }),
+    )?;
+    o.emit(&v, || {
+        format!(
+            "{product} follows github.com/{} (assets {}, channel {}{}); the server imports new releases at its next poll",
+            text(&v, "repo"),
+            text(&v, "asset_pattern"),
+            text(&v, "channel"),
+            if v["token_set"] == true { ", with a token" } else { "" }
+        )
+    });
+    Ok(())
+}
+
+pub fn unfollow(api: &Api, product: &str, o: Output) -> CliResult<()> {
+    api.delete(&format!("/api/v1/products/{product}/github"))?;
+    let v = json!({"product": product, "follows_github": false});
+    o.emit(&v, || {
+        format!("{product} no longer follows a GitHub repository")
+    });
+    Ok(())
+}
+
+/// The follow as `otter product show` prints it.
+pub fn describe(f: &Value) -> String {
+    let mut t = format!(
+        "GitHub: follows {} (assets {}, channel {}{})\n",
+        text(f, "repo"),
+        text(f, "asset_pattern"),
+        text(f, "channel"),
+        if f["token_set"] == true {
+            ", token set"
+        } else {
+            ""
+        }
+    );
+    t += &match (&f["last_poll_at"], f["last_error"].as_str()) {
+        (Value::Null, _) => "  not polled yet\n".to_string(),
+        (_, Some(e)) => format!("  last poll FAILED: {e}\n"),
+        (_, None) => "  last poll worked\n".to_string(),
+    };
+    for i in items(f, "imports") {
+        if i["imported"] == true {
+            t += &format!(
+                "  {} {}: imported as {}\n",
+                text(i, "tag_name"),
+                text(i, "asset_name"),
+                text(i, "release_id")
+            );
+        } else {
+            t += &format!(
+                "  {} {}: REFUSED: {}\n",
+                text(i, "tag_name"),
+                text(i, "asset_name"),
+                text(i, "reason")
+            );
+        }
+    }
+    t
+}
