@@ -896,4 +896,41 @@ mod tests {
             .0
             .contains("arduino_auth_failures_burst"));
     }
+
+    #[test]
+    fn github_settings_are_layered_and_checked() {
+        let mut s = Settings::default();
+        assert_eq!(s.github_api_url, "https://api.github.com");
+        s.apply(
+            toml::from_str("github_poll_interval_s = 60\ngithub_releases_per_poll = 5\n").unwrap(),
+            Source::File,
+        );
+        s.apply(
+            Layer::from_env(|k| {
+                (k == "OTTER_GITHUB_API_URL").then(|| "http://127.0.0.1:9/api".to_string())
+            })
+            .unwrap(),
+            Source::Env,
+        );
+        assert_eq!(
+            (s.github_poll_interval_s, s.github_releases_per_poll),
+            (60, 5)
+        );
+        assert_eq!(s.github_api_url, "http://127.0.0.1:9/api");
+        let shown = s.show(true);
+        assert!(
+            shown.contains("github_api_url = \"http://127.0.0.1:9/api\"  # environment"),
+            "{shown}"
+        );
+        assert!(s.validate().is_ok());
+        s.github_releases_per_poll = 101;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("github_releases_per_poll"));
+        s.github_releases_per_poll = 5;
+        s.github_api_url = "ftp://x".into();
+        assert!(s.validate().unwrap_err().0.contains("github_api_url"));
+    }
 }

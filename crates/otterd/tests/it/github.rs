@@ -439,3 +439,47 @@ async fn a_followed_repository_is_imported_verified_served_and_refusals_are_show
     assert_eq!(s, 204);
     assert_eq!(srv.release_count().await, 1);
 }
+
+#[tokio::test]
+async fn an_asset_larger_than_an_upload_may_be_is_refused_without_downloading_it() {
+    let gh = stand_in().await;
+    let api_base = gh.lock().unwrap().api_base.clone();
+    let srv = spawn_with(|s| {
+        s.github_api_url = api_base;
+        s.github_poll_interval_s = 1;
+        s.max_upload_bytes = 4096;
+    })
+    .await;
+    srv.product("thermo", Chip::Esp32).await;
+    add_release(
+        &gh,
+        200,
+        "v2.0.0",
+        false,
+        vec![(2001, "big.otter", vec![0u8; 64 * 1024])],
+    );
+    let (s, v) = srv
+        .call(
+            Method::PUT,
+            "/api/v1/products/thermo/github",
+            Some(&srv.admin),
+            Some(json!({"repo": REPO, "token": GH_TOKEN})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v = wait_for(&srv, "the asset looked at", |v| {
+        !v["imports"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let i = &v["imports"][0];
+    assert_eq!(i["imported"], false);
+    assert!(
+        i["reason"].as_str().unwrap().contains("max_upload_bytes"),
+        "{v}"
+    );
+    assert!(
+        gh.lock().unwrap().downloads.is_empty(),
+        "not downloaded at all"
+    );
+    assert_eq!(srv.release_count().await, 0);
+}
