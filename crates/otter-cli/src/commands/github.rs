@@ -41,7 +41,7 @@ pub fn follow(
     )?;
     o.emit(&v, || {
         format!(
-            "{product} follows github.com/{} (assets {}, channel {}{}); the server imports new releases at its next poll",
+            "{product} follows github.com/{} (assets {}, channel {}{}); the server polls it now, then every github_poll_interval_s",
             text(&v, "repo"),
             text(&v, "asset_pattern"),
             text(&v, "channel"),

@@ -114,7 +114,7 @@ async fn view(state: &AppState, product_id: i64) -> ApiResult<GithubFollow> {
 #[utoipa::path(operation_id = "products_follow_github", put, path = "/api/v1/products/{product}/github", tag = "products",
     request_body = FollowGithub,
     params(("product" = String, Path, description = "the product's name")),
-    responses((status = 200, body = GithubFollow, description = "the follow as set (it replaces any earlier one); the first poll runs at the next `github_poll_interval_s`"),
+    responses((status = 200, body = GithubFollow, description = "the follow as set (it replaces any earlier one); its first poll starts at once (unless `github_poll_interval_s` is 0)"),
         (status = 400, body = crate::error::ErrorBody, description = "a malformed repository, pattern, channel or token"),
         (status = 403, body = crate::error::ErrorBody, description = "not an admin token"),
         (status = 404, body = crate::error::ErrorBody, description = "no such product")))]
@@ -156,7 +156,17 @@ pub async fn follow(
         })
         .await?;
     tracing::info!(product = %product.name, repo = %body.repo, by = %who.name, "product follows a GitHub repository");
-    Ok(Json(view(&state, product.id).await?))
+    let answer = view(&state, product.id).await?;
+    // The first poll now, unless polling is off.
+    if state.settings.github_poll_interval_s > 0 {
+        let (state, id) = (state.clone(), product.id);
+        tokio::spawn(async move {
+            if let Err(e) = crate::services::github::poll_product(&state, id).await {
+                tracing::warn!(error = %e, "GitHub follow: the first poll failed");
+            }
+        });
+    }
+    Ok(Json(answer))
 }
 
 #[utoipa::path(operation_id = "products_show_github", get, path = "/api/v1/products/{product}/github", tag = "products",

@@ -138,6 +138,23 @@ pub async fn poll_all(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Polls one product's follow now (after it was set, so the operator does not wait for the
+/// next interval). A poll running alongside is harmless: publishing the same bundle twice
+/// changes nothing and an asset is recorded once.
+pub async fn poll_product(state: &AppState, product_id: i64) -> anyhow::Result<()> {
+    let f = state.db.get_github_follow(product_id).await?;
+    let http = client(state)?;
+    let error = poll_one(state, &http, &f).await.err();
+    if let Some(e) = &error {
+        tracing::warn!(product = %f.product, repo = %f.repo, error = %e, "GitHub follow: the poll failed; trying again at the next one");
+    }
+    state
+        .db
+        .record_github_poll(f.product_id, now(), error.as_deref())
+        .await?;
+    Ok(())
+}
+
 /// Reads a response body of at most `max` bytes.
 async fn read_bounded(resp: reqwest::Response, max: usize, what: &str) -> Result<Bytes, String> {
     if resp.content_length().is_some_and(|n| n > max as u64) {

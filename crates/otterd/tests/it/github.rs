@@ -446,7 +446,8 @@ async fn an_asset_larger_than_an_upload_may_be_is_refused_without_downloading_it
     let api_base = gh.lock().unwrap().api_base.clone();
     let srv = spawn_with(|s| {
         s.github_api_url = api_base;
-        s.github_poll_interval_s = 1;
+        // Hourly: the follow's first poll runs when it is set, not at the interval.
+        s.github_poll_interval_s = 3600;
         s.max_upload_bytes = 4096;
     })
     .await;
