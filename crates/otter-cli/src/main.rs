@@ -286,6 +286,10 @@ enum ProductCommand {
         /// repositories); the token is stored on the server and never shown again.
         #[arg(long, value_name = "VAR")]
         github_token_env: Option<String>,
+        /// The weaker mode: sign matching assets that are not release.otter bundles at import,
+        /// with the server's github_import_key_file (docs/security.md).
+        #[arg(long)]
+        sign_on_import: bool,
     },
     /// Stop importing from GitHub (imported releases stay). Admin only.
     UnfollowGithub {
@@ -676,13 +680,17 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     asset_pattern,
                     channel,
                     github_token_env,
+                    sign_on_import,
                 } => github::follow(
                     &api,
                     &product,
-                    &repo,
-                    &asset_pattern,
-                    &channel,
-                    github_token_env.as_deref(),
+                    &github::FollowArgs {
+                        repo: &repo,
+                        asset_pattern: &asset_pattern,
+                        channel: &channel,
+                        token_env: github_token_env.as_deref(),
+                        sign_on_import,
+                    },
                     o,
                 ),
                 ProductCommand::UnfollowGithub { product } => github::unfollow(&api, &product, o),

@@ -2117,6 +2117,25 @@ fn follow_github_sets_shows_and_ends_a_follow_without_echoing_the_token() {
         1,
     );
     assert!(e["message"].as_str().unwrap().contains("owner/name"), "{e}");
+    let e = s.fails(
+        &s.admin,
+        &[
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "a/b",
+            "--sign-on-import",
+        ],
+        1,
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("github_import_key_file"),
+        "{e}"
+    );
     // The refused requests changed nothing.
     let shown = s.json(&viewer, &["product", "show", "thermo"]);
     assert_eq!(shown["github"]["repo"], "acme/thermo-fw");

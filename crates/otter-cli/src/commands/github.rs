@@ -6,16 +6,17 @@ use crate::client::Api;
 use crate::error::{CliError, CliResult};
 use crate::output::{items, text, Output};
 
-pub fn follow(
-    api: &Api,
-    product: &str,
-    repo: &str,
-    asset_pattern: &str,
-    channel: &str,
-    token_env: Option<&str>,
-    o: Output,
-) -> CliResult<()> {
-    let token = match token_env {
+/// What `follow-github` sets.
+pub struct FollowArgs<'a> {
+    pub repo: &'a str,
+    pub asset_pattern: &'a str,
+    pub channel: &'a str,
+    pub token_env: Option<&'a str>,
+    pub sign_on_import: bool,
+}
+
+pub fn follow(api: &Api, product: &str, a: &FollowArgs<'_>, o: Output) -> CliResult<()> {
+    let token = match a.token_env {
         None => None,
         Some(var) => Some(
             std::env::var(var)
@@ -33,10 +34,11 @@ pub fn follow(
     let v = api.put(
         &format!("/api/v1/products/{product}/github"),
         &json!({
-            "repo": repo,
-            "asset_pattern": asset_pattern,
-            "channel": channel,
+            "repo": a.repo,
+            "asset_pattern": a.asset_pattern,
+            "channel": a.channel,
             "token": token,
+            "sign_on_import": a.sign_on_import,
         }),
     )?;
     o.emit(&v, || {

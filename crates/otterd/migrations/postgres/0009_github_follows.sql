@@ -9,6 +9,9 @@ CREATE TABLE github_follows (
     asset_pattern   TEXT    NOT NULL,
     channel         TEXT    NOT NULL,
     token           TEXT,
+    -- The weaker mode (docs/security.md): assets that are not bundles are signed at import
+    -- with the server's github_import_key_file.
+    sign_on_import  BOOLEAN NOT NULL DEFAULT FALSE,
     created_at      BIGINT NOT NULL,
     created_by      TEXT    NOT NULL,
     last_poll_at    BIGINT,

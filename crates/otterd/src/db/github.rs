@@ -21,6 +21,9 @@ pub struct GithubFollowRow {
     pub channel: String,
     /// Token for the releases API (private repositories). Never returned by the API or logged.
     pub token: Option<String>,
+    /// Assets that are not `release.otter` bundles are signed at import with the server's
+    /// `github_import_key_file` (the weaker mode, docs/security.md).
+    pub sign_on_import: bool,
     pub created_at: i64,
     pub created_by: String,
     /// When the last poll ended.
@@ -38,6 +41,7 @@ impl std::fmt::Debug for GithubFollowRow {
             .field("asset_pattern", &self.asset_pattern)
             .field("channel", &self.channel)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("sign_on_import", &self.sign_on_import)
             .field("last_poll_at", &self.last_poll_at)
             .field("last_error", &self.last_error)
             .finish()

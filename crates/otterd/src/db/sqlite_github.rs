@@ -9,7 +9,7 @@ use super::sqlite::{map_err, Sqlite};
 use super::{DbError, DbResult};
 
 const FOLLOW_COLUMNS: &str = "f.product_id, p.name AS product, f.repo, f.asset_pattern, \
-     f.channel, f.token, f.created_at, f.created_by, f.last_poll_at, f.last_error";
+     f.channel, f.token, f.sign_on_import, f.created_at, f.created_by, f.last_poll_at, f.last_error";
 
 fn follow(r: &SqliteRow) -> DbResult<GithubFollowRow> {
     Ok(GithubFollowRow {
@@ -19,6 +19,7 @@ fn follow(r: &SqliteRow) -> DbResult<GithubFollowRow> {
         asset_pattern: r.try_get("asset_pattern").map_err(map_err)?,
         channel: r.try_get("channel").map_err(map_err)?,
         token: r.try_get("token").map_err(map_err)?,
+        sign_on_import: r.try_get("sign_on_import").map_err(map_err)?,
         created_at: r.try_get("created_at").map_err(map_err)?,
         created_by: r.try_get("created_by").map_err(map_err)?,
         last_poll_at: r.try_get("last_poll_at").map_err(map_err)?,
@@ -44,11 +45,12 @@ impl GithubStore for Sqlite {
     async fn put_github_follow(&self, f: &GithubFollowRow) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO github_follows (product_id, repo, asset_pattern, channel, token, \
-             created_at, created_by, last_poll_at, last_error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL) \
+             sign_on_import, created_at, created_by, last_poll_at, last_error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL) \
              ON CONFLICT (product_id) DO UPDATE SET repo = excluded.repo, \
              asset_pattern = excluded.asset_pattern, channel = excluded.channel, \
-             token = excluded.token, created_at = excluded.created_at, \
+             token = excluded.token, sign_on_import = excluded.sign_on_import, \
+             created_at = excluded.created_at, \
              created_by = excluded.created_by, last_poll_at = NULL, last_error = NULL",
         )
         .bind(f.product_id)
@@ -56,6 +58,7 @@ impl GithubStore for Sqlite {
         .bind(&f.asset_pattern)
         .bind(&f.channel)
         .bind(&f.token)
+        .bind(f.sign_on_import)
         .bind(f.created_at)
         .bind(&f.created_by)
         .execute(self.pool())

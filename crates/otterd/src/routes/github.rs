@@ -32,6 +32,9 @@ pub struct FollowGithub {
     /// A token with read access, for a private repository (or a higher API rate limit). Stored,
     /// never shown or logged.
     pub token: Option<String>,
+    /// The weaker mode (docs/security.md): matching assets that are not `release.otter`
+    /// bundles are signed at import with the server's `github_import_key_file`. Default false.
+    pub sign_on_import: Option<bool>,
 }
 
 /// An asset the importer looked at.
@@ -56,6 +59,8 @@ pub struct GithubFollow {
     pub channel: String,
     /// Whether a token is stored (the token itself is never returned).
     pub token_set: bool,
+    /// Plain images are signed at import by the server's key (the weaker mode).
+    pub sign_on_import: bool,
     pub created_at: i64,
     pub created_by: String,
     /// When the last poll ended; `null`: not polled yet.
@@ -74,6 +79,7 @@ impl GithubFollow {
             asset_pattern: f.asset_pattern.clone(),
             channel: f.channel.clone(),
             token_set: f.token.is_some(),
+            sign_on_import: f.sign_on_import,
             created_at: f.created_at,
             created_by: f.created_by.clone(),
             last_poll_at: f.last_poll_at,
@@ -115,7 +121,7 @@ async fn view(state: &AppState, product_id: i64) -> ApiResult<GithubFollow> {
     request_body = FollowGithub,
     params(("product" = String, Path, description = "the product's name")),
     responses((status = 200, body = GithubFollow, description = "the follow as set (it replaces any earlier one); its first poll starts at once (unless `github_poll_interval_s` is 0)"),
-        (status = 400, body = crate::error::ErrorBody, description = "a malformed repository, pattern, channel or token"),
+        (status = 400, body = crate::error::ErrorBody, description = "a malformed repository, pattern, channel or token, or `sign_on_import` without `github_import_key_file`"),
         (status = 403, body = crate::error::ErrorBody, description = "not an admin token"),
         (status = 404, body = crate::error::ErrorBody, description = "no such product")))]
 pub async fn follow(
@@ -139,6 +145,12 @@ pub async fn follow(
             "the token must be at most 1000 printable ASCII characters",
         ));
     }
+    let sign_on_import = body.sign_on_import.unwrap_or(false);
+    if sign_on_import && state.settings.github_import_key_file.is_none() {
+        return Err(ApiError::bad_request(
+            "sign_on_import needs a key on the server: set github_import_key_file (docs/security.md explains why this mode is weaker)",
+        ));
+    }
     let product = load(&state, &name).await?;
     state
         .db
@@ -149,6 +161,7 @@ pub async fn follow(
             asset_pattern,
             channel,
             token,
+            sign_on_import,
             created_at: now(),
             created_by: who.name.clone(),
             last_poll_at: None,

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use otter_core::manifest::{BundleHead, BUNDLE_HEAD_LEN, MAX_ENVELOPE_LEN};
+use otter_core::keys::PrivateKey;
+use otter_core::manifest::{
+    self, BundleHead, Envelope, Manifest, BUNDLE_HEAD_LEN, MAX_ENVELOPE_LEN,
+};
 use serde::Deserialize;
 
 use crate::db::github::{GithubFollowRow, GithubImportRow};
@@ -252,7 +255,7 @@ async fn poll_one(
             {
                 continue;
             }
-            let result = import_asset(state, http, f, &product, asset).await?;
+            let result = import_asset(state, http, f, &product, &rel.tag_name, asset).await?;
             let (imported, release_id, reason) = match result {
                 Ok(id) => (true, Some(id), None),
                 Err(reason) => {
@@ -287,6 +290,7 @@ async fn import_asset(
     http: &reqwest::Client,
     f: &GithubFollowRow,
     product: &crate::db::ProductRow,
+    tag: &str,
     asset: &GhAsset,
 ) -> Result<Result<String, String>, String> {
     let max = state.settings.max_upload_bytes as usize + BUNDLE_HEAD_LEN + MAX_ENVELOPE_LEN;
@@ -318,7 +322,77 @@ async fn import_asset(
         Err(e) if e.contains("larger than") => return Ok(Err(e)),
         Err(e) => return Err(e),
     };
+    let is_bundle = bytes.len() >= BUNDLE_HEAD_LEN && {
+        let fixed: [u8; BUNDLE_HEAD_LEN] =
+            bytes[..BUNDLE_HEAD_LEN].try_into().expect("length checked");
+        BundleHead::envelope_len(&fixed).is_ok()
+    };
+    if !is_bundle && f.sign_on_import {
+        return sign_at_import(state, f, product, tag, bytes).await;
+    }
     publish_bundle(state, f, product, bytes).await
+}
+
+/// The weaker mode (docs/security.md): signs a plain firmware image with the server's
+/// `github_import_key_file` and publishes it. Its version is the image's own
+/// (`esp_app_desc_t`), else the release's tag without a leading `v`.
+async fn sign_at_import(
+    state: &AppState,
+    f: &GithubFollowRow,
+    product: &crate::db::ProductRow,
+    tag: &str,
+    image: Bytes,
+) -> Result<Result<String, String>, String> {
+    // A missing or unreadable key is the server's configuration, not the asset's fault: the
+    // asset is tried again once it is fixed.
+    let path =
+        state.settings.github_import_key_file.as_ref().ok_or(
+            "the follow signs assets at import, but the server has no github_import_key_file",
+        )?;
+    let pem = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read github_import_key_file {}: {e}", path.display()))?;
+    let key = PrivateKey::from_pem(&pem)
+        .map_err(|e| format!("github_import_key_file {}: {e}", path.display()))?;
+    let info = match otter_core::image::parse(&image) {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(format!("not a valid firmware image: {e}"))),
+    };
+    let version = info
+        .app
+        .as_ref()
+        .map(|a| a.version.clone())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| tag.strip_prefix(['v', 'V']).unwrap_or(tag).to_string());
+    if let Err(e) = manifest::check_version(&version) {
+        return Ok(Err(format!(
+            "version {version:?} (from the image or the tag): {e}"
+        )));
+    }
+    let Some(size) = u32::try_from(image.len())
+        .ok()
+        .filter(|s| *s <= manifest::MAX_IMAGE_SIZE)
+    else {
+        return Ok(Err("the image is larger than a release may be".into()));
+    };
+    let m = Manifest {
+        product: product.name.clone(),
+        chip: info.chip,
+        version,
+        security_counter: 0,
+        image_size: size,
+        image_sha256: info.sha256,
+        created_at: now().max(0) as u64,
+        expires_at: None,
+        delta_base_sha256: None,
+    };
+    let envelope = match Envelope::sign(&m, &[&key]) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(format!("cannot sign: {e}"))),
+    };
+    let envelope_bytes = envelope.encode();
+    let by = format!("github:{} (signed at import)", f.repo);
+    publish_envelope(state, f, product, &envelope, envelope_bytes, image, &by).await
 }
 
 /// Publishes a downloaded `release.otter` bundle as an upload would be.
@@ -348,34 +422,57 @@ async fn publish_bundle(
         Ok(h) => h,
         Err(e) => return not_bundle(e.to_string()),
     };
+    let envelope_bytes = bytes[BUNDLE_HEAD_LEN..head.head_len].to_vec();
+    let image = bytes.slice(head.head_len..);
+    let by = format!("github:{}", f.repo);
+    publish_envelope(
+        state,
+        f,
+        product,
+        &head.envelope,
+        envelope_bytes,
+        image,
+        &by,
+    )
+    .await
+}
+
+/// Publishes a signed envelope and its image exactly as an upload: [`release::prepare`], then
+/// [`release::publish`]. Refusals are `Ok(Err(reason))`; storage failures `Err`.
+async fn publish_envelope(
+    state: &AppState,
+    f: &GithubFollowRow,
+    product: &crate::db::ProductRow,
+    envelope: &Envelope,
+    envelope_bytes: Vec<u8>,
+    image: Bytes,
+    published_by: &str,
+) -> Result<Result<String, String>, String> {
     let refused = |e: PublishError| -> Result<Result<String, String>, String> {
         match e {
-            PublishError::Refused(m) | PublishError::TooLarge(m) | PublishError::Conflict(m) => {
-                Ok(Err(m))
-            }
-            PublishError::Unreadable(m) => Ok(Err(m)),
+            PublishError::Refused(m)
+            | PublishError::TooLarge(m)
+            | PublishError::Conflict(m)
+            | PublishError::Unreadable(m) => Ok(Err(m)),
             PublishError::Db(e) => Err(e.to_string()),
             PublishError::Storage(e) => Err(e.to_string()),
         }
     };
-    let prepared = match release::prepare(state, product, &f.channel, &head.envelope, false).await {
+    let prepared = match release::prepare(state, product, &f.channel, envelope, false).await {
         Ok(p) => p,
         Err(e) => return refused(e),
     };
-    let envelope_bytes = bytes[BUNDLE_HEAD_LEN..head.head_len].to_vec();
-    let image = bytes.slice(head.head_len..);
-    let published_by = format!("github:{}", f.repo);
     let publication = release::Publication {
         product,
         channel: &f.channel,
-        envelope: &head.envelope,
+        envelope,
         envelope_bytes,
-        published_by: &published_by,
+        published_by,
     };
     let stream = futures::stream::iter([Ok::<Bytes, std::io::Error>(image)]);
     match release::publish(state, publication, prepared, stream).await {
         Ok(Outcome::Published(row)) => {
-            tracing::info!(product = %f.product, repo = %f.repo, release = %row.id, version = %row.version, "GitHub follow: release imported");
+            tracing::info!(product = %f.product, repo = %f.repo, release = %row.id, version = %row.version, by = %published_by, "GitHub follow: release imported");
             Ok(Ok(row.id))
         }
         Ok(Outcome::Existing(row)) => Ok(Ok(row.id)),

@@ -292,6 +292,18 @@ async fn a_followed_repository_is_imported_verified_served_and_refusals_are_show
         )
         .await;
     assert_eq!(s, 400, "{v}");
+    let (s, v) = srv
+        .call(
+            Method::PUT,
+            "/api/v1/products/thermo/github",
+            Some(&srv.admin),
+            Some(json!({"repo": REPO, "sign_on_import": true})),
+        )
+        .await;
+    assert_eq!(
+        s, 400,
+        "signing at import needs github_import_key_file: {v}"
+    );
     let (s, _) = srv
         .call(
             Method::GET,
@@ -483,4 +495,86 @@ async fn an_asset_larger_than_an_upload_may_be_is_refused_without_downloading_it
         "not downloaded at all"
     );
     assert_eq!(srv.release_count().await, 0);
+}
+
+#[tokio::test]
+async fn the_weaker_mode_signs_plain_images_at_import_with_the_servers_key() {
+    let gh = stand_in().await;
+    let api_base = gh.lock().unwrap().api_base.clone();
+    let keys = tempfile::TempDir::new().unwrap();
+    let server_key = otter_core::keys::PrivateKey::generate();
+    let key_file = keys.path().join("import.key");
+    std::fs::write(&key_file, server_key.to_pem()).unwrap();
+    let srv = spawn_with(|s| {
+        s.github_api_url = api_base;
+        s.github_poll_interval_s = 3600;
+        s.github_import_key_file = Some(key_file);
+    })
+    .await;
+    srv.product("thermo", Chip::Esp32).await;
+    // The operator registers the server's key with the product: without it nothing verifies.
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/api/v1/products/thermo/keys",
+            Some(&srv.admin),
+            Some(json!({"public_key_pem": server_key.public_key().to_pem(), "name": "github-import"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let img = image(Chip::Esp32, "1.4.0", 41);
+    add_release(
+        &gh,
+        300,
+        "v1.4.0",
+        false,
+        vec![
+            (3001, "thermo.bin", img.clone()),
+            (3002, "notes.bin", b"not firmware".to_vec()),
+        ],
+    );
+    let (s, v) = srv
+        .call(
+            Method::PUT,
+            "/api/v1/products/thermo/github",
+            Some(&srv.admin),
+            Some(json!({"repo": REPO, "token": GH_TOKEN, "asset_pattern": "*.bin", "sign_on_import": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["sign_on_import"], true);
+    let v = wait_for(&srv, "both assets looked at", |v| {
+        v["imports"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let imports = v["imports"].as_array().unwrap();
+    let good = imports.iter().find(|i| i["asset_id"] == 3001).unwrap();
+    assert_eq!(good["imported"], true, "{v}");
+    let bad = imports.iter().find(|i| i["asset_id"] == 3002).unwrap();
+    assert_eq!(bad["imported"], false, "{v}");
+    assert!(
+        bad["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid firmware image"),
+        "{v}"
+    );
+    let (s, r) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/releases/{}", good["release_id"].as_str().unwrap()),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["version"], "1.4.0");
+    assert_eq!(r["size"], img.len());
+    assert!(
+        r["published_by"]
+            .as_str()
+            .unwrap()
+            .contains("signed at import"),
+        "{r}"
+    );
 }
