@@ -95,7 +95,6 @@ pub struct Settings {
     pub github_timeout_s: u64,
     /// Newest releases of a repository looked at in one poll (1 to 100).
     pub github_releases_per_poll: u32,
-
     /// A release private key (PKCS#8 PEM) for follows with `sign_on_import`: assets that are
     /// not bundles are signed with it at import (the weaker mode, docs/security.md).
     pub github_import_key_file: Option<PathBuf>,
@@ -140,7 +139,6 @@ impl Default for Settings {
             github_poll_interval_s: 600,
             github_timeout_s: 120,
             github_releases_per_poll: 10,
-
             github_import_key_file: None,
             // --- end of github releases ---
             sources: BTreeMap::new(),
@@ -230,7 +228,6 @@ pub struct Layer {
     pub github_poll_interval_s: Option<u64>,
     pub github_timeout_s: Option<u64>,
     pub github_releases_per_poll: Option<u32>,
-
     pub github_import_key_file: Option<PathBuf>,
     // --- end of github releases ---
 }
@@ -329,7 +326,6 @@ impl Layer {
                 "github_releases_per_poll",
                 g("github_releases_per_poll"),
             )?,
-
             github_import_key_file: g("github_import_key_file").map(PathBuf::from),
             // --- end of github releases ---
         })
@@ -395,7 +391,6 @@ impl Settings {
         set!(github_poll_interval_s);
         set!(github_timeout_s);
         set!(github_releases_per_poll);
-
         if let Some(v) = layer.github_import_key_file {
             self.github_import_key_file = Some(v);
             self.sources.insert("github_import_key_file", source);
