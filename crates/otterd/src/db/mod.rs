@@ -5,9 +5,11 @@
 //! (which release a device should get) live in the handlers, written once over the trait.
 
 pub mod fleet;
+pub mod github;
 pub mod rollouts;
 pub mod sqlite;
 mod sqlite_fleet;
+mod sqlite_github;
 mod sqlite_rollouts;
 
 use async_trait::async_trait;
@@ -240,7 +242,9 @@ pub struct AuditFilter {
 
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
-pub trait Database: fleet::FleetStore + rollouts::RolloutStore + Send + Sync + 'static {
+pub trait Database:
+    fleet::FleetStore + rollouts::RolloutStore + github::GithubStore + Send + Sync + 'static
+{
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;
 

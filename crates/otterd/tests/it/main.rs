@@ -12,6 +12,7 @@ mod crash;
 mod device;
 mod edge;
 mod fleet;
+mod github;
 mod hygiene;
 mod limits;
 mod openapi;
