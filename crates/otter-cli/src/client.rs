@@ -72,6 +72,10 @@ impl Api {
         self.json(Method::PATCH, path, Some(body))
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> CliResult<Value> {
+        self.json(Method::PUT, path, Some(body))
+    }
+
     pub fn delete(&self, path: &str) -> CliResult<Value> {
         self.json(Method::DELETE, path, None)
     }

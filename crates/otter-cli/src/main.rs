@@ -17,8 +17,8 @@ use clap::{Args, Parser, Subcommand};
 use client::Api;
 use commands::signing::ManifestArgs;
 use commands::{
-    audit, dev, device, group, image_signing, inspect, keys, product, release, rollout, signing,
-    token,
+    audit, dev, device, github, group, image_signing, inspect, keys, product, release, rollout,
+    signing, token,
 };
 use error::CliResult;
 use output::Output;
@@ -272,6 +272,35 @@ enum ProductCommand {
     /// Release public keys of a product.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Import the product's releases from a GitHub repository's releases: each new asset
+    /// matching the pattern must be a release.otter bundle signed by one of the product's keys
+    /// (docs/arduino.md). Replaces an earlier follow. Admin only.
+    FollowGithub {
+        /// The product's name.
+        product: String,
+        /// The repository, owner/name.
+        #[arg(long, value_name = "OWNER/NAME")]
+        repo: String,
+        /// Glob over asset names (`*`, `?`).
+        #[arg(long, value_name = "GLOB", default_value = "*.otter")]
+        asset_pattern: String,
+        /// Channel the imported releases are published to.
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Name of an environment variable holding a GitHub token with read access (private
+        /// repositories); the token is stored on the server and never shown again.
+        #[arg(long, value_name = "VAR")]
+        github_token_env: Option<String>,
+        /// The weaker mode: sign matching assets that are not release.otter bundles at import,
+        /// with the server's github_import_key_file (docs/security.md).
+        #[arg(long)]
+        sign_on_import: bool,
+    },
+    /// Stop importing from GitHub (imported releases stay). Admin only.
+    UnfollowGithub {
+        /// The product's name.
+        product: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -773,6 +802,26 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 ProductCommand::Key(KeyCommand::Remove { product, key_id }) => {
                     product::remove_key(&api, &product, &key_id, o)
                 }
+                ProductCommand::FollowGithub {
+                    product,
+                    repo,
+                    asset_pattern,
+                    channel,
+                    github_token_env,
+                    sign_on_import,
+                } => github::follow(
+                    &api,
+                    &product,
+                    &github::FollowArgs {
+                        repo: &repo,
+                        asset_pattern: &asset_pattern,
+                        channel: &channel,
+                        token_env: github_token_env.as_deref(),
+                        sign_on_import,
+                    },
+                    o,
+                ),
+                ProductCommand::UnfollowGithub { product } => github::unfollow(&api, &product, o),
             }
         }
         Command::Token(Online { server, command }) => {

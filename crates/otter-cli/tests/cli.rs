@@ -47,6 +47,8 @@ fn start_server() -> Server {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("RUST_LOG", "warn")
+        // Followed GitHub repositories are polled here, never on the internet (nothing listens).
+        .env("OTTER_GITHUB_API_URL", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -1838,6 +1840,18 @@ fn every_command_prints_one_json_document_with_json() {
     run(&admin, &["rollout", "resume", &rollout]);
     run(&admin, &["rollout", "abort", &rollout]);
 
+    run(
+        &admin,
+        &[
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "acme/thermo-fw",
+        ],
+    );
+    run(&admin, &["product", "unfollow-github", "thermo"]);
+
     let mut leaves = Vec::new();
     leaf_commands(&mut Vec::new(), &mut leaves);
     let missing: Vec<&String> = leaves
@@ -2208,4 +2222,120 @@ fn rollout_create_show_pause_resume_abort() {
         1,
     );
     assert!(e["message"].as_str().unwrap().contains("increase"), "{e}");
+}
+
+/// Issue 13: `otter product follow-github` stores the follow (the token from an environment
+/// variable, never printed), `product show` shows it, and refusals are clear.
+#[test]
+fn follow_github_sets_shows_and_ends_a_follow_without_echoing_the_token() {
+    let s = start_server();
+    product_with_key(&s);
+    let token = "ghp_cliTestToken987654321";
+    let out = s
+        .otter(&s.admin)
+        .args([
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "acme/thermo-fw",
+            "--asset-pattern",
+            "thermo-*.otter",
+            "--channel",
+            "beta",
+            "--github-token-env",
+            "GH_READ_TOKEN",
+        ])
+        .env("GH_READ_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("acme/thermo-fw"), "{stdout}");
+    assert!(!stdout.contains(token) && !String::from_utf8_lossy(&out.stderr).contains(token));
+
+    let shown = s.json(&s.admin, &["product", "show", "thermo"]);
+    assert_eq!(shown["github"]["repo"], "acme/thermo-fw");
+    assert_eq!(shown["github"]["asset_pattern"], "thermo-*.otter");
+    assert_eq!(shown["github"]["channel"], "beta");
+    assert_eq!(shown["github"]["token_set"], true);
+    assert!(!shown.to_string().contains(token));
+    let human = s
+        .otter(&s.admin)
+        .args(["product", "show", "thermo"])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("GitHub: follows acme/thermo-fw"), "{human}");
+    // The first poll starts at once and fails (nothing answers at github_api_url here).
+    assert!(
+        human.contains("not polled yet")
+            || human.contains("last poll FAILED: listing the releases"),
+        "{human}"
+    );
+
+    // A missing variable is a usage error; a viewer may not; a bad repository is refused.
+    let e = s.fails(
+        &s.admin,
+        &[
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "a/b",
+            "--github-token-env",
+            "NO_SUCH_VAR_13",
+        ],
+        2,
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("NO_SUCH_VAR_13"),
+        "{e}"
+    );
+    let viewer = s.json(&s.admin, &["token", "create", "--role", "viewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fails(
+        &viewer,
+        &["product", "follow-github", "thermo", "--repo", "a/b"],
+        4,
+    );
+    let e = s.fails(
+        &s.admin,
+        &["product", "follow-github", "thermo", "--repo", "no-slash"],
+        1,
+    );
+    assert!(e["message"].as_str().unwrap().contains("owner/name"), "{e}");
+    let e = s.fails(
+        &s.admin,
+        &[
+            "product",
+            "follow-github",
+            "thermo",
+            "--repo",
+            "a/b",
+            "--sign-on-import",
+        ],
+        1,
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("github_import_key_file"),
+        "{e}"
+    );
+    // The refused requests changed nothing.
+    let shown = s.json(&viewer, &["product", "show", "thermo"]);
+    assert_eq!(shown["github"]["repo"], "acme/thermo-fw");
+
+    s.json(&s.admin, &["product", "unfollow-github", "thermo"]);
+    let shown = s.json(&s.admin, &["product", "show", "thermo"]);
+    assert!(shown["github"].is_null(), "{shown}");
+    s.fails(&s.admin, &["product", "unfollow-github", "thermo"], 1);
 }

@@ -321,6 +321,30 @@ pub const ACTIONS: &[Action] = &[
             ("members", Answer("/members")),
         ],
     ),
+    read(
+        "GET",
+        "/api/v1/products/{product}/github",
+        "product.github_show",
+        Some(Param("product")),
+    ),
+    change(
+        "PUT",
+        "/api/v1/products/{product}/github",
+        "product.github_follow",
+        Some(Param("product")),
+        &[
+            ("repo", Answer("/repo")),
+            ("channel", Answer("/channel")),
+            ("sign_on_import", Answer("/sign_on_import")),
+        ],
+    ),
+    change(
+        "DELETE",
+        "/api/v1/products/{product}/github",
+        "product.github_unfollow",
+        Some(Param("product")),
+        &[],
+    ),
     read("GET", "/api/v1/rollouts", "rollout.list", None),
     change(
         "POST",

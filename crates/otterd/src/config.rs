@@ -119,6 +119,26 @@ pub struct Settings {
     /// Seconds a presigned download URL stays valid.
     pub download_presign_ttl_s: u64,
     // --- end of blob store and downloads ---
+    // --- Arduino clients (issue 13) ---
+    /// Failed HTTP Basic attempts on `/arduino/v1` a minute, sustained, per product and per
+    /// client address (0: no limit). Beyond it `429` with `Retry-After`, the secret unchecked.
+    pub arduino_auth_failures_per_minute: u32,
+    /// Failed attempts allowed at once before the per-minute rate applies.
+    pub arduino_auth_failures_burst: u32,
+    // --- end of arduino clients ---
+    // --- GitHub Releases as a source (issue 13) ---
+    /// Base URL of the GitHub REST API (GitHub Enterprise: `https://HOST/api/v3`).
+    pub github_api_url: String,
+    /// Seconds between polls of the followed repositories' releases (0: never poll).
+    pub github_poll_interval_s: u64,
+    /// Seconds one request to GitHub (the release list, or one asset's download) may take.
+    pub github_timeout_s: u64,
+    /// Newest releases of a repository looked at in one poll (1 to 100).
+    pub github_releases_per_poll: u32,
+    /// A release private key (PKCS#8 PEM) for follows with `sign_on_import`: assets that are
+    /// not bundles are signed with it at import (the weaker mode, docs/security.md).
+    pub github_import_key_file: Option<PathBuf>,
+    // --- end of github releases ---
     /// Where each value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -168,6 +188,17 @@ impl Default for Settings {
             download_redirect: "off".into(),
             download_presign_ttl_s: 3600,
             // --- end of blob store and downloads ---
+            // --- Arduino clients (issue 13) ---
+            arduino_auth_failures_per_minute: 10,
+            arduino_auth_failures_burst: 10,
+            // --- end of arduino clients ---
+            // --- GitHub Releases as a source (issue 13) ---
+            github_api_url: "https://api.github.com".into(),
+            github_poll_interval_s: 600,
+            github_timeout_s: 120,
+            github_releases_per_poll: 10,
+            github_import_key_file: None,
+            // --- end of github releases ---
             sources: BTreeMap::new(),
         };
         for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
@@ -219,6 +250,17 @@ const KEYS: &[&str] = &[
     "download_redirect",
     "download_presign_ttl_s",
     // --- end of blob store and downloads ---
+    // --- Arduino clients (issue 13) ---
+    "arduino_auth_failures_per_minute",
+    "arduino_auth_failures_burst",
+    // --- end of arduino clients ---
+    // --- GitHub Releases as a source (issue 13) ---
+    "github_api_url",
+    "github_poll_interval_s",
+    "github_timeout_s",
+    "github_releases_per_poll",
+    "github_import_key_file",
+    // --- end of github releases ---
 ];
 
 /// The config file's shape (TOML); unknown keys are refused.
@@ -271,6 +313,17 @@ pub struct Layer {
     pub download_redirect: Option<String>,
     pub download_presign_ttl_s: Option<u64>,
     // --- end of blob store and downloads ---
+    // --- Arduino clients (issue 13) ---
+    pub arduino_auth_failures_per_minute: Option<u32>,
+    pub arduino_auth_failures_burst: Option<u32>,
+    // --- end of arduino clients ---
+    // --- GitHub Releases as a source (issue 13) ---
+    pub github_api_url: Option<String>,
+    pub github_poll_interval_s: Option<u64>,
+    pub github_timeout_s: Option<u64>,
+    pub github_releases_per_poll: Option<u32>,
+    pub github_import_key_file: Option<PathBuf>,
+    // --- end of github releases ---
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -392,6 +445,26 @@ impl Layer {
             download_redirect: g("download_redirect"),
             download_presign_ttl_s: parse("download_presign_ttl_s", g("download_presign_ttl_s"))?,
             // --- end of blob store and downloads ---
+            // --- Arduino clients (issue 13) ---
+            arduino_auth_failures_per_minute: parse(
+                "arduino_auth_failures_per_minute",
+                g("arduino_auth_failures_per_minute"),
+            )?,
+            arduino_auth_failures_burst: parse(
+                "arduino_auth_failures_burst",
+                g("arduino_auth_failures_burst"),
+            )?,
+            // --- end of arduino clients ---
+            // --- GitHub Releases as a source (issue 13) ---
+            github_api_url: g("github_api_url"),
+            github_poll_interval_s: parse("github_poll_interval_s", g("github_poll_interval_s"))?,
+            github_timeout_s: parse("github_timeout_s", g("github_timeout_s"))?,
+            github_releases_per_poll: parse(
+                "github_releases_per_poll",
+                g("github_releases_per_poll"),
+            )?,
+            github_import_key_file: g("github_import_key_file").map(PathBuf::from),
+            // --- end of github releases ---
         })
     }
 }
@@ -472,6 +545,20 @@ impl Settings {
         set!(download_redirect);
         set!(download_presign_ttl_s);
         // --- end of blob store and downloads ---
+        // --- Arduino clients (issue 13) ---
+        set!(arduino_auth_failures_per_minute);
+        set!(arduino_auth_failures_burst);
+        // --- end of arduino clients ---
+        // --- GitHub Releases as a source (issue 13) ---
+        set!(github_api_url);
+        set!(github_poll_interval_s);
+        set!(github_timeout_s);
+        set!(github_releases_per_poll);
+        if let Some(v) = layer.github_import_key_file {
+            self.github_import_key_file = Some(v);
+            self.sources.insert("github_import_key_file", source);
+        }
+        // --- end of github releases ---
     }
 
     /// Checks values that parse but make no sense.
@@ -595,6 +682,27 @@ impl Settings {
             );
         }
         // --- end of blob store and downloads ---
+        // --- Arduino clients (issue 13) ---
+        if self.arduino_auth_failures_per_minute > 0 && self.arduino_auth_failures_burst == 0 {
+            return bad(
+                "arduino_auth_failures_burst",
+                "must be at least 1 while arduino_auth_failures_per_minute limits failures",
+            );
+        }
+        // --- end of arduino clients ---
+        // --- GitHub Releases as a source (issue 13) ---
+        if !(self.github_api_url.starts_with("https://")
+            || self.github_api_url.starts_with("http://"))
+        {
+            return bad("github_api_url", "must be an http:// or https:// URL");
+        }
+        if self.github_timeout_s == 0 {
+            return bad("github_timeout_s", "must be at least 1");
+        }
+        if !(1..=100).contains(&self.github_releases_per_poll) {
+            return bad("github_releases_per_poll", "must be from 1 to 100");
+        }
+        // --- end of github releases ---
         Ok(())
     }
 
@@ -698,6 +806,38 @@ impl Settings {
                 self.download_presign_ttl_s.to_string(),
             ),
             // --- end of blob store and downloads ---
+            // --- Arduino clients (issue 13) ---
+            (
+                "arduino_auth_failures_per_minute",
+                self.arduino_auth_failures_per_minute.to_string(),
+            ),
+            (
+                "arduino_auth_failures_burst",
+                self.arduino_auth_failures_burst.to_string(),
+            ),
+            // --- end of arduino clients ---
+            // --- GitHub Releases as a source (issue 13) ---
+            ("github_api_url", format!("{:?}", self.github_api_url)),
+            (
+                "github_poll_interval_s",
+                self.github_poll_interval_s.to_string(),
+            ),
+            ("github_timeout_s", self.github_timeout_s.to_string()),
+            (
+                "github_releases_per_poll",
+                self.github_releases_per_poll.to_string(),
+            ),
+            (
+                "github_import_key_file",
+                format!(
+                    "{:?}",
+                    self.github_import_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            ),
+            // --- end of github releases ---
         ];
         let mut out = String::new();
         for (k, v) in values.into_iter().chain(self.limits.values()) {
@@ -1231,5 +1371,78 @@ mod tests {
             ..Settings::default()
         };
         assert!(half.validate().is_err());
+    }
+
+    #[test]
+    fn arduino_auth_throttle_is_a_layered_setting() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (
+                s.arduino_auth_failures_per_minute,
+                s.arduino_auth_failures_burst
+            ),
+            (10, 10)
+        );
+        s.apply(
+            toml::from_str("arduino_auth_failures_per_minute = 3\n").unwrap(),
+            Source::File,
+        );
+        s.apply(
+            Layer::from_env(|k| {
+                (k == "OTTER_ARDUINO_AUTH_FAILURES_BURST").then(|| "5".to_string())
+            })
+            .unwrap(),
+            Source::Env,
+        );
+        assert_eq!(s.arduino_auth_failures_per_minute, 3);
+        assert_eq!(s.arduino_auth_failures_burst, 5);
+        let shown = s.show(true);
+        assert!(
+            shown.contains("arduino_auth_failures_per_minute = 3  # config file"),
+            "{shown}"
+        );
+        s.arduino_auth_failures_burst = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("arduino_auth_failures_burst"));
+    }
+
+    #[test]
+    fn github_settings_are_layered_and_checked() {
+        let mut s = Settings::default();
+        assert_eq!(s.github_api_url, "https://api.github.com");
+        s.apply(
+            toml::from_str("github_poll_interval_s = 60\ngithub_releases_per_poll = 5\n").unwrap(),
+            Source::File,
+        );
+        s.apply(
+            Layer::from_env(|k| {
+                (k == "OTTER_GITHUB_API_URL").then(|| "http://127.0.0.1:9/api".to_string())
+            })
+            .unwrap(),
+            Source::Env,
+        );
+        assert_eq!(
+            (s.github_poll_interval_s, s.github_releases_per_poll),
+            (60, 5)
+        );
+        assert_eq!(s.github_api_url, "http://127.0.0.1:9/api");
+        let shown = s.show(true);
+        assert!(
+            shown.contains("github_api_url = \"http://127.0.0.1:9/api\"  # environment"),
+            "{shown}"
+        );
+        assert!(s.validate().is_ok());
+        s.github_releases_per_poll = 101;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("github_releases_per_poll"));
+        s.github_releases_per_poll = 5;
+        s.github_api_url = "ftp://x".into();
+        assert!(s.validate().unwrap_err().0.contains("github_api_url"));
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod arduino;
+pub mod arduino_fota;
 pub mod audit;
 pub mod auth;
 pub mod blob;
@@ -54,6 +55,9 @@ pub struct AppState {
     pub limiters: Arc<ratelimit::Limiters>,
     /// Image downloads in progress (issue 8, item 17).
     pub downloads: download_limit::Downloads,
+    /// MD5 (hex) of stored images by their SHA-256, for Arduino clients' `x-MD5`: images are
+    /// content-addressed, so an entry never changes. One per server, not per process.
+    pub image_md5s: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// Unix seconds now.
@@ -90,6 +94,7 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         metrics: telemetry::Metrics::install(),
         limiters: Arc::default(),
         downloads,
+        image_md5s: Arc::default(),
     })
 }
 
@@ -204,8 +209,8 @@ pub async fn launch_with_listener(
 }
 
 /// The background jobs of this server ([`workers`]): the blob collector (issue 8, item 12), the
-/// rollout worker (issue 9), both under a database lease, and the database log checkpoint
-/// (item 14). All run at start and stop with `stop`.
+/// rollout worker (issue 9) and the GitHub release import (issue 13), each under a database
+/// lease, and the database log checkpoint (item 14). All run at start and stop with `stop`.
 fn start_workers(
     state: &AppState,
     stop: &tokio::sync::watch::Receiver<bool>,
@@ -217,7 +222,9 @@ fn start_workers(
     // database, each leased job runs on one of them.
     let holder = workers::instance_name(&state.settings.data_dir);
     let rollout_db = state.db.clone();
-    vec![
+    let github_state = state.clone();
+    let github_every = state.settings.github_poll_interval_s;
+    let mut jobs = vec![
         workers::spawn_leased(
             "blob collector",
             (gc_every > 0).then(|| Duration::from_secs(gc_every)),
@@ -233,7 +240,7 @@ fn start_workers(
             "rollout worker",
             Some(Duration::from_secs(state.settings.rollout_eval_interval_s)),
             state.db.clone(),
-            holder,
+            holder.clone(),
             stop.clone(),
             move || {
                 let db = rollout_db.clone();
@@ -256,5 +263,21 @@ fn start_workers(
                 async move { Ok(db.checkpoint().await?) }
             },
         ),
-    ]
+    ];
+    // GitHub Releases as a source (issue 13): only when polling is on; leased like the jobs
+    // above, so with several instances one of them imports.
+    if github_every > 0 {
+        jobs.push(workers::spawn_leased(
+            "GitHub release import",
+            Some(Duration::from_secs(github_every)),
+            state.db.clone(),
+            holder,
+            stop.clone(),
+            move || {
+                let state = github_state.clone();
+                async move { services::github::poll_all(&state).await }
+            },
+        ));
+    }
+    jobs
 }

@@ -37,6 +37,30 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
         self.take_at(key, per_minute, burst, Instant::now())
     }
 
+    /// Whether `key`'s bucket holds a token, without taking it (so failures alone can be
+    /// counted: [`Buckets::take`] after a failure, `peek` before each attempt).
+    pub fn peek(&self, key: &K, per_minute: u32, burst: u32) -> Result<(), u64> {
+        self.peek_at(key, per_minute, burst, Instant::now())
+    }
+
+    fn peek_at(&self, key: &K, per_minute: u32, burst: u32, now: Instant) -> Result<(), u64> {
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let rate = per_minute as f64 / 60.0;
+        let burst = burst.max(1) as f64;
+        let map = self.inner.lock().expect("no panic while holding the lock");
+        let Some(b) = map.get(key) else {
+            return Ok(());
+        };
+        let tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
     fn take_at(&self, key: &K, per_minute: u32, burst: u32, now: Instant) -> Result<(), u64> {
         if per_minute == 0 {
             return Ok(());
@@ -69,6 +93,8 @@ pub struct Limiters {
     pub reports: Buckets<String>,
     /// New enrolments, by product id.
     pub enrollments: Buckets<i64>,
+    /// Failed HTTP Basic attempts on `/arduino/v1`, by `product:NAME` and by `addr:IP`.
+    pub arduino_auth_failures: Buckets<String>,
     /// Held from counting a capped product's devices to inserting the new one, so concurrent
     /// enrolments cannot overshoot the cap.
     pub new_devices: tokio::sync::Mutex<()>,
@@ -103,5 +129,19 @@ mod tests {
         assert_eq!(b.take_at(&1, 60, 3, t0 + Duration::from_secs(1)), Ok(()));
         assert_eq!(b.take_at(&1, 6, 3, t0 + Duration::from_secs(1)), Err(10));
         assert_eq!(b.take_at(&1, 0, 3, t0), Ok(()), "0 is no limit");
+    }
+
+    #[test]
+    fn peek_takes_nothing() {
+        let b = Buckets::<u8>::default();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(b.peek_at(&1, 60, 2, t0), Ok(()), "an unknown key is full");
+        }
+        assert_eq!(b.take_at(&1, 60, 2, t0), Ok(()));
+        assert_eq!(b.peek_at(&1, 60, 2, t0), Ok(()));
+        assert_eq!(b.take_at(&1, 60, 2, t0), Ok(()));
+        assert_eq!(b.peek_at(&1, 60, 2, t0), Err(1));
+        assert_eq!(b.peek_at(&1, 60, 2, t0 + Duration::from_secs(1)), Ok(()));
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod dev;
 pub mod device;
+pub mod github;
 pub mod group;
 pub mod image_signing;
 pub mod inspect;

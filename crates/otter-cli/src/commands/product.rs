@@ -85,7 +85,13 @@ pub fn list(api: &Api, limit: Option<usize>, o: Output) -> CliResult<()> {
 }
 
 pub fn show(api: &Api, name: &str, o: Output) -> CliResult<()> {
-    let p = api.get(&format!("/api/v1/products/{name}"))?;
+    let mut p = api.get(&format!("/api/v1/products/{name}"))?;
+    // The GitHub follow, when there is one (a 404 is "follows nothing").
+    match api.get(&format!("/api/v1/products/{name}/github")) {
+        Ok(f) => p["github"] = f,
+        Err(e) if e.code == "not_found" => {}
+        Err(e) => return Err(e),
+    }
     o.emit(&p, || {
         let mut t = format!(
             "{} ({})\n{}\nrelease keys:\n",
@@ -97,6 +103,9 @@ pub fn show(api: &Api, name: &str, o: Output) -> CliResult<()> {
             t += &format!("  {}  {}\n", text(k, "key_id"), text(k, "name"));
         }
         t += &enrolment_bounds(&p);
+        if !p["github"].is_null() {
+            t += &super::github::describe(&p["github"]);
+        }
         t
     });
     Ok(())

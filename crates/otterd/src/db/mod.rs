@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod fleet;
+pub mod github;
 pub mod postgres;
 pub mod rollouts;
 mod serial;
@@ -243,7 +244,9 @@ pub struct AuditFilter {
 
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
-pub trait Database: fleet::FleetStore + rollouts::RolloutStore + Send + Sync + 'static {
+pub trait Database:
+    fleet::FleetStore + rollouts::RolloutStore + github::GithubStore + Send + Sync + 'static
+{
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;
 

@@ -144,6 +144,9 @@ mod audit;
 #[path = "fleet_sql.rs"]
 mod fleet_store;
 #[allow(clippy::duplicate_mod)]
+#[path = "github_sql.rs"]
+mod github_store;
+#[allow(clippy::duplicate_mod)]
 #[path = "rollouts_sql.rs"]
 mod rollout_store;
 #[allow(clippy::duplicate_mod)]

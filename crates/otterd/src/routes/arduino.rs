@@ -4,13 +4,13 @@
 //! understand: `304` up to date, `200` with the exact `Content-Length` and `x-MD5` (ESP32 also
 //! `x-SHA256`), `401`/`403` refusals; never a redirect; always `Connection: close`.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
 use axum::body::Body;
-use axum::extract::{Path, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
@@ -24,14 +24,15 @@ use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::rate_limited;
 use crate::{now, AppState};
 
 /// The channel of an auto-registered device (an admin moves it with `otter device update`).
-const DEFAULT_CHANNEL: &str = "stable";
+pub(crate) const DEFAULT_CHANNEL: &str = "stable";
 
 /// Seconds a client refused for load is asked to wait (ESP8266 and ESP32 treat `429` as a failed
 /// update and try again at their next poll).
-const RETRY_AFTER_S: u64 = 5;
+pub(crate) const RETRY_AFTER_S: u64 = 5;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -52,13 +53,38 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The product, when the password is its enrolment secret; an unknown product and a wrong
-/// secret get the same `401`, so product names do not leak.
-async fn authenticate(
+/// secret get the same `401`, so product names do not leak. Failed attempts are counted per
+/// product name and per client address (`arduino_auth_failures_per_minute`): over the limit
+/// the answer is `429` with `Retry-After`, and the secret is not even checked.
+pub(crate) async fn authenticate(
     state: &AppState,
     product: &str,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> ApiResult<ProductRow> {
+    let (rate, burst) = (
+        state.settings.arduino_auth_failures_per_minute,
+        state.settings.arduino_auth_failures_burst,
+    );
+    let failures = &state.limiters.arduino_auth_failures;
+    let mut keys = vec![format!("product:{product}")];
+    if let Some(ip) = client {
+        keys.push(format!("addr:{ip}"));
+    }
+    for key in &keys {
+        if let Err(wait) = failures.peek(key, rate, burst) {
+            metrics::counter!("otter_arduino_auth_throttled_total").increment(1);
+            tracing::warn!(key = %key, "arduino client throttled: too many failed credentials");
+            return Err(rate_limited(
+                "too many failed credentials for this product or from this address; retry later",
+                wait,
+            ));
+        }
+    }
     let refused = || {
+        for key in &keys {
+            let _ = failures.take(key, rate, burst);
+        }
         ApiError::unauthorized(
             "unknown product or wrong credential: use HTTP Basic with the product's enrolment secret as the password",
         )
@@ -81,7 +107,11 @@ async fn authenticate(
 
 /// The device of this MAC in the product, registered at its first request within the product's
 /// allow-list, device cap and enrolment rate.
-async fn device_of(state: &AppState, product: &ProductRow, mac: &str) -> ApiResult<DeviceRow> {
+pub(crate) async fn device_of(
+    state: &AppState,
+    product: &ProductRow,
+    mac: &str,
+) -> ApiResult<DeviceRow> {
     check_allowlist(state, product, mac).await?;
     match state.db.find_device_by_hardware_id(product.id, mac).await {
         Ok(d) => return Ok(d),
@@ -147,21 +177,21 @@ async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> 
     Ok(hex::encode(md5.finalize()))
 }
 
-/// MD5 (hex) of images by their SHA-256: images are content-addressed, so an entry never changes.
-fn md5_cache() -> &'static Mutex<HashMap<String, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
-    let cached = md5_cache().lock().unwrap().get(&release.sha256).cloned();
+pub(crate) async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResult<Candidate> {
+    let cached = state
+        .image_md5s
+        .lock()
+        .expect("no panic while holding the lock")
+        .get(&release.sha256)
+        .cloned();
     let md5 = match cached {
         Some(m) => m,
         None => {
             let m = image_md5(state, &release).await?;
-            md5_cache()
+            state
+                .image_md5s
                 .lock()
-                .unwrap()
+                .expect("no panic while holding the lock")
                 .insert(release.sha256.clone(), m.clone());
             m
         }
@@ -208,7 +238,7 @@ async fn record_outcome(
     Ok(())
 }
 
-fn close(mut resp: Response) -> Response {
+pub(crate) fn close(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
@@ -227,20 +257,27 @@ fn not_modified() -> Response {
         (status = 400, body = crate::error::ErrorBody, description = "not an Arduino update client: no `x-ESP8266-*`/`x-ESP32-*` headers or no STA MAC"),
         (status = 401, body = crate::error::ErrorBody, description = "no HTTP Basic credential, a wrong one, or an unknown product (the same answer)"),
         (status = 403, body = crate::error::ErrorBody, description = "the MAC is not on the product's allow-list, or the product's device cap is reached"),
-        (status = 429, body = crate::error::ErrorBody, description = "the product's rate of new devices is exceeded, or the server's image sends are at `max_downloads`")))]
+        (status = 429, body = crate::error::ErrorBody, description = "too many failed credentials for this product or from this address (`arduino_auth_failures_per_minute`), the product's rate of new devices is exceeded, or the server's image sends are at `max_downloads`")))]
 pub async fn update(
     State(state): State<AppState>,
     Path(product): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    close(match serve(&state, &product, &headers).await {
+    let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    close(match serve(&state, &product, &headers, client).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     })
 }
 
-async fn serve(state: &AppState, product: &str, headers: &HeaderMap) -> ApiResult<Response> {
-    let product = authenticate(state, product, headers).await?;
+async fn serve(
+    state: &AppState,
+    product: &str,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> ApiResult<Response> {
+    let product = authenticate(state, product, headers, client).await?;
     let report = parse_headers(
         headers
             .iter()

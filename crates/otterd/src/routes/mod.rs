@@ -2,6 +2,7 @@
 //! (tracing, metrics, overload shedding, timeouts).
 
 pub mod arduino;
+pub mod arduino_fota;
 pub mod audit;
 pub mod device_api;
 pub mod device_report;
@@ -9,6 +10,7 @@ pub mod devices;
 pub mod download;
 pub mod enrolment;
 pub mod fleet;
+pub mod github;
 pub mod products;
 pub mod promote;
 pub mod releases;
@@ -61,6 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/products/{product}",
             get(products::show).patch(enrolment::update_product),
+        )
+        .route(
+            "/products/{product}/github",
+            get(github::show)
+                .put(github::follow)
+                .delete(github::unfollow),
         )
         .route(
             "/products/{product}/keys",
@@ -150,6 +158,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", management)
         .nest("/device/v1", device)
         .route("/arduino/v1/{product}", get(arduino::update))
+        .route(
+            "/arduino/v1/{product}/fota.json",
+            get(arduino_fota::manifest_json),
+        )
+        .route(
+            "/arduino/v1/{product}/fota/{file}",
+            get(arduino_fota::image),
+        )
         .layer(axum::middleware::from_fn(move |request, next| {
             shed_overload(slots.clone(), request, next)
         }))

@@ -2,12 +2,14 @@
 //!
 //! - [`assignment`]: what a device is offered at check-in.
 //! - [`fleet`]: tags, groups and filtered device lists.
+//! - [`github`]: following a GitHub repository's releases (issue 13).
 //! - [`membership`]: whether a device is in a rollout's target.
 //! - [`release`]: publishing a release (stage, verify, publish, insert).
 //! - [`rollouts`]: staged rollouts, their deployments and thresholds.
 
 pub mod assignment;
 pub mod fleet;
+pub mod github;
 pub mod membership;
 pub mod release;
 pub mod rollouts;

@@ -109,8 +109,15 @@ fn esp32_request(host: &str, path: &str, c: &Client) -> String {
 /// Sends raw bytes and reads the answer until the server closes the connection (the client
 /// relies on `Content-Length`, but an HTTP/1.0 exchange ends with the close).
 async fn exchange(srv: &TestServer, request: &str) -> Answer {
+    exchange_from(srv, request, "127.0.0.1").await
+}
+
+/// [`exchange`] from a chosen loopback address (any of 127.0.0.0/8 on Linux).
+async fn exchange_from(srv: &TestServer, request: &str, local: &str) -> Answer {
     let host = srv.url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(host.parse().unwrap()).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut raw))
@@ -687,4 +694,227 @@ async fn a_release_with_a_rollout_is_not_served_by_the_channel() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(get8266(&srv, "thermo", &c).await.status, 304);
+}
+
+#[tokio::test]
+async fn failed_credentials_are_throttled_per_product_and_per_address() {
+    let srv = spawn_with(|s| {
+        s.arduino_auth_failures_per_minute = 1;
+        s.arduino_auth_failures_burst = 3;
+    })
+    .await;
+    let (_, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let (_, other_secret) = srv.product("other", Chip::Esp8266).await;
+    let host = srv.url.trim_start_matches("http://");
+    let req = |product: &str, password: &str| {
+        esp8266_request(
+            host,
+            &format!("/arduino/v1/{product}"),
+            &Client::new(password),
+        )
+    };
+    for _ in 0..3 {
+        let a = exchange_from(&srv, &req("thermo", "guess"), "127.0.0.1").await;
+        check_common(&a);
+        assert_eq!(a.status, 401);
+    }
+    // Over the limit: 429 with Retry-After, even with the right secret (it is not checked).
+    let a = exchange_from(&srv, &req("thermo", &secret), "127.0.0.1").await;
+    check_common(&a);
+    assert_eq!(a.status, 429, "{}", String::from_utf8_lossy(&a.body));
+    let wait: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // The same address is throttled for another product too.
+    let a = exchange_from(&srv, &req("other", &other_secret), "127.0.0.1").await;
+    assert_eq!(a.status, 429);
+    // From another address: the product is still throttled, another product is not.
+    let a = exchange_from(&srv, &req("thermo", &secret), "127.0.0.2").await;
+    assert_eq!(a.status, 429);
+    let a = exchange_from(&srv, &req("other", &other_secret), "127.0.0.2").await;
+    assert_eq!(a.status, 304, "{}", String::from_utf8_lossy(&a.body));
+    // Successes are not counted: many right answers from the new address stay served.
+    for _ in 0..5 {
+        let a = exchange_from(&srv, &req("other", &other_secret), "127.0.0.2").await;
+        assert_eq!(a.status, 304);
+    }
+}
+
+// --- esp32FOTA -------------------------------------------------------------------------------
+
+/// The request of esp32FOTA's HTTPClient (arduino-esp32 core, HTTP/1.1 with reuse, the default
+/// `use_http10 = false`) with `setExtraHTTPHeader("Authorization", "Basic ...")`.
+fn fota_request(host: &str, path_and_query: &str, password: &str) -> String {
+    format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ESP32HTTPClient\r\n\
+         Connection: keep-alive\r\nAccept-Encoding: identity;q=1,chunked;q=0.1,*;q=0\r\n\
+         Authorization: Basic {}\r\n\r\n",
+        basic("thermo", password)
+    )
+}
+
+/// `semver_parse_version` of esp32FOTA's semver.c: up to three `.`-separated `strtol` numbers;
+/// any other character makes it fail, and the library then uses 0.0.0.
+fn fota_semver(s: &str) -> (i64, i64, i64) {
+    let mut v = [0i64; 3];
+    for (i, slice) in s.split('.').take(4).enumerate() {
+        let digits: String = slice
+            .chars()
+            .enumerate()
+            .take_while(|(j, c)| c.is_ascii_digit() || (*j == 0 && (*c == '-' || *c == '+')))
+            .map(|(_, c)| c)
+            .collect();
+        if digits.len() != slice.len() {
+            return (0, 0, 0);
+        }
+        if i < 3 {
+            v[i] = digits.parse().unwrap_or(0);
+        }
+    }
+    (v[0], v[1], v[2])
+}
+
+/// esp32FOTA's `checkJSONManifest` over an object or an array: the firmware URL of the first
+/// entry whose `type` is `name` and whose version is newer than `current`.
+fn fota_pick(doc: &Value, name: &str, current: &str) -> Option<String> {
+    let entries = match doc {
+        Value::Array(a) => a.clone(),
+        Value::Object(_) => vec![doc.clone()],
+        _ => panic!("esp32FOTA parses an object or an array: {doc}"),
+    };
+    entries.into_iter().find_map(|e| {
+        if e["type"].as_str() != Some(name) {
+            return None;
+        }
+        let payload = match &e["version"] {
+            Value::Number(n) if n.as_u64().is_some_and(|v| v <= u16::MAX as u64) => {
+                (n.as_u64().unwrap() as i64, 0, 0)
+            }
+            Value::String(s) => fota_semver(s),
+            _ => (0, 0, 0),
+        };
+        let url = match e["url"].as_str() {
+            Some(u) => u.to_string(),
+            None => format!(
+                "http://{}:{}{}",
+                e["host"].as_str()?,
+                e["port"].as_u64()?,
+                e["bin"].as_str()?
+            ),
+        };
+        (payload > fota_semver(current)).then_some(url)
+    })
+}
+
+/// Fetches the manifest as the library does and checks what it needs: `200`, an exact
+/// `Content-Length` (it reads the raw stream), no chunking, at most 2048 bytes.
+async fn fota_manifest(srv: &TestServer, path_and_query: &str, password: &str) -> Value {
+    let host = srv.url.trim_start_matches("http://");
+    let a = exchange(srv, &fota_request(host, path_and_query, password)).await;
+    check_common(&a);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        a.body.len() <= 2048,
+        "esp32FOTA's JSON document is 2048 bytes"
+    );
+    serde_json::from_slice(&a.body).unwrap()
+}
+
+#[tokio::test]
+async fn esp32fota_manifest_and_image_as_the_library_reads_them() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32).await;
+    let host = srv.url.trim_start_matches("http://").to_string();
+    // ESP.getEfuseMac() of 24:0A:C4:12:34:56, in decimal as the library appends it.
+    let id = 0x5634_12C4_0A24u64;
+    let path = format!("/arduino/v1/thermo/fota.json?id={id}");
+
+    // Nothing released: an empty array, which the library reads as no update.
+    let doc = fota_manifest(&srv, &path, &secret).await;
+    assert_eq!(doc, json!([]));
+    assert_eq!(fota_pick(&doc, "thermo", "0.0.1"), None);
+    // The device is registered under its MAC.
+    let d = device_json(&srv, "thermo", "24:0A:C4:12:34:56").await;
+    assert_eq!(d["device"]["channel"], "stable");
+
+    let img = image(Chip::Esp32, "1.1.0", 11);
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp32,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    // A prerelease version esp32FOTA would read as 0.0.0 is not listed.
+    push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp32,
+        "stable",
+        "1.2.0-rc1",
+        image(Chip::Esp32, "1.2.0-rc1", 12),
+    )
+    .await;
+    let doc = fota_manifest(&srv, &path, &secret).await;
+    assert_eq!(doc["type"], "thermo");
+    assert_eq!(doc["version"], "1.1.0");
+    assert_eq!(fota_pick(&doc, "thermo", "1.1.0"), None, "up to date");
+    assert_eq!(fota_pick(&doc, "thermo", "1.2"), None, "never a downgrade");
+    assert_eq!(fota_pick(&doc, "other-fw", "1.0.0"), None, "another type");
+    let url = fota_pick(&doc, "thermo", "1.0.0").expect("an update for 1.0.0");
+    let url_path = url
+        .strip_prefix(&format!("http://{host}"))
+        .unwrap_or_else(|| panic!("an absolute URL on this server: {url}"));
+
+    // The image, fetched without redirects: the exact bytes, their length and MD5.
+    let a = exchange(&srv, &fota_request(&host, url_path, &secret)).await;
+    check_common(&a);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, img);
+    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&img).as_str()));
+
+    // A device built with another firmware name asks with ?type=.
+    let doc = fota_manifest(
+        &srv,
+        "/arduino/v1/thermo/fota.json?type=esp32-fota-http",
+        &secret,
+    )
+    .await;
+    assert!(
+        fota_pick(&doc, "esp32-fota-http", "1.0.0").is_some(),
+        "{doc}"
+    );
+
+    // Refusals: wrong secret (manifest and image), a release of another product, bad input.
+    let a = exchange(&srv, &fota_request(&host, &path, "wrong")).await;
+    assert_eq!(a.status, 401);
+    let a = exchange(&srv, &fota_request(&host, url_path, "wrong")).await;
+    assert_eq!(a.status, 401);
+    let (_, other_secret) = srv.product("other", Chip::Esp32).await;
+    let foreign = url_path.replace("/thermo/", "/other/");
+    let a = exchange(&srv, &fota_request(&host, &foreign, &other_secret)).await;
+    assert_eq!(a.status, 404, "another product's release is not served");
+    for bad in ["?id=notanumber", "?id=281474976710656", "?type=a%20b"] {
+        let a = exchange(
+            &srv,
+            &fota_request(
+                &host,
+                &format!("/arduino/v1/thermo/fota.json{bad}"),
+                &secret,
+            ),
+        )
+        .await;
+        assert_eq!(a.status, 400, "{bad}");
+    }
+    let (_, s8266) = srv.product("legacy", Chip::Esp8266).await;
+    let a = exchange(
+        &srv,
+        &fota_request(&host, "/arduino/v1/legacy/fota.json", &s8266),
+    )
+    .await;
+    assert_eq!(a.status, 404, "esp32FOTA is for ESP32 products");
 }

@@ -12,6 +12,7 @@ mod crash;
 mod device;
 mod edge;
 mod fleet;
+mod github;
 mod hygiene;
 mod instances;
 mod limits;

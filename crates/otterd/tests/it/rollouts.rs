@@ -822,11 +822,10 @@ async fn a_rollback_still_respects_the_security_counter() {
 
 #[tokio::test]
 async fn a_job_lease_has_one_holder_until_it_expires() {
-    use otterd::db::rollouts::RolloutStore;
+    // Two handles (two connection pools, as two instances have) on the test run's database.
     let dir = tempfile::TempDir::new().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("l.db").display());
-    let a = otterd::db::sqlite::Sqlite::open(&url).await.unwrap();
-    let b = otterd::db::sqlite::Sqlite::open(&url).await.unwrap();
+    let a = crate::backends::open_db(dir.path()).await;
+    let b = crate::backends::open_db(dir.path()).await;
     assert!(a.acquire_lease("job", "a", 100, 0).await.unwrap());
     assert!(
         !b.acquire_lease("job", "b", 100, 50).await.unwrap(),
