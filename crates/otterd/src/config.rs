@@ -592,9 +592,14 @@ impl Layer {
 
     /// Parses a config file's text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| ConfigError(format!("config file {origin}: {e}")))?;
+        // The error names the line but does not quote it: it may hold a secret.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| format!(" line {}:", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            ConfigError(format!("config file {origin}:{line} {}", e.message()))
+        })?;
         let mut layer = Layer::default();
         layer
             .read_table(table, "")
@@ -994,6 +999,17 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("f.toml") && e.contains("[http] listen"), "{e}");
+        // A syntax error names the line without quoting it (it may hold a secret).
+        let e = Layer::from_toml(
+            "[blobs.s3]\nbucket = \"fw\"\nsecret_access_key = \"sup3rsecret\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("f.toml: line 3:") && !e.contains("sup3rsecret"),
+            "{e}"
+        );
     }
 
     #[test]
