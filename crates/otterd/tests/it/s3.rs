@@ -311,11 +311,11 @@ async fn the_otterd_binary_keeps_blobs_in_the_bucket_its_environment_names() {
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(!shown.contains("n0t-to-be-shown"), "{shown}");
     assert!(
-        shown.contains("s3_secret_access_key = \"***\"  # environment"),
+        shown.contains("# secret_access_key = \"***\"  # environment"),
         "{shown}"
     );
     assert!(
-        shown.contains("blob_backend = \"s3\"  # environment"),
+        shown.contains("[blobs]\nbackend = \"s3\"  # environment"),
         "{shown}"
     );
 
