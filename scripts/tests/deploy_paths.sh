@@ -48,8 +48,8 @@ exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 [ "$exec_start" = "/usr/local/bin/otterd serve" ] || fail "unexpected ExecStart=$exec_start"
 read -r -a start_cmd <<< "$prefix$exec_start"
 nofile=$(sed -n 's/^LimitNOFILE=//p' "$unit")
-# The unit's limit must hold otterd's defaults: max_connections + max_downloads + 64.
-need=$("$BIN/otterd" config show | awk -F' = ' '$1=="max_connections"||$1=="max_downloads"{n+=$2} END{print n+64}')
+# The unit's limit must hold otterd's defaults: [http] max_connections + [downloads] max_in_progress + 64.
+need=$("$BIN/otterd" config show | awk -F' = ' '$1=="max_connections"||$1=="max_in_progress"{n+=$2} END{print n+64}')
 [ "$nofile" -ge "$need" ] || fail "LimitNOFILE=$nofile is below otterd's default need of $need"
 # A test process may lack CAP_SYS_RESOURCE: it gives otterd the unit's limit, or its own hard one.
 hard=$(ulimit -Hn)

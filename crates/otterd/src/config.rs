@@ -1,14 +1,20 @@
 //! Settings, layered: defaults < config file < `OTTER_*` environment < command-line flags.
 //!
-//! Every setting can come from any layer; `otterd config show --sources` prints each value
-//! with the layer it came from. `Debug` redacts the database URL's password.
+//! Every setting is declared once, as one row of the [`settings!`] table below: its Rust field,
+//! type and default, its section and key in the config file, its environment variable, its
+//! command-line flag (if any) and its documentation. The struct fields, the defaults, the file
+//! and environment layers, the layering, the sources map and `config show` are generated from
+//! that table. Adding a setting is adding a row (and a check in [`Settings::validate`] if its
+//! values need one).
+//!
+//! The config file is TOML with one table per section (`[http]`, `[database]`, `[blobs.s3]` ...);
+//! unknown keys and sections are refused, naming where a misplaced key belongs. Secrets
+//! ([`Secret`], [`SecretUrl`]) never appear in `Debug`, `config show` or logs.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
 
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,300 +36,277 @@ impl fmt::Display for Source {
     }
 }
 
-/// The server's settings.
-#[derive(Clone)]
-pub struct Settings {
-    /// Holds the SQLite database, the blobs and the initial admin token.
-    pub data_dir: PathBuf,
-    /// Address of the HTTP listener.
-    pub listen: SocketAddr,
-    /// Database URL: `sqlite://PATH` (default `sqlite://<data_dir>/otter.db`) or
-    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
-    pub database_url: Option<String>,
-    /// Connections to PostgreSQL this server holds open at most (SQLite ignores it).
-    pub database_max_connections: u32,
-    /// Seconds a query waits for a free PostgreSQL connection before it fails.
-    pub database_acquire_timeout_s: u64,
-    /// Largest release upload accepted, in bytes.
-    pub max_upload_bytes: u64,
-    /// Base device poll interval in seconds (devices get it with ±10 % jitter).
-    pub poll_interval_s: u64,
-    /// Requests handled at once before new ones get 429.
-    pub max_in_flight: usize,
-    /// `text` or `json` log lines.
-    pub log_format: String,
-    /// Seconds to let requests finish on shutdown (downloads get this long too).
-    pub shutdown_grace_s: u64,
-    // --- Release hygiene (issue 8, items 12 and 18) ---
-    /// Seconds between passes of the blob collector (blobs no release references, staging
-    /// leftovers); it also runs once at start. 0: only at start.
-    pub blob_gc_interval_s: u64,
-    /// Blobs and staged uploads younger than this many seconds are never collected.
-    pub blob_gc_grace_s: u64,
-    /// How far, in seconds, a manifest's creation time may lie ahead of the server's clock.
-    pub manifest_max_future_s: u64,
-    // --- end of release hygiene ---
-    /// Seconds between passes of the rollout worker (soak times, auto-advance, thresholds of
-    /// stages whose devices changed; docs/rollouts.md). With several instances one runs it
-    /// (a database lease of this length).
-    pub rollout_eval_interval_s: u64,
-    /// Bounds on device data and enrolment (see [`LIMIT_KEYS`]).
-    pub limits: Limits,
-    // --- Connections and downloads (issue 8, items 5 and 17) ---
-    /// Open client connections at once; more are answered 503 and closed.
-    pub max_connections: usize,
-    /// Seconds a client may take to send a request's head once it sent its first byte.
-    pub header_read_timeout_s: u64,
-    /// Seconds a connection may stay open with no request in progress.
-    pub keepalive_timeout_s: u64,
-    /// Image downloads in progress at once (all devices); more get 429.
-    pub max_downloads: usize,
-    /// Image downloads in progress at once for one device; more get 429.
-    pub max_downloads_per_device: usize,
-    // --- end of connections and downloads ---
-    // --- Devices and targeting (issue 9) ---
-    /// Most tags one device may carry.
-    pub max_tags_per_device: usize,
-    /// Devices one page of `GET /api/v1/devices` examines at most for terms the database cannot
-    /// evaluate (version order); the page then ends early and names where to continue.
-    pub device_filter_scan_max: u64,
-    // --- end of devices and targeting ---
-    // --- Audit log (issue 9) ---
-    /// Refused unauthenticated attempts (401) recorded one by one a minute; beyond it they are
-    /// counted and recorded as one `audit.unrecorded` entry. 0: no limit.
-    pub audit_unauthenticated_per_minute: u32,
-    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed: for a request from one
-    /// of them, the audit log records the client address the proxies forwarded too.
-    pub trusted_proxies: Vec<IpAddr>,
-    // --- end of audit log ---
-    // --- Blob store and downloads (issue 9) ---
-    /// Where blobs live: `local` (under `data_dir/blobs`) or `s3` (an S3-compatible bucket).
-    pub blob_backend: String,
-    /// The bucket, for `blob_backend = "s3"`.
-    pub s3_bucket: Option<String>,
-    /// Endpoint URL of an S3-compatible server (MinIO, Garage, Ceph ...); unset: AWS.
-    pub s3_endpoint: Option<String>,
-    /// The bucket's region.
-    pub s3_region: String,
-    /// Key prefix inside the bucket (e.g. `otter/`); empty: the bucket's root.
-    pub s3_prefix: String,
-    /// Access key id; unset: the AWS_* environment or the instance's role.
-    pub s3_access_key_id: Option<String>,
-    /// Secret access key (never shown).
-    pub s3_secret_access_key: Option<Secret>,
-    /// Allow plain `http://` endpoints (local test servers only).
-    pub s3_allow_http: bool,
-    /// What a device's `download_url` points at: `off` (otterd), `presigned` (a presigned URL
-    /// of the S3 object) or a CDN base URL (`<base>/images/<sha256>`).
-    pub download_redirect: String,
-    /// Seconds a presigned download URL stays valid.
-    pub download_presign_ttl_s: u64,
-    // --- end of blob store and downloads ---
-    // --- Arduino clients (issue 13) ---
-    /// Failed HTTP Basic attempts on `/arduino/v1` a minute, sustained, per product and per
-    /// client address (0: no limit). Beyond it `429` with `Retry-After`, the secret unchecked.
-    pub arduino_auth_failures_per_minute: u32,
-    /// Failed attempts allowed at once before the per-minute rate applies.
-    pub arduino_auth_failures_burst: u32,
-    // --- end of arduino clients ---
-    // --- GitHub Releases as a source (issue 13) ---
-    /// Base URL of the GitHub REST API (GitHub Enterprise: `https://HOST/api/v3`).
-    pub github_api_url: String,
-    /// Seconds between polls of the followed repositories' releases (0: never poll).
-    pub github_poll_interval_s: u64,
-    /// Seconds one request to GitHub (the release list, or one asset's download) may take.
-    pub github_timeout_s: u64,
-    /// Newest releases of a repository looked at in one poll (1 to 100).
-    pub github_releases_per_poll: u32,
-    /// A release private key (PKCS#8 PEM) for follows with `sign_on_import`: assets that are
-    /// not bundles are signed with it at import (the weaker mode, docs/security.md).
-    pub github_import_key_file: Option<PathBuf>,
-    // --- end of github releases ---
-    /// Where each value came from.
-    pub sources: BTreeMap<&'static str, Source>,
+/// One setting as the table declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// The Rust field (`settings.<field>` or `settings.limits.<field>`); also the key of
+    /// [`Settings::sources`].
+    pub field: &'static str,
+    /// The config file's section (`http`, `blobs.s3` ...).
+    pub section: &'static str,
+    /// The key inside the section.
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The command-line flag, if there is one.
+    pub flag: Option<&'static str>,
+    /// What it means.
+    pub doc: &'static str,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        let mut s = Settings {
-            data_dir: PathBuf::from("otter-data"),
-            listen: "127.0.0.1:8080".parse().unwrap(),
-            database_url: None,
-            database_max_connections: 10,
-            database_acquire_timeout_s: 10,
-            max_upload_bytes: 32 * 1024 * 1024,
-            poll_interval_s: 3600,
-            max_in_flight: 512,
-            log_format: "text".into(),
-            shutdown_grace_s: 30,
-            // Release hygiene (issue 8, items 12 and 18).
-            blob_gc_interval_s: 3600,
-            blob_gc_grace_s: 3600,
-            manifest_max_future_s: otter_core::publish::DEFAULT_MAX_FUTURE_S,
-            rollout_eval_interval_s: 30,
-            limits: Limits::default(),
-            // --- Connections and downloads (issue 8, items 5 and 17) ---
-            max_connections: 1024,
-            header_read_timeout_s: 10,
-            keepalive_timeout_s: 15,
-            max_downloads: 256,
-            max_downloads_per_device: 2,
-            // --- end of connections and downloads ---
-            // --- Devices and targeting (issue 9) ---
-            max_tags_per_device: 32,
-            device_filter_scan_max: 20_000,
-            // --- end of devices and targeting ---
-            // Audit log (issue 9).
-            audit_unauthenticated_per_minute: 60,
-            trusted_proxies: Vec::new(),
-            // --- Blob store and downloads (issue 9) ---
-            blob_backend: "local".into(),
-            s3_bucket: None,
-            s3_endpoint: None,
-            s3_region: "us-east-1".into(),
-            s3_prefix: String::new(),
-            s3_access_key_id: None,
-            s3_secret_access_key: None,
-            s3_allow_http: false,
-            download_redirect: "off".into(),
-            download_presign_ttl_s: 3600,
-            // --- end of blob store and downloads ---
-            // --- Arduino clients (issue 13) ---
-            arduino_auth_failures_per_minute: 10,
-            arduino_auth_failures_burst: 10,
-            // --- end of arduino clients ---
-            // --- GitHub Releases as a source (issue 13) ---
-            github_api_url: "https://api.github.com".into(),
-            github_poll_interval_s: 600,
-            github_timeout_s: 120,
-            github_releases_per_poll: 10,
-            github_import_key_file: None,
-            // --- end of github releases ---
-            sources: BTreeMap::new(),
-        };
-        for &k in KEYS.iter().chain(LIMIT_KEYS.iter()) {
-            s.sources.insert(k, Source::Default);
-        }
-        s
+impl Meta {
+    /// Every way to set it, for error messages.
+    fn ways(&self) -> String {
+        let flag = self.flag.map(|f| format!("{f}, ")).unwrap_or_default();
+        format!(
+            "set it with {flag}{} or `{}` in [{}] of the config file",
+            self.env, self.key, self.section
+        )
     }
 }
 
-const KEYS: &[&str] = &[
-    "data_dir",
-    "listen",
-    "database_url",
-    "database_max_connections",
-    "database_acquire_timeout_s",
-    "max_upload_bytes",
-    "poll_interval_s",
-    "max_in_flight",
-    "log_format",
-    "shutdown_grace_s",
-    // Release hygiene (issue 8, items 12 and 18).
-    "blob_gc_interval_s",
-    "blob_gc_grace_s",
-    "manifest_max_future_s",
-    "rollout_eval_interval_s",
-    // --- Connections and downloads (issue 8, items 5 and 17) ---
-    "max_connections",
-    "header_read_timeout_s",
-    "keepalive_timeout_s",
-    "max_downloads",
-    "max_downloads_per_device",
-    // --- end of connections and downloads ---
-    // --- Devices and targeting (issue 9) ---
-    "max_tags_per_device",
-    "device_filter_scan_max",
-    // --- end of devices and targeting ---
-    // Audit log (issue 9).
-    "audit_unauthenticated_per_minute",
-    "trusted_proxies",
-    // --- Blob store and downloads (issue 9) ---
-    "blob_backend",
-    "s3_bucket",
-    "s3_endpoint",
-    "s3_region",
-    "s3_prefix",
-    "s3_access_key_id",
-    "s3_secret_access_key",
-    "s3_allow_http",
-    "download_redirect",
-    "download_presign_ttl_s",
-    // --- end of blob store and downloads ---
-    // --- Arduino clients (issue 13) ---
-    "arduino_auth_failures_per_minute",
-    "arduino_auth_failures_burst",
-    // --- end of arduino clients ---
-    // --- GitHub Releases as a source (issue 13) ---
-    "github_api_url",
-    "github_poll_interval_s",
-    "github_timeout_s",
-    "github_releases_per_poll",
-    "github_import_key_file",
-    // --- end of github releases ---
-];
+/// The settings table's rows, by Rust field name.
+pub fn meta(field: &str) -> Option<&'static Meta> {
+    SETTINGS.iter().find(|m| m.field == field)
+}
 
-/// The config file's shape (TOML); unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
-    pub database_url: Option<String>,
-    pub database_max_connections: Option<u32>,
-    pub database_acquire_timeout_s: Option<u64>,
-    pub max_upload_bytes: Option<u64>,
-    pub poll_interval_s: Option<u64>,
-    pub max_in_flight: Option<usize>,
-    pub log_format: Option<String>,
-    pub shutdown_grace_s: Option<u64>,
-    // Release hygiene (issue 8, items 12 and 18).
-    pub blob_gc_interval_s: Option<u64>,
-    pub blob_gc_grace_s: Option<u64>,
-    pub manifest_max_future_s: Option<u64>,
-    pub rollout_eval_interval_s: Option<u64>,
-    pub device_reports_per_minute: Option<u32>,
-    pub device_reports_burst: Option<u32>,
-    pub device_history_max: Option<u32>,
-    pub wal_size_limit_bytes: Option<u64>,
-    pub wal_checkpoint_interval_s: Option<u64>,
-    // --- Connections and downloads (issue 8, items 5 and 17) ---
-    pub max_connections: Option<usize>,
-    pub header_read_timeout_s: Option<u64>,
-    pub keepalive_timeout_s: Option<u64>,
-    pub max_downloads: Option<usize>,
-    pub max_downloads_per_device: Option<usize>,
-    // --- end of connections and downloads ---
-    // --- Devices and targeting (issue 9) ---
-    pub max_tags_per_device: Option<usize>,
-    pub device_filter_scan_max: Option<u64>,
-    // --- end of devices and targeting ---
-    // Audit log (issue 9).
-    pub audit_unauthenticated_per_minute: Option<u32>,
-    pub trusted_proxies: Option<Vec<IpAddr>>,
-    // --- Blob store and downloads (issue 9) ---
-    pub blob_backend: Option<String>,
-    pub s3_bucket: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_prefix: Option<String>,
-    pub s3_access_key_id: Option<String>,
-    pub s3_secret_access_key: Option<Secret>,
-    pub s3_allow_http: Option<bool>,
-    pub download_redirect: Option<String>,
-    pub download_presign_ttl_s: Option<u64>,
-    // --- end of blob store and downloads ---
-    // --- Arduino clients (issue 13) ---
-    pub arduino_auth_failures_per_minute: Option<u32>,
-    pub arduino_auth_failures_burst: Option<u32>,
-    // --- end of arduino clients ---
-    // --- GitHub Releases as a source (issue 13) ---
-    pub github_api_url: Option<String>,
-    pub github_poll_interval_s: Option<u64>,
-    pub github_timeout_s: Option<u64>,
-    pub github_releases_per_poll: Option<u32>,
-    pub github_import_key_file: Option<PathBuf>,
-    // --- end of github releases ---
+/// How a value is shown by `config show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// A TOML literal.
+    Plain(String),
+    /// A redacted TOML literal: printed commented out, so that the output stays a valid config
+    /// file that does not set the secret to its redaction.
+    Hidden(String),
+    /// An optional setting left unset.
+    Unset,
+}
+
+/// A type a setting can have: read from the file and the environment, shown redacted.
+pub trait Value: Sized {
+    /// From the config file's TOML value.
+    fn from_toml(v: toml::Value) -> Result<Self, String>;
+    /// From an environment variable's (non-empty) text.
+    fn from_env(s: &str) -> Result<Self, String>;
+    /// As `config show` prints it.
+    fn show(&self) -> Shown;
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(v: toml::Value) -> Result<T, String> {
+    v.try_into::<T>().map_err(|e| e.message().to_string())
+}
+
+macro_rules! number_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn from_toml(v: toml::Value) -> Result<Self, String> {
+                deserialize(v)
+            }
+            fn from_env(s: &str) -> Result<Self, String> {
+                s.parse().map_err(|e| format!("{e}"))
+            }
+            fn show(&self) -> Shown {
+                Shown::Plain(self.to_string())
+            }
+        }
+    )*};
+}
+number_value!(u32, u64, usize, bool);
+
+impl Value for String {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        deserialize(v)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        Ok(s.to_string())
+    }
+    fn show(&self) -> Shown {
+        Shown::Plain(toml_str(self))
+    }
+}
+
+impl Value for PathBuf {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        deserialize(v)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(s))
+    }
+    fn show(&self) -> Shown {
+        Shown::Plain(toml_str(&self.display().to_string()))
+    }
+}
+
+impl Value for SocketAddr {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        deserialize(v)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        s.parse().map_err(|e| format!("{e}"))
+    }
+    fn show(&self) -> Shown {
+        Shown::Plain(toml_str(&self.to_string()))
+    }
+}
+
+/// A list of IP addresses: a TOML array of strings, or comma-separated in the environment.
+impl Value for Vec<IpAddr> {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        deserialize(v)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|a| {
+                a.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|e| format!("{a:?}: {e}; give IP addresses separated by commas"))
+            })
+            .collect()
+    }
+    fn show(&self) -> Shown {
+        let items: Vec<String> = self.iter().map(|a| toml_str(&a.to_string())).collect();
+        Shown::Plain(format!("[{}]", items.join(", ")))
+    }
+}
+
+impl<T: Value> Value for Option<T> {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        T::from_toml(v).map(Some)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        T::from_env(s).map(Some)
+    }
+    fn show(&self) -> Shown {
+        match self {
+            Some(v) => v.show(),
+            None => Shown::Unset,
+        }
+    }
+}
+
+/// A secret setting: `Debug` and `Display` show `***`; [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Value for Secret {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        deserialize(v).map(Secret)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        Ok(Secret(s.to_string()))
+    }
+    fn show(&self) -> Shown {
+        Shown::Hidden(toml_str("***"))
+    }
+}
+
+/// A URL that may hold a password (`scheme://user:password@host/...`): `Debug` and `Display`
+/// show it with the password as `***`; [`SecretUrl::expose`] gives the whole URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL itself, password included, for the one place that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(s: String) -> Self {
+        SecretUrl(s)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(s: &str) -> Self {
+        SecretUrl(s.to_string())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl Value for SecretUrl {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        deserialize::<String>(v).map(SecretUrl)
+    }
+    fn from_env(s: &str) -> Result<Self, String> {
+        Ok(SecretUrl(s.to_string()))
+    }
+    fn show(&self) -> Shown {
+        let shown = redact_url(&self.0);
+        if shown == self.0 {
+            Shown::Plain(toml_str(&shown))
+        } else {
+            Shown::Hidden(toml_str(&shown))
+        }
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` and in a `password=` query
+/// parameter (PostgreSQL accepts both) with `***`.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = base.to_string();
+    if let Some((scheme, rest)) = base.split_once("://") {
+        // The host follows the last `@` of the authority (a password may hold an `@`).
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        if let Some((creds, host)) = authority.rsplit_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                out = format!("{scheme}://{user}:***@{host}{path}");
+            }
+        }
+    }
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 /// A settings error that names the flag, the variable and the key to fix it.
@@ -331,8 +314,326 @@ pub struct Layer {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-fn env_name(key: &str) -> String {
-    format!("OTTER_{}", key.to_ascii_uppercase())
+/// Generates everything from the table of settings; see the module's documentation.
+///
+/// A row: doc comment, `field: Type = default => ["section"] key, env "OTTER_X"` and optionally
+/// `, flag "--x"`, then `;`. Rows of the `limits` group become fields of [`Limits`].
+macro_rules! settings {
+    (@flag) => { None };
+    (@flag $flag:literal) => { Some($flag) };
+    (
+        settings {$(
+            $(#[doc = $doc:literal])+
+            $field:ident : $ty:ty = $default:expr
+                => [$section:literal] $key:ident, env $env:literal $(, flag $flag:literal)?;
+        )*}
+        limits {$(
+            $(#[doc = $ldoc:literal])+
+            $lfield:ident : $lty:ty = $ldefault:expr
+                => [$lsection:literal] $lkey:ident, env $lenv:literal $(, flag $lflag:literal)?;
+        )*}
+    ) => {
+        /// The server's settings.
+        #[derive(Clone)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+            /// Bounds on device data and the database's log.
+            pub limits: Limits,
+            /// Where each value came from, by Rust field name.
+            pub sources: BTreeMap<&'static str, Source>,
+        }
+
+        /// Bounds on what devices can make the server store, and on the database's log
+        /// (docs/configuration.md; docs/security.md says what each protects against).
+        /// Per-product enrolment bounds are not here: admins set them per product
+        /// (`otter product update`).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Limits {
+            $( $(#[doc = $ldoc])+ pub $lfield: $lty, )*
+        }
+
+        impl Default for Limits {
+            fn default() -> Self {
+                Limits { $( $lfield: $ldefault, )* }
+            }
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings {
+                    $( $field: $default, )*
+                    limits: Limits::default(),
+                    sources: SETTINGS.iter().map(|m| (m.field, Source::Default)).collect(),
+                }
+            }
+        }
+
+        /// Every setting, in the table's order.
+        pub const SETTINGS: &[Meta] = &[
+            $( Meta {
+                field: stringify!($field),
+                section: $section,
+                key: stringify!($key),
+                env: $env,
+                flag: settings!(@flag $($flag)?),
+                doc: concat!($($doc),+),
+            }, )*
+            $( Meta {
+                field: stringify!($lfield),
+                section: $lsection,
+                key: stringify!($lkey),
+                env: $lenv,
+                flag: settings!(@flag $($lflag)?),
+                doc: concat!($($ldoc),+),
+            }, )*
+        ];
+
+        /// One layer of settings: what a file, the environment or the command line sets.
+        #[derive(Debug, Default)]
+        pub struct Layer {
+            $( pub $field: Option<$ty>, )*
+            $( pub $lfield: Option<$lty>, )*
+        }
+
+        impl Layer {
+            /// Sets `field` from its text or TOML value.
+            fn set(&mut self, field: &str, v: Raw<'_>) -> Result<(), String> {
+                match field {
+                    $( stringify!($field) => self.$field = Some(v.parse()?), )*
+                    $( stringify!($lfield) => self.$lfield = Some(v.parse()?), )*
+                    _ => unreachable!("{field} is not in the settings table"),
+                }
+                Ok(())
+            }
+        }
+
+        impl Settings {
+            /// Applies one layer on top.
+            pub fn apply(&mut self, layer: Layer, source: Source) {
+                $( if let Some(v) = layer.$field {
+                    self.$field = v;
+                    self.sources.insert(stringify!($field), source);
+                } )*
+                $( if let Some(v) = layer.$lfield {
+                    self.limits.$lfield = v;
+                    self.sources.insert(stringify!($lfield), source);
+                } )*
+            }
+
+            /// Each setting's value as `config show` prints it, in the table's order.
+            fn shown(&self) -> Vec<(&'static Meta, Shown)> {
+                let values = [
+                    $( Value::show(&self.$field), )*
+                    $( Value::show(&self.limits.$lfield), )*
+                ];
+                SETTINGS.iter().zip(values).collect()
+            }
+        }
+
+        impl fmt::Debug for Settings {
+            /// Every value; secrets redacted by their types.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Settings")
+                    $( .field(stringify!($field), &self.$field) )*
+                    .field("limits", &self.limits)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+/// A value on its way into a [`Layer`].
+enum Raw<'a> {
+    Toml(toml::Value),
+    Env(&'a str),
+}
+
+impl Raw<'_> {
+    fn parse<T: Value>(self) -> Result<T, String> {
+        match self {
+            Raw::Toml(v) => T::from_toml(v),
+            Raw::Env(s) => T::from_env(s),
+        }
+    }
+}
+
+settings! {
+    settings {
+        /// Holds the SQLite database, the blobs and the initial admin token.
+        data_dir: PathBuf = PathBuf::from("otter-data")
+            => ["server"] data_dir, env "OTTER_DATA_DIR", flag "--data-dir";
+        /// `text` or `json` log lines.
+        log_format: String = "text".into()
+            => ["server"] log_format, env "OTTER_LOG_FORMAT", flag "--log-format";
+
+        /// Address of the HTTP listener.
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080))
+            => ["http"] listen, env "OTTER_LISTEN", flag "--listen";
+        /// Requests handled at once before new ones get 429.
+        max_in_flight: usize = 512
+            => ["http"] max_in_flight, env "OTTER_MAX_IN_FLIGHT";
+        /// Open client connections at once; more are answered 503 and closed.
+        max_connections: usize = 1024
+            => ["http"] max_connections, env "OTTER_MAX_CONNECTIONS";
+        /// Seconds a client may take to send a request's head once it sent its first byte.
+        header_read_timeout_s: u64 = 10
+            => ["http"] header_read_timeout_s, env "OTTER_HEADER_READ_TIMEOUT_S";
+        /// Seconds a connection may stay open with no request in progress.
+        keepalive_timeout_s: u64 = 15
+            => ["http"] keepalive_timeout_s, env "OTTER_KEEPALIVE_TIMEOUT_S";
+        /// Seconds to let requests finish on shutdown (downloads get this long too).
+        shutdown_grace_s: u64 = 30
+            => ["http"] shutdown_grace_s, env "OTTER_SHUTDOWN_GRACE_S";
+        /// Addresses of reverse proxies whose `X-Forwarded-For` is believed: for a request
+        /// from one of them, the audit log records the client address the proxies forwarded too.
+        trusted_proxies: Vec<IpAddr> = Vec::new()
+            => ["http"] trusted_proxies, env "OTTER_TRUSTED_PROXIES";
+
+        /// Database URL: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`;
+        /// unset: `sqlite://<data_dir>/otter.db`. Its password is never shown.
+        database_url: Option<SecretUrl> = None
+            => ["database"] url, env "OTTER_DATABASE_URL", flag "--database-url";
+        /// Connections to PostgreSQL this server holds open at most (SQLite ignores it).
+        database_max_connections: u32 = 10
+            => ["database"] max_connections, env "OTTER_DATABASE_MAX_CONNECTIONS";
+        /// Seconds a query waits for a free PostgreSQL connection before it fails (SQLite
+        /// ignores it).
+        database_acquire_timeout_s: u64 = 10
+            => ["database"] acquire_timeout_s, env "OTTER_DATABASE_ACQUIRE_TIMEOUT_S";
+
+        /// Where blobs live: `local` (under `data_dir/blobs`) or `s3` (an S3-compatible bucket).
+        blob_backend: String = "local".into()
+            => ["blobs"] backend, env "OTTER_BLOB_BACKEND";
+        /// Seconds between passes of the blob collector (blobs no release references, staging
+        /// leftovers); it also runs once at start. 0: only at start.
+        blob_gc_interval_s: u64 = 3600
+            => ["blobs"] gc_interval_s, env "OTTER_BLOB_GC_INTERVAL_S";
+        /// Blobs and staged uploads younger than this many seconds are never collected.
+        blob_gc_grace_s: u64 = 3600
+            => ["blobs"] gc_grace_s, env "OTTER_BLOB_GC_GRACE_S";
+
+        /// The bucket, for `[blobs] backend = "s3"`.
+        s3_bucket: Option<String> = None
+            => ["blobs.s3"] bucket, env "OTTER_S3_BUCKET";
+        /// Endpoint URL of an S3-compatible server (MinIO, Garage, Ceph ...); unset: AWS.
+        s3_endpoint: Option<String> = None
+            => ["blobs.s3"] endpoint, env "OTTER_S3_ENDPOINT";
+        /// The bucket's region.
+        s3_region: String = "us-east-1".into()
+            => ["blobs.s3"] region, env "OTTER_S3_REGION";
+        /// Key prefix inside the bucket (e.g. `otter/`); empty: the bucket's root.
+        s3_prefix: String = String::new()
+            => ["blobs.s3"] prefix, env "OTTER_S3_PREFIX";
+        /// Access key id; unset: the AWS_* environment or the instance's role.
+        s3_access_key_id: Option<String> = None
+            => ["blobs.s3"] access_key_id, env "OTTER_S3_ACCESS_KEY_ID";
+        /// Secret access key (never shown).
+        s3_secret_access_key: Option<Secret> = None
+            => ["blobs.s3"] secret_access_key, env "OTTER_S3_SECRET_ACCESS_KEY";
+        /// Allow plain `http://` endpoints (local test servers only).
+        s3_allow_http: bool = false
+            => ["blobs.s3"] allow_http, env "OTTER_S3_ALLOW_HTTP";
+
+        /// What a device's `download_url` points at: `off` (otterd), `presigned` (a presigned
+        /// URL of the S3 object) or a CDN base URL (`<base>/images/<sha256>`).
+        download_redirect: String = "off".into()
+            => ["downloads"] redirect, env "OTTER_DOWNLOAD_REDIRECT";
+        /// Seconds a presigned download URL stays valid.
+        download_presign_ttl_s: u64 = 3600
+            => ["downloads"] presign_ttl_s, env "OTTER_DOWNLOAD_PRESIGN_TTL_S";
+        /// Image downloads in progress at once (all devices); more get 429.
+        max_downloads: usize = 256
+            => ["downloads"] max_in_progress, env "OTTER_MAX_DOWNLOADS";
+        /// Image downloads in progress at once for one device; more get 429.
+        max_downloads_per_device: usize = 2
+            => ["downloads"] max_per_device, env "OTTER_MAX_DOWNLOADS_PER_DEVICE";
+
+        /// Largest release upload accepted, in bytes.
+        max_upload_bytes: u64 = 32 * 1024 * 1024
+            => ["releases"] max_upload_bytes, env "OTTER_MAX_UPLOAD_BYTES";
+        /// How far, in seconds, a manifest's creation time may lie ahead of the server's clock.
+        manifest_max_future_s: u64 = otter_core::publish::DEFAULT_MAX_FUTURE_S
+            => ["releases"] manifest_max_future_s, env "OTTER_MANIFEST_MAX_FUTURE_S";
+
+        /// Seconds between passes of the rollout worker (soak times, auto-advance, thresholds
+        /// of stages whose devices changed; docs/rollouts.md). With several instances one runs
+        /// it (a database lease of this length).
+        rollout_eval_interval_s: u64 = 30
+            => ["rollouts"] eval_interval_s, env "OTTER_ROLLOUT_EVAL_INTERVAL_S";
+
+        /// Base device poll interval in seconds (devices get it with ±10 % jitter).
+        poll_interval_s: u64 = 3600
+            => ["devices"] poll_interval_s, env "OTTER_POLL_INTERVAL_S";
+        /// Most tags one device may carry.
+        max_tags_per_device: usize = 32
+            => ["devices"] max_tags, env "OTTER_MAX_TAGS_PER_DEVICE";
+        /// Devices one page of `GET /api/v1/devices` examines at most for terms the database
+        /// cannot evaluate (version order); the page then ends early and names where to
+        /// continue.
+        device_filter_scan_max: u64 = 20_000
+            => ["devices"] filter_scan_max, env "OTTER_DEVICE_FILTER_SCAN_MAX";
+
+        /// Refused unauthenticated attempts (401) recorded one by one a minute; beyond it they
+        /// are counted and recorded as one `audit.unrecorded` entry. 0: no limit.
+        audit_unauthenticated_per_minute: u32 = 60
+            => ["audit"] unauthenticated_per_minute, env "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE";
+
+        /// Failed HTTP Basic attempts on `/arduino/v1` a minute, sustained, per product and
+        /// per client address (0: no limit). Beyond it `429` with `Retry-After`, the secret
+        /// unchecked.
+        arduino_auth_failures_per_minute: u32 = 10
+            => ["arduino"] auth_failures_per_minute, env "OTTER_ARDUINO_AUTH_FAILURES_PER_MINUTE";
+        /// Failed attempts allowed at once before the per-minute rate applies.
+        arduino_auth_failures_burst: u32 = 10
+            => ["arduino"] auth_failures_burst, env "OTTER_ARDUINO_AUTH_FAILURES_BURST";
+
+        /// Base URL of the GitHub REST API (GitHub Enterprise: `https://HOST/api/v3`).
+        github_api_url: String = "https://api.github.com".into()
+            => ["github"] api_url, env "OTTER_GITHUB_API_URL";
+        /// Seconds between polls of the followed repositories' releases (0: never poll).
+        github_poll_interval_s: u64 = 600
+            => ["github"] poll_interval_s, env "OTTER_GITHUB_POLL_INTERVAL_S";
+        /// Seconds one request to GitHub (the release list, or one asset's download) may take.
+        github_timeout_s: u64 = 120
+            => ["github"] timeout_s, env "OTTER_GITHUB_TIMEOUT_S";
+        /// Newest releases of a repository looked at in one poll (1 to 100).
+        github_releases_per_poll: u32 = 10
+            => ["github"] releases_per_poll, env "OTTER_GITHUB_RELEASES_PER_POLL";
+        /// A release private key (PKCS#8 PEM) for follows with `sign_on_import`: assets that
+        /// are not bundles are signed with it at import (the weaker mode, docs/security.md).
+        github_import_key_file: Option<PathBuf> = None
+            => ["github"] import_key_file, env "OTTER_GITHUB_IMPORT_KEY_FILE";
+    }
+    limits {
+        /// Status reports a device may send a minute, sustained (0: no limit). Beyond it the
+        /// device gets `429` with `Retry-After`.
+        device_reports_per_minute: u32 = 60
+            => ["limits"] device_reports_per_minute, env "OTTER_DEVICE_REPORTS_PER_MINUTE";
+        /// Reports a device may send at once before the per-minute rate applies.
+        device_reports_burst: u32 = 60
+            => ["limits"] device_reports_burst, env "OTTER_DEVICE_REPORTS_BURST";
+        /// Newest history events kept per device (0: keep all).
+        device_history_max: u32 = 1000
+            => ["limits"] device_history_max, env "OTTER_DEVICE_HISTORY_MAX";
+        /// SQLite `journal_size_limit`: the write-ahead log is cut back to this size after a
+        /// checkpoint.
+        wal_size_limit_bytes: u64 = 16 * 1024 * 1024
+            => ["database"] wal_size_limit_bytes, env "OTTER_WAL_SIZE_LIMIT_BYTES";
+        /// Seconds between checkpoints that empty the write-ahead log.
+        wal_checkpoint_interval_s: u64 = 60
+            => ["database"] wal_checkpoint_interval_s, env "OTTER_WAL_CHECKPOINT_INTERVAL_S";
+    }
+}
+
+/// The config file's sections, in the order `config show` prints them.
+pub fn sections() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for m in SETTINGS {
+        if !out.contains(&m.section) {
+            out.push(m.section);
+        }
+    }
+    out
 }
 
 impl Layer {
@@ -340,234 +641,121 @@ impl Layer {
     pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+        Layer::from_toml(&text, &path.display().to_string())
     }
 
-    /// Reads `OTTER_*` variables from `get` (the process environment in production).
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
-        fn parse<T: std::str::FromStr>(
-            key: &str,
-            v: Option<String>,
-        ) -> Result<Option<T>, ConfigError>
-        where
-            T::Err: fmt::Display,
-        {
-            v.map(|v| {
-                v.parse::<T>().map_err(|e| {
-                    ConfigError(format!(
-                        "{}={v:?} is not valid: {e} (also settable as `{key}` in the config file)",
-                        env_name(key)
-                    ))
-                })
-            })
-            .transpose()
+    /// Parses a config file's text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
+        // The error names the line but does not quote it: it may hold a secret.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| format!(" line {}:", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            ConfigError(format!("config file {origin}:{line} {}", e.message()))
+        })?;
+        let mut layer = Layer::default();
+        layer
+            .read_table(table, "")
+            .map_err(|e| ConfigError(format!("config file {origin}: {e}")))?;
+        Ok(layer)
+    }
+
+    fn read_table(&mut self, table: toml::Table, section: &str) -> Result<(), String> {
+        let sections = sections();
+        for (key, value) in table {
+            if let Some(m) = SETTINGS
+                .iter()
+                .find(|m| m.section == section && m.key == key)
+            {
+                self.set(m.field, Raw::Toml(value))
+                    .map_err(|e| format!("[{section}] {key}: {e}"))?;
+                continue;
+            }
+            let sub = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            let is_section = sections
+                .iter()
+                .any(|s| *s == sub || s.starts_with(&format!("{sub}.")));
+            match value {
+                toml::Value::Table(t) if is_section => self.read_table(t, &sub)?,
+                _ => return Err(unknown(section, &key, is_section)),
+            }
         }
-        let g = |k: &str| get(&env_name(k)).filter(|v| !v.is_empty());
-        Ok(Layer {
-            data_dir: g("data_dir").map(PathBuf::from),
-            listen: parse("listen", g("listen"))?,
-            database_url: g("database_url"),
-            database_max_connections: parse(
-                "database_max_connections",
-                g("database_max_connections"),
-            )?,
-            database_acquire_timeout_s: parse(
-                "database_acquire_timeout_s",
-                g("database_acquire_timeout_s"),
-            )?,
-            max_upload_bytes: parse("max_upload_bytes", g("max_upload_bytes"))?,
-            poll_interval_s: parse("poll_interval_s", g("poll_interval_s"))?,
-            max_in_flight: parse("max_in_flight", g("max_in_flight"))?,
-            log_format: g("log_format"),
-            shutdown_grace_s: parse("shutdown_grace_s", g("shutdown_grace_s"))?,
-            // Release hygiene (issue 8, items 12 and 18).
-            blob_gc_interval_s: parse("blob_gc_interval_s", g("blob_gc_interval_s"))?,
-            blob_gc_grace_s: parse("blob_gc_grace_s", g("blob_gc_grace_s"))?,
-            manifest_max_future_s: parse("manifest_max_future_s", g("manifest_max_future_s"))?,
-            rollout_eval_interval_s: parse(
-                "rollout_eval_interval_s",
-                g("rollout_eval_interval_s"),
-            )?,
-            device_reports_per_minute: parse(
-                "device_reports_per_minute",
-                g("device_reports_per_minute"),
-            )?,
-            device_reports_burst: parse("device_reports_burst", g("device_reports_burst"))?,
-            device_history_max: parse("device_history_max", g("device_history_max"))?,
-            wal_size_limit_bytes: parse("wal_size_limit_bytes", g("wal_size_limit_bytes"))?,
-            wal_checkpoint_interval_s: parse(
-                "wal_checkpoint_interval_s",
-                g("wal_checkpoint_interval_s"),
-            )?,
-            // --- Connections and downloads (issue 8, items 5 and 17) ---
-            max_connections: parse("max_connections", g("max_connections"))?,
-            header_read_timeout_s: parse("header_read_timeout_s", g("header_read_timeout_s"))?,
-            keepalive_timeout_s: parse("keepalive_timeout_s", g("keepalive_timeout_s"))?,
-            max_downloads: parse("max_downloads", g("max_downloads"))?,
-            max_downloads_per_device: parse(
-                "max_downloads_per_device",
-                g("max_downloads_per_device"),
-            )?,
-            // --- end of connections and downloads ---
-            // --- Devices and targeting (issue 9) ---
-            max_tags_per_device: parse("max_tags_per_device", g("max_tags_per_device"))?,
-            device_filter_scan_max: parse("device_filter_scan_max", g("device_filter_scan_max"))?,
-            // --- end of devices and targeting ---
-            // Audit log (issue 9).
-            audit_unauthenticated_per_minute: parse(
-                "audit_unauthenticated_per_minute",
-                g("audit_unauthenticated_per_minute"),
-            )?,
-            trusted_proxies: g("trusted_proxies")
-                .map(|v| {
-                    v.split(',')
-                        .map(|a| {
-                            a.trim().parse::<IpAddr>().map_err(|e| {
-                                ConfigError(format!(
-                                    "{}={v:?} is not valid: {a:?}: {e}; give IP addresses separated by commas (also settable as `trusted_proxies` in the config file)",
-                                    env_name("trusted_proxies")
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()?,
-            // --- Blob store and downloads (issue 9) ---
-            blob_backend: g("blob_backend"),
-            s3_bucket: g("s3_bucket"),
-            s3_endpoint: g("s3_endpoint"),
-            s3_region: g("s3_region"),
-            s3_prefix: g("s3_prefix"),
-            s3_access_key_id: g("s3_access_key_id"),
-            s3_secret_access_key: g("s3_secret_access_key").map(Secret),
-            s3_allow_http: parse("s3_allow_http", g("s3_allow_http"))?,
-            download_redirect: g("download_redirect"),
-            download_presign_ttl_s: parse("download_presign_ttl_s", g("download_presign_ttl_s"))?,
-            // --- end of blob store and downloads ---
-            // --- Arduino clients (issue 13) ---
-            arduino_auth_failures_per_minute: parse(
-                "arduino_auth_failures_per_minute",
-                g("arduino_auth_failures_per_minute"),
-            )?,
-            arduino_auth_failures_burst: parse(
-                "arduino_auth_failures_burst",
-                g("arduino_auth_failures_burst"),
-            )?,
-            // --- end of arduino clients ---
-            // --- GitHub Releases as a source (issue 13) ---
-            github_api_url: g("github_api_url"),
-            github_poll_interval_s: parse("github_poll_interval_s", g("github_poll_interval_s"))?,
-            github_timeout_s: parse("github_timeout_s", g("github_timeout_s"))?,
-            github_releases_per_poll: parse(
-                "github_releases_per_poll",
-                g("github_releases_per_poll"),
-            )?,
-            github_import_key_file: g("github_import_key_file").map(PathBuf::from),
-            // --- end of github releases ---
-        })
+        Ok(())
+    }
+
+    /// Reads `OTTER_*` variables from `get` (the process environment in production); empty
+    /// values count as unset.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Layer, ConfigError> {
+        let mut layer = Layer::default();
+        for m in SETTINGS {
+            if let Some(v) = get(m.env).filter(|v| !v.is_empty()) {
+                layer.set(m.field, Raw::Env(&v)).map_err(|e| {
+                    ConfigError(format!(
+                        "{}={v:?} is not valid: {e} (also settable as `{}` in [{}] of the config file)",
+                        m.env, m.key, m.section
+                    ))
+                })?;
+            }
+        }
+        Ok(layer)
+    }
+}
+
+/// The error for a key or section the table does not have, naming where it belongs.
+fn unknown(section: &str, key: &str, is_section: bool) -> String {
+    let here = if section.is_empty() {
+        format!("`{key}`")
+    } else {
+        format!("`{key}` in [{section}]")
+    };
+    if is_section {
+        return format!("{here} must be a table (a section [{key}])");
+    }
+    if let Some(m) = SETTINGS.iter().find(|m| m.key == key) {
+        return format!(
+            "unknown key {here}: `{key}` is a key of [{}] (write it under a `[{}]` line)",
+            m.section, m.section
+        );
+    }
+    if let Some(m) = SETTINGS.iter().find(|m| m.field == key) {
+        return format!(
+            "unknown key {here}: the setting is now `{}` in [{}] (write it under a `[{}]` line)",
+            m.key, m.section, m.section
+        );
+    }
+    let names = sections()
+        .iter()
+        .map(|s| format!("[{s}]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if section.is_empty() {
+        format!("unknown key or section {here}; the sections are {names} (docs/configuration.md)")
+    } else {
+        let keys = SETTINGS
+            .iter()
+            .filter(|m| m.section == section)
+            .map(|m| m.key)
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("unknown key {here}; its keys are {keys} (docs/configuration.md)")
     }
 }
 
 impl Settings {
-    /// Applies one layer on top.
-    pub fn apply(&mut self, layer: Layer, source: Source) {
-        macro_rules! set {
-            ($field:ident) => {
-                if let Some(v) = layer.$field {
-                    self.$field = v;
-                    self.sources.insert(stringify!($field), source);
-                }
-            };
-        }
-        set!(data_dir);
-        set!(listen);
-        if let Some(v) = layer.database_url {
-            self.database_url = Some(v);
-            self.sources.insert("database_url", source);
-        }
-        set!(database_max_connections);
-        set!(database_acquire_timeout_s);
-        set!(max_upload_bytes);
-        set!(poll_interval_s);
-        set!(max_in_flight);
-        set!(log_format);
-        set!(shutdown_grace_s);
-        // Release hygiene (issue 8, items 12 and 18).
-        set!(blob_gc_interval_s);
-        set!(blob_gc_grace_s);
-        set!(manifest_max_future_s);
-        set!(rollout_eval_interval_s);
-        macro_rules! set_limit {
-            ($field:ident) => {
-                if let Some(v) = layer.$field {
-                    self.limits.$field = v;
-                    self.sources.insert(stringify!($field), source);
-                }
-            };
-        }
-        set_limit!(device_reports_per_minute);
-        set_limit!(device_reports_burst);
-        set_limit!(device_history_max);
-        set_limit!(wal_size_limit_bytes);
-        set_limit!(wal_checkpoint_interval_s);
-        // --- Connections and downloads (issue 8, items 5 and 17) ---
-        set!(max_connections);
-        set!(header_read_timeout_s);
-        set!(keepalive_timeout_s);
-        set!(max_downloads);
-        set!(max_downloads_per_device);
-        // --- end of connections and downloads ---
-        // --- Devices and targeting (issue 9) ---
-        set!(max_tags_per_device);
-        set!(device_filter_scan_max);
-        // --- end of devices and targeting ---
-        // Audit log (issue 9).
-        set!(audit_unauthenticated_per_minute);
-        set!(trusted_proxies);
-        // --- Blob store and downloads (issue 9) ---
-        macro_rules! set_some {
-            ($field:ident) => {
-                if let Some(v) = layer.$field {
-                    self.$field = Some(v);
-                    self.sources.insert(stringify!($field), source);
-                }
-            };
-        }
-        set!(blob_backend);
-        set_some!(s3_bucket);
-        set_some!(s3_endpoint);
-        set!(s3_region);
-        set!(s3_prefix);
-        set_some!(s3_access_key_id);
-        set_some!(s3_secret_access_key);
-        set!(s3_allow_http);
-        set!(download_redirect);
-        set!(download_presign_ttl_s);
-        // --- end of blob store and downloads ---
-        // --- Arduino clients (issue 13) ---
-        set!(arduino_auth_failures_per_minute);
-        set!(arduino_auth_failures_burst);
-        // --- end of arduino clients ---
-        // --- GitHub Releases as a source (issue 13) ---
-        set!(github_api_url);
-        set!(github_poll_interval_s);
-        set!(github_timeout_s);
-        set!(github_releases_per_poll);
-        if let Some(v) = layer.github_import_key_file {
-            self.github_import_key_file = Some(v);
-            self.sources.insert("github_import_key_file", source);
-        }
-        // --- end of github releases ---
-    }
-
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| {
+        let bad = |field: &str, why: &str| {
+            let m = meta(field).expect("validate names fields of the settings table");
             Err(ConfigError(format!(
-                "{key} {why}: set it with --{} , {} or `{key}` in the config file",
-                key.replace('_', "-"),
-                env_name(key)
+                "[{}] {} {why}: {}",
+                m.section,
+                m.key,
+                m.ways()
             )))
         };
         if self.log_format != "text" && self.log_format != "json" {
@@ -579,14 +767,14 @@ impl Settings {
         if self.poll_interval_s == 0 {
             return bad("poll_interval_s", "must be at least 1");
         }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be at least 1");
+        }
         if self.database_max_connections == 0 {
             return bad("database_max_connections", "must be at least 1");
         }
         if self.database_acquire_timeout_s == 0 {
             return bad("database_acquire_timeout_s", "must be at least 1");
-        }
-        if self.max_in_flight == 0 {
-            return bad("max_in_flight", "must be at least 1");
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "is empty");
@@ -636,12 +824,15 @@ impl Settings {
             "local" => {}
             "s3" => {
                 if self.s3_bucket.as_deref().unwrap_or("").is_empty() {
-                    return bad("s3_bucket", "must name a bucket when blob_backend is `s3`");
+                    return bad(
+                        "s3_bucket",
+                        "must name a bucket when [blobs] backend is `s3`",
+                    );
                 }
                 if self.s3_access_key_id.is_some() != self.s3_secret_access_key.is_some() {
                     return bad(
                         "s3_secret_access_key",
-                        "and s3_access_key_id must be set together (or neither, for the AWS_* environment)",
+                        "and access_key_id must be set together (or neither, for the AWS_* environment)",
                     );
                 }
                 if let Some(e) = &self.s3_endpoint {
@@ -651,7 +842,7 @@ impl Settings {
                     if e.starts_with("http://") && !self.s3_allow_http {
                         return bad(
                             "s3_allow_http",
-                            "must be true for a plain http:// s3_endpoint (test servers only)",
+                            "must be true for a plain http:// endpoint (test servers only)",
                         );
                     }
                 }
@@ -663,7 +854,7 @@ impl Settings {
             "presigned" if self.blob_backend != "s3" => {
                 return bad(
                     "download_redirect",
-                    "is `presigned`, which needs blob_backend = `s3`",
+                    "is `presigned`, which needs [blobs] backend = `s3`",
                 )
             }
             "presigned" => {}
@@ -682,15 +873,13 @@ impl Settings {
             );
         }
         // --- end of blob store and downloads ---
-        // --- Arduino clients (issue 13) ---
+        // Arduino clients and GitHub Releases (issue 13).
         if self.arduino_auth_failures_per_minute > 0 && self.arduino_auth_failures_burst == 0 {
             return bad(
                 "arduino_auth_failures_burst",
-                "must be at least 1 while arduino_auth_failures_per_minute limits failures",
+                "must be at least 1 while auth_failures_per_minute limits failures",
             );
         }
-        // --- end of arduino clients ---
-        // --- GitHub Releases as a source (issue 13) ---
         if !(self.github_api_url.starts_with("https://")
             || self.github_api_url.starts_with("http://"))
         {
@@ -702,306 +891,52 @@ impl Settings {
         if !(1..=100).contains(&self.github_releases_per_poll) {
             return bad("github_releases_per_poll", "must be from 1 to 100");
         }
-        // --- end of github releases ---
         Ok(())
     }
 
-    /// The database URL in effect.
+    /// The database URL in effect, password included (for connecting; log it with
+    /// [`redact_url`]).
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("otter.db").display()))
+        match &self.database_url {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join("otter.db").display()),
+        }
     }
 
-    /// `key = value  # source` lines, secrets redacted.
+    /// The settings as a config file, one `[section]` per table, secrets redacted (commented
+    /// out), with each value's source as a comment when `with_sources`.
     pub fn show(&self, with_sources: bool) -> String {
-        let values: Vec<(&str, String)> = vec![
-            (
-                "data_dir",
-                format!("{:?}", self.data_dir.display().to_string()),
-            ),
-            ("listen", format!("{:?}", self.listen.to_string())),
-            (
-                "database_url",
-                format!("{:?}", redact_url(&self.database_url())),
-            ),
-            (
-                "database_max_connections",
-                self.database_max_connections.to_string(),
-            ),
-            (
-                "database_acquire_timeout_s",
-                self.database_acquire_timeout_s.to_string(),
-            ),
-            ("max_upload_bytes", self.max_upload_bytes.to_string()),
-            ("poll_interval_s", self.poll_interval_s.to_string()),
-            ("max_in_flight", self.max_in_flight.to_string()),
-            ("log_format", format!("{:?}", self.log_format)),
-            ("shutdown_grace_s", self.shutdown_grace_s.to_string()),
-            // Release hygiene (issue 8, items 12 and 18).
-            ("blob_gc_interval_s", self.blob_gc_interval_s.to_string()),
-            ("blob_gc_grace_s", self.blob_gc_grace_s.to_string()),
-            (
-                "manifest_max_future_s",
-                self.manifest_max_future_s.to_string(),
-            ),
-            (
-                "rollout_eval_interval_s",
-                self.rollout_eval_interval_s.to_string(),
-            ),
-            // --- Connections and downloads (issue 8, items 5 and 17) ---
-            ("max_connections", self.max_connections.to_string()),
-            (
-                "header_read_timeout_s",
-                self.header_read_timeout_s.to_string(),
-            ),
-            ("keepalive_timeout_s", self.keepalive_timeout_s.to_string()),
-            ("max_downloads", self.max_downloads.to_string()),
-            (
-                "max_downloads_per_device",
-                self.max_downloads_per_device.to_string(),
-            ),
-            // --- end of connections and downloads ---
-            // --- Devices and targeting (issue 9) ---
-            ("max_tags_per_device", self.max_tags_per_device.to_string()),
-            (
-                "device_filter_scan_max",
-                self.device_filter_scan_max.to_string(),
-            ),
-            // --- end of devices and targeting ---
-            // Audit log (issue 9).
-            (
-                "audit_unauthenticated_per_minute",
-                self.audit_unauthenticated_per_minute.to_string(),
-            ),
-            (
-                "trusted_proxies",
-                format!(
-                    "[{}]",
-                    self.trusted_proxies
-                        .iter()
-                        .map(|a| format!("{:?}", a.to_string()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            // --- Blob store and downloads (issue 9) ---
-            ("blob_backend", format!("{:?}", self.blob_backend)),
-            ("s3_bucket", show_opt(self.s3_bucket.as_deref())),
-            ("s3_endpoint", show_opt(self.s3_endpoint.as_deref())),
-            ("s3_region", format!("{:?}", self.s3_region)),
-            ("s3_prefix", format!("{:?}", self.s3_prefix)),
-            (
-                "s3_access_key_id",
-                show_opt(self.s3_access_key_id.as_deref()),
-            ),
-            (
-                "s3_secret_access_key",
-                show_opt(self.s3_secret_access_key.as_ref().map(|_| "***")),
-            ),
-            ("s3_allow_http", self.s3_allow_http.to_string()),
-            ("download_redirect", format!("{:?}", self.download_redirect)),
-            (
-                "download_presign_ttl_s",
-                self.download_presign_ttl_s.to_string(),
-            ),
-            // --- end of blob store and downloads ---
-            // --- Arduino clients (issue 13) ---
-            (
-                "arduino_auth_failures_per_minute",
-                self.arduino_auth_failures_per_minute.to_string(),
-            ),
-            (
-                "arduino_auth_failures_burst",
-                self.arduino_auth_failures_burst.to_string(),
-            ),
-            // --- end of arduino clients ---
-            // --- GitHub Releases as a source (issue 13) ---
-            ("github_api_url", format!("{:?}", self.github_api_url)),
-            (
-                "github_poll_interval_s",
-                self.github_poll_interval_s.to_string(),
-            ),
-            ("github_timeout_s", self.github_timeout_s.to_string()),
-            (
-                "github_releases_per_poll",
-                self.github_releases_per_poll.to_string(),
-            ),
-            (
-                "github_import_key_file",
-                format!(
-                    "{:?}",
-                    self.github_import_key_file
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ),
-            ),
-            // --- end of github releases ---
-        ];
+        let shown = self.shown();
         let mut out = String::new();
-        for (k, v) in values.into_iter().chain(self.limits.values()) {
-            if with_sources {
-                out.push_str(&format!("{k} = {v}  # {}\n", self.sources[k]));
-            } else {
-                out.push_str(&format!("{k} = {v}\n"));
+        for section in sections() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("[{section}]\n"));
+            for (m, v) in shown.iter().filter(|(m, _)| m.section == section) {
+                let line = match v {
+                    Shown::Plain(v) => format!("{} = {v}", m.key),
+                    Shown::Hidden(v) => format!("# {} = {v}", m.key),
+                    Shown::Unset if m.field == "database_url" => format!(
+                        "# {} is unset: {}",
+                        m.key,
+                        toml_str(&redact_url(&self.database_url()))
+                    ),
+                    Shown::Unset => format!("# {} is unset", m.key),
+                };
+                if with_sources {
+                    let source = self
+                        .sources
+                        .get(m.field)
+                        .copied()
+                        .unwrap_or(Source::Default);
+                    out.push_str(&format!("{line}  # {source}\n"));
+                } else {
+                    out.push_str(&format!("{line}\n"));
+                }
             }
         }
         out
-    }
-}
-
-// --- Limits on device data and enrolment (issue 8, items 6 and 14) ---------------------------
-
-/// Keys of [`Limits`], as in the config file (`OTTER_<KEY>` in the environment).
-pub const LIMIT_KEYS: [&str; 5] = [
-    "device_reports_per_minute",
-    "device_reports_burst",
-    "device_history_max",
-    "wal_size_limit_bytes",
-    "wal_checkpoint_interval_s",
-];
-
-/// Bounds on what devices can make the server store, and on the database's log
-/// (docs/configuration.md, "Limits"; docs/security.md says what each protects against).
-/// Per-product enrolment bounds are not here: admins set them per product
-/// (`otter product update`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Status reports a device may send a minute, sustained (0: no limit). Beyond it the device
-    /// gets `429` with `Retry-After`.
-    pub device_reports_per_minute: u32,
-    /// Reports a device may send at once before the per-minute rate applies.
-    pub device_reports_burst: u32,
-    /// Newest history events kept per device (0: keep all).
-    pub device_history_max: u32,
-    /// SQLite `journal_size_limit`: the write-ahead log is cut back to this size after a
-    /// checkpoint.
-    pub wal_size_limit_bytes: u64,
-    /// Seconds between checkpoints that empty the write-ahead log.
-    pub wal_checkpoint_interval_s: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            device_reports_per_minute: 60,
-            device_reports_burst: 60,
-            device_history_max: 1000,
-            wal_size_limit_bytes: 16 * 1024 * 1024,
-            wal_checkpoint_interval_s: 60,
-        }
-    }
-}
-
-impl Limits {
-    fn values(&self) -> [(&'static str, String); 5] {
-        [
-            (
-                "device_reports_per_minute",
-                self.device_reports_per_minute.to_string(),
-            ),
-            (
-                "device_reports_burst",
-                self.device_reports_burst.to_string(),
-            ),
-            ("device_history_max", self.device_history_max.to_string()),
-            (
-                "wal_size_limit_bytes",
-                self.wal_size_limit_bytes.to_string(),
-            ),
-            (
-                "wal_checkpoint_interval_s",
-                self.wal_checkpoint_interval_s.to_string(),
-            ),
-        ]
-    }
-}
-
-// --- end of limits ---------------------------------------------------------------------------
-
-// --- Blob store and downloads (issue 9) ---
-
-/// A secret setting: `Debug` and `Display` show `***`; [`Secret::expose`] gives the value.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// An optional string as `config show` prints it (`""` when unset).
-fn show_opt(v: Option<&str>) -> String {
-    format!("{:?}", v.unwrap_or(""))
-}
-
-// --- end of blob store and downloads ---
-
-/// Replaces the password in `scheme://user:password@host` and in a `password=` query
-/// parameter (PostgreSQL accepts both) with `***`.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = base.to_string();
-    if let Some((scheme, rest)) = base.split_once("://") {
-        // The host follows the last `@` of the authority (a password may hold an `@`).
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(authority_end);
-        if let Some((creds, host)) = authority.rsplit_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                out = format!("{scheme}://{user}:***@{host}{path}");
-            }
-        }
-    }
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => kv.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("data_dir", &self.data_dir)
-            .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url()))
-            .field("max_upload_bytes", &self.max_upload_bytes)
-            .field("poll_interval_s", &self.poll_interval_s)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("limits", &self.limits)
-            .field("blob_backend", &self.blob_backend)
-            .field("s3_bucket", &self.s3_bucket)
-            .field("s3_endpoint", &self.s3_endpoint)
-            .field("s3_access_key_id", &self.s3_access_key_id)
-            .field("s3_secret_access_key", &self.s3_secret_access_key)
-            .field("download_redirect", &self.download_redirect)
-            .finish_non_exhaustive()
     }
 }
 
@@ -1009,15 +944,64 @@ impl fmt::Debug for Settings {
 mod tests {
     use super::*;
 
+    fn file(text: &str) -> Layer {
+        Layer::from_toml(text, "otterd.toml").unwrap()
+    }
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> Layer {
+        Layer::from_env(|k| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn layers_apply_in_order_and_remember_their_source() {
+    fn every_setting_is_declared_once_with_unique_names() {
+        let mut seen = std::collections::HashSet::new();
+        for m in SETTINGS {
+            assert!(seen.insert(("field", m.field.to_string())), "{m:?}");
+            assert!(seen.insert(("env", m.env.to_string())), "{m:?}");
+            let place = format!("{}.{}", m.section, m.key);
+            assert!(seen.insert(("key", place)), "{m:?}");
+            assert!(
+                m.env.starts_with("OTTER_") && !m.doc.trim().is_empty(),
+                "{m:?}"
+            );
+        }
+        assert_eq!(Settings::default().sources.len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn the_documentation_names_every_setting() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for m in SETTINGS {
+            assert!(
+                doc.contains(&format!("`{}`", m.env)) && doc.contains(&format!("`{}`", m.key)),
+                "docs/configuration.md lacks {} / [{}] {}",
+                m.env,
+                m.section,
+                m.key
+            );
+            assert!(doc.contains(&format!("[{}]", m.section)), "{}", m.section);
+        }
+    }
+
+    #[test]
+    fn a_file_with_sections_layers_under_env_and_flags() {
         let mut s = Settings::default();
-        let file: Layer =
-            toml::from_str("listen = \"127.0.0.1:9000\"\npoll_interval_s = 60\n").unwrap();
-        s.apply(file, Source::File);
-        let env =
-            Layer::from_env(|k| (k == "OTTER_POLL_INTERVAL_S").then(|| "30".to_string())).unwrap();
-        s.apply(env, Source::Env);
+        s.apply(
+            file(
+                "[server]\ndata_dir = \"/srv/otter\"\n\n[http]\nlisten = \"127.0.0.1:9000\"\n\
+                 max_connections = 100\n\n[devices]\npoll_interval_s = 60\n\n\
+                 [blobs]\nbackend = \"s3\"\n\n[blobs.s3]\nbucket = \"fw\"\n\n\
+                 [database]\nwal_checkpoint_interval_s = 5\n",
+            ),
+            Source::File,
+        );
+        s.apply(env(&[("OTTER_POLL_INTERVAL_S", "30")]), Source::Env);
         s.apply(
             Layer {
                 data_dir: Some("/tmp/x".into()),
@@ -1026,30 +1010,142 @@ mod tests {
             Source::Flag,
         );
         assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.max_connections, 100);
         assert_eq!(s.poll_interval_s, 30);
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.blob_backend, "s3");
+        assert_eq!(s.s3_bucket.as_deref(), Some("fw"));
+        assert_eq!(s.limits.wal_checkpoint_interval_s, 5);
         assert_eq!(s.sources["listen"], Source::File);
         assert_eq!(s.sources["poll_interval_s"], Source::Env);
         assert_eq!(s.sources["data_dir"], Source::Flag);
         assert_eq!(s.sources["max_in_flight"], Source::Default);
-        assert!(s.show(true).contains("poll_interval_s = 30  # environment"));
+        assert_eq!(s.sources["wal_checkpoint_interval_s"], Source::File);
+        let shown = s.show(true);
+        assert!(
+            shown.contains("[devices]\npoll_interval_s = 30  # environment\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("[blobs.s3]\nbucket = \"fw\"  # config file\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("data_dir = \"/tmp/x\"  # command line"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_flat_key_of_the_old_format_is_refused_naming_its_section() {
+        let e = Layer::from_toml("listen = \"127.0.0.1:9000\"\n", "/etc/otter/otterd.toml")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("/etc/otter/otterd.toml") && e.contains("`listen` is a key of [http]"),
+            "{e}"
+        );
+        // A renamed one names its new key too.
+        let e = Layer::from_toml("s3_bucket = \"fw\"\n", "f.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("`bucket` in [blobs.s3]"), "{e}");
+        // A key in the wrong section names the right one.
+        let e = Layer::from_toml("[http]\nbucket = \"fw\"\n", "f.toml")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("`bucket` in [http]") && e.contains("[blobs.s3]"),
+            "{e}"
+        );
+        // Unknown keys and sections are refused, listing what exists.
+        let e = Layer::from_toml("[http]\nbogus = 1\n", "f.toml")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("`bogus` in [http]") && e.contains("listen"),
+            "{e}"
+        );
+        let e = Layer::from_toml("[bogus]\nx = 1\n", "f.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("`bogus`") && e.contains("[blobs.s3]"), "{e}");
+        let e = Layer::from_toml("http = 1\n", "f.toml").unwrap_err().0;
+        assert!(e.contains("[http]"), "{e}");
+        // A bad value names the file, the section and the key.
+        let e = Layer::from_toml("[http]\nlisten = \"nope\"\n", "f.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("f.toml") && e.contains("[http] listen"), "{e}");
+        // A syntax error names the line without quoting it (it may hold a secret).
+        let e = Layer::from_toml(
+            "[blobs.s3]\nbucket = \"fw\"\nsecret_access_key = \"sup3rsecret\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("f.toml: line 3:") && !e.contains("sup3rsecret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn show_round_trips() {
+        let mut s = Settings::default();
+        s.apply(
+            file(
+                "[http]\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\nmax_in_flight = 7\n\
+                 [server]\nlog_format = \"json\"\ndata_dir = \"/var/lib/otter \\\"x\\\"\"\n\
+                 [blobs]\nbackend = \"s3\"\n[blobs.s3]\nbucket = \"fw\"\nprefix = \"otter/\"\n\
+                 access_key_id = \"AKIA1\"\nsecret_access_key = \"sup3rsecret\"\n\
+                 [database]\nurl = \"postgres://otter@db/otter\"\n[limits]\ndevice_history_max = 5\n",
+            ),
+            Source::File,
+        );
+        for with_sources in [false, true] {
+            let shown = s.show(with_sources);
+            let mut again = Settings::default();
+            again.apply(Layer::from_toml(&shown, "shown").unwrap(), Source::File);
+            // Everything comes back but the secret, which the output does not hold.
+            assert_eq!(again.s3_secret_access_key, None);
+            let without_secret = Settings {
+                s3_secret_access_key: None,
+                ..s.clone()
+            };
+            assert_eq!(
+                format!("{again:?}"),
+                format!("{without_secret:?}"),
+                "{shown}"
+            );
+            assert_eq!(again.database_url(), "postgres://otter@db/otter");
+            assert_eq!(again.trusted_proxies.len(), 2);
+        }
+        // The defaults' output is a valid file too.
+        let d = Settings::default();
+        let mut again = Settings::default();
+        again.apply(
+            Layer::from_toml(&d.show(true), "shown").unwrap(),
+            Source::File,
+        );
+        assert_eq!(format!("{again:?}"), format!("{d:?}"));
     }
 
     #[test]
     fn bad_values_name_every_way_to_fix_them() {
         let e = Layer::from_env(|k| (k == "OTTER_LISTEN").then(|| "nope".to_string())).unwrap_err();
         assert!(
-            e.0.contains("OTTER_LISTEN") && e.0.contains("`listen`"),
+            e.0.contains("OTTER_LISTEN") && e.0.contains("`listen` in [http]"),
             "{}",
             e.0
         );
-        assert!(toml::from_str::<Layer>("bogus = 1").is_err());
         let s = Settings {
             log_format: "xml".into(),
             ..Settings::default()
         };
         let e = s.validate().unwrap_err().0;
         assert!(
-            e.contains("--log-format") && e.contains("OTTER_LOG_FORMAT"),
+            e.contains("--log-format") && e.contains("OTTER_LOG_FORMAT") && e.contains("[server]"),
             "{e}"
         );
     }
@@ -1066,14 +1162,10 @@ mod tests {
             (3600, 3600, 600)
         );
         s.apply(
-            toml::from_str("blob_gc_interval_s = 60\nblob_gc_grace_s = 120\n").unwrap(),
+            file("[blobs]\ngc_interval_s = 60\ngc_grace_s = 120\n"),
             Source::File,
         );
-        s.apply(
-            Layer::from_env(|k| (k == "OTTER_MANIFEST_MAX_FUTURE_S").then(|| "30".to_string()))
-                .unwrap(),
-            Source::Env,
-        );
+        s.apply(env(&[("OTTER_MANIFEST_MAX_FUTURE_S", "30")]), Source::Env);
         assert_eq!(
             (
                 s.blob_gc_interval_s,
@@ -1083,10 +1175,7 @@ mod tests {
             (60, 120, 30)
         );
         let shown = s.show(true);
-        assert!(
-            shown.contains("blob_gc_grace_s = 120  # config file"),
-            "{shown}"
-        );
+        assert!(shown.contains("gc_grace_s = 120  # config file"), "{shown}");
         assert!(
             shown.contains("manifest_max_future_s = 30  # environment"),
             "{shown}"
@@ -1097,12 +1186,11 @@ mod tests {
     fn limits_layer_like_every_other_setting() {
         let mut s = Settings::default();
         assert_eq!(s.limits, Limits::default());
-        let file: Layer =
-            toml::from_str("device_history_max = 50\ndevice_reports_per_minute = 10\n").unwrap();
-        s.apply(file, Source::File);
-        let env = Layer::from_env(|k| (k == "OTTER_DEVICE_HISTORY_MAX").then(|| "20".to_string()))
-            .unwrap();
-        s.apply(env, Source::Env);
+        s.apply(
+            file("[limits]\ndevice_history_max = 50\ndevice_reports_per_minute = 10\n"),
+            Source::File,
+        );
+        s.apply(env(&[("OTTER_DEVICE_HISTORY_MAX", "20")]), Source::Env);
         assert_eq!(s.limits.device_history_max, 20);
         assert_eq!(s.limits.device_reports_per_minute, 10);
         let shown = s.show(true);
@@ -1126,16 +1214,17 @@ mod tests {
     #[test]
     fn connection_and_download_limits_are_layered_settings() {
         let mut s = Settings::default();
-        let file: Layer =
-            toml::from_str("max_connections = 100\nkeepalive_timeout_s = 5\n").unwrap();
-        s.apply(file, Source::File);
-        let env = Layer::from_env(|k| match k {
-            "OTTER_MAX_DOWNLOADS_PER_DEVICE" => Some("4".into()),
-            "OTTER_HEADER_READ_TIMEOUT_S" => Some("3".into()),
-            _ => None,
-        })
-        .unwrap();
-        s.apply(env, Source::Env);
+        s.apply(
+            file("[http]\nmax_connections = 100\nkeepalive_timeout_s = 5\n"),
+            Source::File,
+        );
+        s.apply(
+            env(&[
+                ("OTTER_MAX_DOWNLOADS_PER_DEVICE", "4"),
+                ("OTTER_HEADER_READ_TIMEOUT_S", "3"),
+            ]),
+            Source::Env,
+        );
         assert_eq!((s.max_connections, s.keepalive_timeout_s), (100, 5));
         assert_eq!(
             (s.max_downloads_per_device, s.header_read_timeout_s),
@@ -1147,10 +1236,13 @@ mod tests {
             "{shown}"
         );
         assert!(
-            shown.contains("max_downloads_per_device = 4  # environment"),
+            shown.contains("max_per_device = 4  # environment"),
             "{shown}"
         );
-        assert!(shown.contains("max_downloads = 256  # default"), "{shown}");
+        assert!(
+            shown.contains("max_in_progress = 256  # default"),
+            "{shown}"
+        );
         let zero = Settings {
             max_downloads: 0,
             ..Settings::default()
@@ -1169,22 +1261,15 @@ mod tests {
             (s.max_tags_per_device, s.device_filter_scan_max),
             (32, 20_000)
         );
+        s.apply(file("[devices]\nmax_tags = 8\n"), Source::File);
         s.apply(
-            toml::from_str("max_tags_per_device = 8\n").unwrap(),
-            Source::File,
-        );
-        s.apply(
-            Layer::from_env(|k| (k == "OTTER_DEVICE_FILTER_SCAN_MAX").then(|| "5000".into()))
-                .unwrap(),
+            env(&[("OTTER_DEVICE_FILTER_SCAN_MAX", "5000")]),
             Source::Env,
         );
         let shown = s.show(true);
+        assert!(shown.contains("max_tags = 8  # config file"), "{shown}");
         assert!(
-            shown.contains("max_tags_per_device = 8  # config file"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("device_filter_scan_max = 5000  # environment"),
+            shown.contains("filter_scan_max = 5000  # environment"),
             "{shown}"
         );
         s.validate().unwrap();
@@ -1200,70 +1285,133 @@ mod tests {
             .validate()
             .unwrap_err()
             .0
-            .contains("device_filter_scan_max"));
+            .contains("[devices] filter_scan_max"));
+    }
+
+    #[test]
+    fn arduino_auth_throttle_is_a_layered_setting() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (
+                s.arduino_auth_failures_per_minute,
+                s.arduino_auth_failures_burst
+            ),
+            (10, 10)
+        );
+        s.apply(
+            file("[arduino]\nauth_failures_per_minute = 3\n"),
+            Source::File,
+        );
+        s.apply(
+            env(&[("OTTER_ARDUINO_AUTH_FAILURES_BURST", "5")]),
+            Source::Env,
+        );
+        assert_eq!(s.arduino_auth_failures_per_minute, 3);
+        assert_eq!(s.arduino_auth_failures_burst, 5);
+        let shown = s.show(true);
+        assert!(
+            shown.contains("auth_failures_per_minute = 3  # config file"),
+            "{shown}"
+        );
+        s.arduino_auth_failures_burst = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("[arduino] auth_failures_burst"));
+    }
+
+    #[test]
+    fn github_settings_are_layered_and_checked() {
+        let mut s = Settings::default();
+        assert_eq!(s.github_api_url, "https://api.github.com");
+        s.apply(
+            file("[github]\npoll_interval_s = 60\nreleases_per_poll = 5\n"),
+            Source::File,
+        );
+        s.apply(
+            env(&[("OTTER_GITHUB_API_URL", "http://127.0.0.1:9/api")]),
+            Source::Env,
+        );
+        assert_eq!(
+            (s.github_poll_interval_s, s.github_releases_per_poll),
+            (60, 5)
+        );
+        assert_eq!(s.github_api_url, "http://127.0.0.1:9/api");
+        let shown = s.show(true);
+        assert!(
+            shown.contains("api_url = \"http://127.0.0.1:9/api\"  # environment"),
+            "{shown}"
+        );
+        assert!(s.validate().is_ok());
+        s.github_releases_per_poll = 101;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("[github] releases_per_poll"));
+        s.github_releases_per_poll = 5;
+        s.github_api_url = "ftp://x".into();
+        assert!(s.validate().unwrap_err().0.contains("[github] api_url"));
     }
 
     #[test]
     fn audit_budget_is_a_layered_setting() {
         let mut s = Settings::default();
         assert_eq!(s.audit_unauthenticated_per_minute, 60);
-        let file: Layer = toml::from_str("audit_unauthenticated_per_minute = 10\n").unwrap();
-        s.apply(file, Source::File);
+        s.apply(
+            file("[audit]\nunauthenticated_per_minute = 10\n"),
+            Source::File,
+        );
         assert_eq!(s.audit_unauthenticated_per_minute, 10);
-        let env = Layer::from_env(|k| {
-            (k == "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE").then(|| "0".into())
-        })
-        .unwrap();
-        s.apply(env, Source::Env);
+        s.apply(
+            env(&[("OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE", "0")]),
+            Source::Env,
+        );
         assert_eq!(s.audit_unauthenticated_per_minute, 0);
         assert!(s
             .show(true)
-            .contains("audit_unauthenticated_per_minute = 0  # environment"));
+            .contains("unauthenticated_per_minute = 0  # environment"));
         let bad = Layer::from_env(|k| {
             (k == "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE").then(|| "-1".into())
         });
         assert!(bad
             .unwrap_err()
             .0
-            .contains("audit_unauthenticated_per_minute"));
+            .contains("OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE"));
     }
 
     #[test]
     fn trusted_proxies_are_a_layered_list() {
         let mut s = Settings::default();
         assert!(s.show(false).contains("trusted_proxies = []"));
-        let file: Layer = toml::from_str("trusted_proxies = [\"10.0.0.1\"]\n").unwrap();
-        s.apply(file, Source::File);
+        s.apply(
+            file("[http]\ntrusted_proxies = [\"10.0.0.1\"]\n"),
+            Source::File,
+        );
         assert_eq!(s.trusted_proxies, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
-        let env =
-            Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".into()))
-                .unwrap();
-        s.apply(env, Source::Env);
+        s.apply(
+            env(&[("OTTER_TRUSTED_PROXIES", "127.0.0.1, ::1")]),
+            Source::Env,
+        );
         assert!(s
             .show(true)
             .contains("trusted_proxies = [\"127.0.0.1\", \"::1\"]  # environment"));
         let bad = Layer::from_env(|k| (k == "OTTER_TRUSTED_PROXIES").then(|| "10.0.0.0/8".into()));
         assert!(bad.unwrap_err().0.contains("OTTER_TRUSTED_PROXIES"));
-        assert!(toml::from_str::<Layer>("trusted_proxies = [\"proxy\"]").is_err());
+        assert!(Layer::from_toml("[http]\ntrusted_proxies = [\"proxy\"]", "f").is_err());
     }
 
     #[test]
     fn rollout_worker_interval_is_a_layered_setting() {
         let mut s = Settings::default();
         assert_eq!(s.rollout_eval_interval_s, 30);
-        s.apply(
-            toml::from_str("rollout_eval_interval_s = 10\n").unwrap(),
-            Source::File,
-        );
+        s.apply(file("[rollouts]\neval_interval_s = 10\n"), Source::File);
         assert_eq!(s.rollout_eval_interval_s, 10);
-        s.apply(
-            Layer::from_env(|k| (k == "OTTER_ROLLOUT_EVAL_INTERVAL_S").then(|| "5".to_string()))
-                .unwrap(),
-            Source::Env,
-        );
+        s.apply(env(&[("OTTER_ROLLOUT_EVAL_INTERVAL_S", "5")]), Source::Env);
         assert!(s
             .show(true)
-            .contains("rollout_eval_interval_s = 5  # environment"));
+            .contains("[rollouts]\neval_interval_s = 5  # environment"));
         s.rollout_eval_interval_s = 0;
         assert!(s
             .validate()
@@ -1273,59 +1421,81 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_redacted() {
-        let s = Settings {
-            database_url: Some("postgres://otter:hunter2@db/otter".into()),
-            ..Settings::default()
-        };
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(!s.show(true).contains("hunter2"));
+    fn the_database_password_is_redacted_everywhere() {
+        let mut s = Settings::default();
+        s.apply(
+            file("[database]\nurl = \"postgres://otter:hunter2@db/otter\"\n"),
+            Source::File,
+        );
+        assert_eq!(s.database_url(), "postgres://otter:hunter2@db/otter");
+        for text in [
+            format!("{s:?}"),
+            s.show(false),
+            s.show(true),
+            format!("{:?}", s.database_url),
+            format!("{}", s.database_url.as_ref().unwrap()),
+        ] {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        assert!(s
+            .show(true)
+            .contains("# url = \"postgres://otter:***@db/otter\"  # config file"));
+        // From the environment too, and in a bad value's error.
+        let env = Layer::from_env(|k| {
+            (k == "OTTER_DATABASE_URL").then(|| "postgres://u:hunter2@db/x".into())
+        })
+        .unwrap();
+        assert!(!format!("{env:?}").contains("hunter2"));
+        // A password with an `@` in it is hidden whole, and so is a `password=` parameter.
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/x"),
+            "postgres://u:***@db/x"
+        );
+        for url in [
+            "postgres://otter:hunter2@db:5432/otter?sslmode=require",
+            "postgres://otter@db/otter?sslmode=require&password=hunter2",
+        ] {
+            let r = redact_url(url);
+            assert!(!r.contains("hunter2") && r.contains("@db"), "{r}");
+        }
+        // The pool bounds are settings like any other, checked.
         let env = Layer::from_env(|k| match k {
             "OTTER_DATABASE_MAX_CONNECTIONS" => Some("3".into()),
             "OTTER_DATABASE_ACQUIRE_TIMEOUT_S" => Some("0".into()),
             _ => None,
         })
         .unwrap();
-        let mut pg = s.clone();
+        let mut pg = Settings::default();
         pg.apply(env, Source::Env);
         assert_eq!(pg.database_max_connections, 3);
-        assert!(pg
-            .show(true)
-            .contains("database_max_connections = 3  # environment"));
         assert!(pg
             .validate()
             .unwrap_err()
             .0
             .contains("OTTER_DATABASE_ACQUIRE_TIMEOUT_S"));
-        for url in [
-            "postgres://otter:hunter2@db:5432/otter?sslmode=require",
-            "postgres://otter:p@hunter2@db/otter",
-            "postgres://otter@db/otter?sslmode=require&password=hunter2",
-        ] {
-            let r = redact_url(url);
-            assert!(!r.contains("hunter2"), "{r}");
-            assert!(r.contains("db"), "{r}");
-        }
-        assert!(!s.show(false).contains("hunter2"));
+        // An unset URL shows the SQLite default, commented out.
+        assert!(Settings::default()
+            .show(false)
+            .contains("# url is unset: \"sqlite://otter-data/otter.db\""));
     }
 
     #[test]
     fn s3_settings_layer_validate_and_hide_the_secret() {
         let mut s = Settings::default();
         s.apply(
-            toml::from_str(
-                "blob_backend = \"s3\"\ns3_bucket = \"fw\"\ns3_access_key_id = \"AKIA1\"\ns3_secret_access_key = \"sup3rsecret\"\n",
-            )
-            .unwrap(),
+            file(
+                "[blobs]\nbackend = \"s3\"\n[blobs.s3]\nbucket = \"fw\"\naccess_key_id = \"AKIA1\"\n\
+                 secret_access_key = \"sup3rsecret\"\n",
+            ),
             Source::File,
         );
-        let env = Layer::from_env(|k| match k {
-            "OTTER_S3_ENDPOINT" => Some("http://127.0.0.1:9000".into()),
-            "OTTER_DOWNLOAD_REDIRECT" => Some("presigned".into()),
-            _ => None,
-        })
-        .unwrap();
-        s.apply(env, Source::Env);
+        s.apply(
+            env(&[
+                ("OTTER_S3_ENDPOINT", "http://127.0.0.1:9000"),
+                ("OTTER_DOWNLOAD_REDIRECT", "presigned"),
+            ]),
+            Source::Env,
+        );
         let e = s.validate().unwrap_err().0;
         assert!(e.contains("OTTER_S3_ALLOW_HTTP"), "{e}");
         s.s3_allow_http = true;
@@ -1334,21 +1504,23 @@ mod tests {
         assert!(!shown.contains("sup3rsecret"), "{shown}");
         assert!(!format!("{s:?}").contains("sup3rsecret"));
         assert!(
-            shown.contains("s3_secret_access_key = \"***\"  # config file"),
+            shown.contains("# secret_access_key = \"***\"  # config file"),
             "{shown}"
         );
         assert!(
-            shown.contains("download_redirect = \"presigned\"  # environment"),
+            shown.contains("[downloads]\nredirect = \"presigned\"  # environment"),
             "{shown}"
         );
         assert!(
-            shown.contains("s3_region = \"us-east-1\"  # default"),
+            shown.contains("region = \"us-east-1\"  # default"),
             "{shown}"
         );
+        let from_env = env(&[("OTTER_S3_SECRET_ACCESS_KEY", "sup3rsecret")]);
+        assert!(!format!("{from_env:?}").contains("sup3rsecret"));
         s.blob_backend = "local".into();
         let e = s.validate().unwrap_err().0;
         assert!(
-            e.contains("download_redirect") && e.contains("blob_backend"),
+            e.contains("[downloads] redirect") && e.contains("[blobs] backend"),
             "{e}"
         );
         s.download_redirect = "https://cdn.example.com/fw".into();
@@ -1371,78 +1543,5 @@ mod tests {
             ..Settings::default()
         };
         assert!(half.validate().is_err());
-    }
-
-    #[test]
-    fn arduino_auth_throttle_is_a_layered_setting() {
-        let mut s = Settings::default();
-        assert_eq!(
-            (
-                s.arduino_auth_failures_per_minute,
-                s.arduino_auth_failures_burst
-            ),
-            (10, 10)
-        );
-        s.apply(
-            toml::from_str("arduino_auth_failures_per_minute = 3\n").unwrap(),
-            Source::File,
-        );
-        s.apply(
-            Layer::from_env(|k| {
-                (k == "OTTER_ARDUINO_AUTH_FAILURES_BURST").then(|| "5".to_string())
-            })
-            .unwrap(),
-            Source::Env,
-        );
-        assert_eq!(s.arduino_auth_failures_per_minute, 3);
-        assert_eq!(s.arduino_auth_failures_burst, 5);
-        let shown = s.show(true);
-        assert!(
-            shown.contains("arduino_auth_failures_per_minute = 3  # config file"),
-            "{shown}"
-        );
-        s.arduino_auth_failures_burst = 0;
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .0
-            .contains("arduino_auth_failures_burst"));
-    }
-
-    #[test]
-    fn github_settings_are_layered_and_checked() {
-        let mut s = Settings::default();
-        assert_eq!(s.github_api_url, "https://api.github.com");
-        s.apply(
-            toml::from_str("github_poll_interval_s = 60\ngithub_releases_per_poll = 5\n").unwrap(),
-            Source::File,
-        );
-        s.apply(
-            Layer::from_env(|k| {
-                (k == "OTTER_GITHUB_API_URL").then(|| "http://127.0.0.1:9/api".to_string())
-            })
-            .unwrap(),
-            Source::Env,
-        );
-        assert_eq!(
-            (s.github_poll_interval_s, s.github_releases_per_poll),
-            (60, 5)
-        );
-        assert_eq!(s.github_api_url, "http://127.0.0.1:9/api");
-        let shown = s.show(true);
-        assert!(
-            shown.contains("github_api_url = \"http://127.0.0.1:9/api\"  # environment"),
-            "{shown}"
-        );
-        assert!(s.validate().is_ok());
-        s.github_releases_per_poll = 101;
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .0
-            .contains("github_releases_per_poll"));
-        s.github_releases_per_poll = 5;
-        s.github_api_url = "ftp://x".into();
-        assert!(s.validate().unwrap_err().0.contains("github_api_url"));
     }
 }

@@ -87,7 +87,7 @@ fn load(args: SettingsArgs) -> anyhow::Result<Settings> {
         Layer {
             data_dir: args.data_dir,
             listen: args.listen,
-            database_url: args.database_url,
+            database_url: args.database_url.map(|u| Some(u.into())),
             log_format: args.log_format,
             ..Default::default()
         },

@@ -29,7 +29,7 @@ async fn first_start_writes_one_private_admin_token() {
     std::fs::remove_file(&path).unwrap();
     let state = otterd::open_state(otterd::config::Settings {
         data_dir: srv.data_dir(),
-        database_url: crate::backends::database_url_for(&srv.data_dir()),
+        database_url: crate::backends::database_setting_for(&srv.data_dir()),
         ..Default::default()
     })
     .await

@@ -525,7 +525,7 @@ async fn offline_admin_and_system_actions_are_recorded() {
     let s = spawn().await;
     let settings = otterd::config::Settings {
         data_dir: s.data_dir(),
-        database_url: crate::backends::database_url_for(&s.data_dir()),
+        database_url: crate::backends::database_setting_for(&s.data_dir()),
         ..Default::default()
     };
     otterd::admin::create_admin_token(&settings, "rescue")

@@ -55,11 +55,11 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
     }
     // The test run's database, set before `tweak` so that settings a test copies there name
     // it; follows the data directory if `tweak` moved it.
-    let database = crate::backends::database_url_for(&settings.data_dir);
+    let database = crate::backends::database_setting_for(&settings.data_dir);
     settings.database_url = database.clone();
     tweak(&mut settings);
     if settings.database_url == database {
-        settings.database_url = crate::backends::database_url_for(&settings.data_dir);
+        settings.database_url = crate::backends::database_setting_for(&settings.data_dir);
     }
     let state = otterd::open_state(settings.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -459,7 +459,7 @@ async fn collection_racing_uploads_never_breaks_a_release() {
     let dir = tempfile::TempDir::new().unwrap();
     let settings = otterd::config::Settings {
         data_dir: dir.path().join("data"),
-        database_url: crate::backends::database_url_for(&dir.path().join("data")),
+        database_url: crate::backends::database_setting_for(&dir.path().join("data")),
         listen: "127.0.0.1:0".parse().unwrap(),
         blob_gc_interval_s: 0,
         blob_gc_grace_s: 0,

@@ -230,7 +230,7 @@ async fn a_bad_database_url_is_refused_and_its_password_never_shown() {
     );
     assert!(
         shown.contains(
-            "database_url = \"postgres://otter:***@db/otter?sslmode=require&password=***\"  # environment"
+            "# url = \"postgres://otter:***@db/otter?sslmode=require&password=***\"  # environment"
         ),
         "{shown}"
     );

@@ -568,7 +568,7 @@ async fn concurrent_checkins_on_two_instances_never_double_assign() {
     std::fs::copy(&admin_token, b_data.join("initial-admin-token")).unwrap();
     let b = spawn_with(|s| {
         s.data_dir = b_data;
-        s.database_url = Some(shared_db);
+        s.database_url = Some(shared_db.into());
     })
     .await;
     let f = fleet_on(a).await;

@@ -242,7 +242,7 @@ async fn s3_collection_goes_by_last_modified_and_a_start_keeps_uploads_in_flight
     // Another instance starts on the same bucket (and database): it removes nothing by itself.
     let second = Settings {
         data_dir: srv.data_dir(),
-        database_url: crate::backends::database_url_for(&srv.data_dir()),
+        database_url: crate::backends::database_setting_for(&srv.data_dir()),
         blob_gc_grace_s: 2,
         ..bucket.clone()
     };
@@ -312,11 +312,11 @@ async fn the_otterd_binary_keeps_blobs_in_the_bucket_its_environment_names() {
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(!shown.contains("n0t-to-be-shown"), "{shown}");
     assert!(
-        shown.contains("s3_secret_access_key = \"***\"  # environment"),
+        shown.contains("# secret_access_key = \"***\"  # environment"),
         "{shown}"
     );
     assert!(
-        shown.contains("blob_backend = \"s3\"  # environment"),
+        shown.contains("[blobs]\nbackend = \"s3\"  # environment"),
         "{shown}"
     );
 
@@ -375,7 +375,7 @@ async fn an_instance_collecting_never_breaks_a_release_another_publishes() {
     .await;
     let collector = otterd::open_state(Settings {
         data_dir: data.clone(),
-        database_url: crate::backends::database_url_for(&data),
+        database_url: crate::backends::database_setting_for(&data),
         blob_gc_grace_s: 3,
         ..bucket.clone()
     })

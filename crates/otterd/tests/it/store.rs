@@ -13,7 +13,7 @@ async fn open(dir: &tempfile::TempDir) -> Arc<dyn Database> {
     let data = dir.path().join("data");
     let settings = otterd::config::Settings {
         data_dir: data.clone(),
-        database_url: backends::database_url_for(&data),
+        database_url: backends::database_setting_for(&data),
         ..Default::default()
     };
     otterd::open_state(settings).await.unwrap().db

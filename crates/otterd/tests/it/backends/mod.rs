@@ -34,6 +34,11 @@ pub fn database_url_for(data_dir: &Path) -> Option<String> {
     }
 }
 
+/// [`database_url_for`] as the `database_url` setting holds it.
+pub fn database_setting_for(data_dir: &Path) -> Option<otterd::config::SecretUrl> {
+    database_url_for(data_dir).map(Into::into)
+}
+
 /// The URL of the database of `data_dir` on the test run's backend, spelled out (for a test
 /// that starts a second server on it).
 pub fn database_url_of(data_dir: &Path) -> String {
@@ -46,7 +51,7 @@ pub fn database_url_of(data_dir: &Path) -> String {
 pub async fn open_db(data_dir: &Path) -> std::sync::Arc<dyn otterd::db::Database> {
     let settings = otterd::config::Settings {
         data_dir: data_dir.to_path_buf(),
-        database_url: Some(database_url_of(data_dir)),
+        database_url: Some(database_url_of(data_dir).into()),
         ..Default::default()
     };
     otterd::db::connect::open(&settings).await.unwrap()
