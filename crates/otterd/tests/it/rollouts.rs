@@ -550,13 +550,15 @@ async fn viewers_read_and_publishers_change_only_their_products() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_checkins_on_two_instances_never_double_assign() {
-    let a = spawn().await;
+/// A second server on `a`'s database with its own data directory (kept alive by the returned
+/// directory). On S3 it has a bucket of its own: the tests using it download nothing.
+async fn second_instance(
+    a: &TestServer,
+    tweak: impl FnOnce(&mut otterd::config::Settings),
+) -> (tempfile::TempDir, TestServer) {
     let shared_db = crate::backends::database_url_of(&a.data_dir());
     let admin_token = a.data_dir().join("initial-admin-token");
-    // A second server with its own data directory on the same database (its admin token is
-    // the first server's: the database has one already).
+    // Its admin token is the first server's: the database has one already.
     let b_dir = tempfile::TempDir::new().unwrap();
     let b_data = b_dir.path().join("data");
     std::fs::create_dir(&b_data).unwrap();
@@ -569,8 +571,98 @@ async fn concurrent_checkins_on_two_instances_never_double_assign() {
     let b = spawn_with(|s| {
         s.data_dir = b_data;
         s.database_url = Some(shared_db.into());
+        tweak(s);
     })
     .await;
+    (b_dir, b)
+}
+
+/// Two instances on one database: a rollout created through one is assigned and judged from
+/// check-ins on the other, and although both run the rollout worker, the stage advances once
+/// (one system entry in the audit log).
+#[tokio::test]
+async fn a_rollout_created_on_one_instance_advances_from_checkins_on_the_other() {
+    let a = spawn_with(|s| s.rollout_eval_interval_s = 1).await;
+    let (_b_dir, b) = second_instance(&a, |s| s.rollout_eval_interval_s = 1).await;
+    let f = fleet_on(a).await;
+    let devices = f.devices(10, Some("lab")).await;
+    let r = f
+        .rollout(
+            json!({"release_id": f.new["id"], "tag": "lab", "stages": "50,100",
+            "failure_threshold": "1", "auto_advance": true, "soak_s": 1}),
+        )
+        .await;
+    let id = r["id"].as_str().unwrap();
+    let stages: Stages = "50,100".parse().unwrap();
+    let (first, second): (Vec<&Dev>, Vec<&Dev>) = devices
+        .iter()
+        .partition(|d| stages.admits(bucket(id, &d.0), 0));
+    assert!(!first.is_empty(), "10 devices, none in a 50 % stage");
+    let old = (
+        f.old["version"].as_str().unwrap(),
+        f.old["sha256"].as_str().unwrap(),
+    );
+    let new = (
+        f.new["version"].as_str().unwrap(),
+        f.new["sha256"].as_str().unwrap(),
+    );
+    for d in &second {
+        assert!(
+            checkin(&b, &d.1, old.0, old.1).await.is_null(),
+            "stage 2 not open"
+        );
+    }
+    for d in &first {
+        let u = checkin(&b, &d.1, old.0, old.1).await;
+        assert_eq!(
+            (&u["release_id"], &u["rollout_id"]),
+            (&f.new["id"], &r["id"])
+        );
+        assert!(
+            checkin(&b, &d.1, new.0, new.1).await.is_null(),
+            "success by image"
+        );
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let shown = f.show(&r["id"]).await;
+        if shown["current_stage"] == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "no worker advanced the rollout: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for d in &second {
+        let u = checkin(&b, &d.1, old.0, old.1).await;
+        assert_eq!(
+            u["rollout_id"], r["id"],
+            "stage 2 is open on the other instance: {u}"
+        );
+    }
+    // Give both workers time for more passes: the stage was advanced by one of them, once.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (s, log) = f
+        .srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/audit?action=rollout.advance&target={id}"),
+            Some(&f.srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["actor"], "system", "{log}");
+}
+
+#[tokio::test]
+async fn concurrent_checkins_on_two_instances_never_double_assign() {
+    let a = spawn().await;
+    let (_b_dir, b) = second_instance(&a, |_| {}).await;
     let f = fleet_on(a).await;
     let devices = f.devices(4, Some("lab")).await;
     // Two rollouts of the product target the devices; the newer one wins.
