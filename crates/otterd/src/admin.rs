@@ -30,7 +30,7 @@ pub async fn create_admin_token(settings: &Settings, name: &str) -> anyhow::Resu
     let row = db::TokenRow {
         id: auth::new_id("tok_"),
         name: name.to_string(),
-        role: auth::Role::Admin.as_str().into(),
+        role: auth::Role::Admin,
         products: vec![],
         token_hash: auth::hash_secret(&token),
         created_at: crate::now(),

@@ -708,7 +708,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let mut entry = match &who {
         Some(p) => AuditRow {
             actor: p.name.clone(),
-            role: Some(p.role.as_str().into()),
+            role: Some(p.role),
             token_id: Some(p.token_id.clone()),
             ..AuditRow::default()
         },

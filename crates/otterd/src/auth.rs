@@ -42,39 +42,7 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// What a management token may do.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Push releases to named products; read those products.
-    Publisher,
-    /// Read everything.
-    Viewer,
-}
-
-impl Role {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Publisher => "publisher",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "publisher" => Some(Role::Publisher),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-}
+pub use crate::db::types::Role;
 
 /// The caller of a management route.
 #[derive(Debug, Clone)]
@@ -193,9 +161,7 @@ impl FromRequestParts<AppState> for Principal {
         if row.revoked_at.is_some() {
             return Err(ApiError::unauthorized("this token was revoked"));
         }
-        let role = Role::parse(&row.role).ok_or_else(|| {
-            ApiError::internal(format!("token {} has role {:?}", row.id, row.role))
-        })?;
+        let role = row.role;
         state.db.touch_token(&row.id, crate::now()).await?;
         Ok(Principal {
             token_id: row.id,

@@ -115,7 +115,7 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     let row = db::TokenRow {
         id: auth::new_id("tok_"),
         name: "initial-admin".into(),
-        role: "admin".into(),
+        role: auth::Role::Admin,
         products: vec![],
         token_hash: auth::hash_secret(&token),
         created_at: now(),

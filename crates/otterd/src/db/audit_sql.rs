@@ -6,6 +6,7 @@ use sqlx::{Pool, Row};
 
 use super::shared::{all, map_err};
 use super::{BackendDb, BackendRow};
+use crate::db::types::parse_stored_opt;
 use crate::db::{AuditFilter, AuditRow, DbResult};
 
 fn entry(r: &BackendRow) -> Result<AuditRow, sqlx::Error> {
@@ -13,7 +14,7 @@ fn entry(r: &BackendRow) -> Result<AuditRow, sqlx::Error> {
         id: r.try_get("id")?,
         at: r.try_get("at")?,
         actor: r.try_get("actor")?,
-        role: r.try_get("role")?,
+        role: parse_stored_opt("audit_log", "role", r.try_get("role")?)?,
         token_id: r.try_get("token_id")?,
         action: r.try_get("action")?,
         target: r.try_get("target")?,
@@ -35,7 +36,7 @@ pub(super) async fn append(pool: &Pool<BackendDb>, e: &AuditRow) -> DbResult<i64
     )
     .bind(e.at)
     .bind(&e.actor)
-    .bind(&e.role)
+    .bind(e.role.map(|r| r.as_str()))
     .bind(&e.token_id)
     .bind(&e.action)
     .bind(&e.target)

@@ -12,8 +12,11 @@ pub mod postgres;
 pub mod rollouts;
 mod serial;
 pub mod sqlite;
+pub mod types;
 
 use async_trait::async_trait;
+
+pub use types::Role;
 
 /// The `Conflict` message of [`Database::revoke_token`] for the last active admin token.
 pub const LAST_ADMIN: &str = "last active admin token";
@@ -141,7 +144,7 @@ pub struct PayloadRow {
 pub struct TokenRow {
     pub id: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub products: Vec<String>,
     pub token_hash: String,
     pub created_at: i64,
@@ -210,7 +213,7 @@ pub struct AuditRow {
     /// The principal's name, or `system`, `anonymous`, `otterd admin (offline)`.
     pub actor: String,
     /// The principal's role, when there is one.
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// The credential used: a token id, never the token.
     pub token_id: Option<String>,
     /// What was done, e.g. `release.push`.

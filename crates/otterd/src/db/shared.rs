@@ -21,6 +21,7 @@ use sqlx::Row;
 
 use super::{conflict_name, Backend, BackendDb, BackendRow};
 use crate::db::serial::Serial;
+use crate::db::types::parse_stored;
 use crate::db::{
     AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceRow, EnrollmentPolicy,
     EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, TokenRow, LAST_ADMIN,
@@ -98,10 +99,11 @@ fn release(r: &BackendRow) -> Result<ReleaseRow, sqlx::Error> {
 
 fn token(r: &BackendRow) -> Result<TokenRow, sqlx::Error> {
     let products: String = r.try_get("products")?;
+    let role: String = r.try_get("role")?;
     Ok(TokenRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        role: r.try_get("role")?,
+        role: parse_stored("tokens", "role", &role)?,
         products: serde_json::from_str(&products).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         token_hash: r.try_get("token_hash")?,
         created_at: r.try_get("created_at")?,
@@ -242,7 +244,7 @@ fn bind_token<'q>(
 ) -> sqlx::query::Query<'q, BackendDb, <BackendDb as sqlx::Database>::Arguments<'q>> {
     q.bind(&t.id)
         .bind(&t.name)
-        .bind(&t.role)
+        .bind(t.role.as_str())
         .bind(serde_json::to_string(&t.products).expect("a list of strings serialises"))
         .bind(&t.token_hash)
         .bind(t.created_at)

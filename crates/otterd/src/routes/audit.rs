@@ -69,7 +69,7 @@ impl From<AuditRow> for AuditEntry {
             at: rfc3339(r.at),
             at_unix: r.at,
             actor: r.actor,
-            role: r.role,
+            role: r.role.map(|r| r.as_str().to_string()),
             token_id: r.token_id,
             action: r.action,
             target: r.target,

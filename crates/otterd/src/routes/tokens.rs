@@ -95,7 +95,7 @@ pub async fn create(
     let row = TokenRow {
         id: new_id("tok_"),
         name: body.name,
-        role: body.role.as_str().into(),
+        role: body.role,
         products,
         token_hash: hash_secret(&secret),
         created_at: now(),

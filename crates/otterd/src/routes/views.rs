@@ -133,7 +133,7 @@ impl From<&TokenRow> for Token {
         Token {
             id: t.id.clone(),
             name: t.name.clone(),
-            role: t.role.clone(),
+            role: t.role.as_str().to_string(),
             products: t.products.clone(),
             created_at: rfc3339(t.created_at),
             last_used_at: t.last_used_at.map(rfc3339),

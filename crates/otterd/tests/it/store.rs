@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use otterd::db::fleet::GroupRow;
-use otterd::db::{Database, DbError, DeviceRow, KeyRow, ProductRow, TokenRow, LAST_ADMIN};
+use otterd::db::{
+    AuditFilter, Database, DbError, DeviceRow, KeyRow, ProductRow, Role, TokenRow, LAST_ADMIN,
+};
 
 use crate::backends;
 
@@ -164,7 +166,7 @@ async fn concurrent_revocations_never_remove_the_last_admin() {
         name: id.clone(),
         token_hash: format!("hash-{id}"),
         id,
-        role: "admin".into(),
+        role: Role::Admin,
         products: vec![],
         created_at: 1,
         last_used_at: None,
@@ -201,4 +203,63 @@ async fn concurrent_revocations_never_remove_the_last_admin() {
             .count();
         assert_eq!(active, 1, "round {round}");
     }
+}
+
+/// The text of a `DbError::Backend` with its sources, for checking what it names.
+fn backend_error_text<T: std::fmt::Debug>(r: Result<T, DbError>) -> String {
+    match r {
+        Err(e @ DbError::Backend(_)) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+/// A stored value that is not one of its type's values (written below otterd) is refused
+/// when read, with an error naming the table, the column and the value, on every backend.
+#[tokio::test]
+async fn a_stored_value_that_does_not_decode_is_refused_clearly() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = open(&dir).await;
+    let data = dir.path().join("data");
+    let token = TokenRow {
+        id: "tok_bad".into(),
+        name: "bad".into(),
+        role: Role::Viewer,
+        products: vec![],
+        token_hash: "hash-bad".into(),
+        created_at: 1,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    db.create_token(&token).await.unwrap();
+    assert_eq!(db.find_token("hash-bad").await.unwrap().role, Role::Viewer);
+    // The schema itself keeps a token's role among the known ones...
+    let refused = backends::execute_raw(
+        &data,
+        "UPDATE tokens SET role = 'root' WHERE id = 'tok_bad'",
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "the schema took an unknown role: {refused:?}"
+    );
+    assert_eq!(db.find_token("hash-bad").await.unwrap().role, Role::Viewer);
+
+    // ... the audit log's role column has no such check: reading decodes it.
+    backends::execute_raw(
+        &data,
+        "INSERT INTO audit_log (at, actor, role, action) VALUES (5, 'x', 'superuser', 'a.b')",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.page_audit(&AuditFilter::default(), None, 10).await);
+    assert!(text.contains("audit_log.role"), "{text}");
+    assert!(text.contains("\"superuser\""), "{text}");
 }
