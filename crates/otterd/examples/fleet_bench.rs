@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
             db.create_product(&ProductRow {
                 id: 0,
                 name: "bench".into(),
-                chip: "esp32c3".into(),
+                chip: otter_core::Chip::Esp32C3,
                 description: String::new(),
                 enrollment_secret_hash: "x".into(),
                 created_at: 0,
@@ -161,7 +161,11 @@ async fn seed(db: &Sqlite, p: &ProductRow, from: usize, to: usize) -> anyhow::Re
         db.record_checkin(
             &id,
             &CheckinReport {
-                chip: if i % 10 < 3 { "esp32s3" } else { "esp32c3" }.into(),
+                chip: if i % 10 < 3 {
+                    otter_core::Chip::Esp32S3
+                } else {
+                    otter_core::Chip::Esp32C3
+                },
                 version,
                 security_counter: 1,
                 image_sha256: format!("{i:064x}"),

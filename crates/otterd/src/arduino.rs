@@ -17,8 +17,8 @@ pub enum Family {
 
 impl Family {
     /// Whether a product of this chip (`Chip::name`) is served to this family.
-    pub fn serves(self, product_chip: &str) -> bool {
-        (product_chip == "esp8266") == (self == Family::Esp8266)
+    pub fn serves(self, product_chip: otter_core::Chip) -> bool {
+        (product_chip == otter_core::Chip::Esp8266) == (self == Family::Esp8266)
     }
 }
 
@@ -210,7 +210,7 @@ mod tests {
                 product: "p".into(),
                 channel: "stable".into(),
                 version: version.into(),
-                chip: "esp8266".into(),
+                chip: otter_core::Chip::Esp8266,
                 security_counter: 0,
                 size,
                 sha256: String::new(),

@@ -16,6 +16,7 @@ pub mod types;
 
 use async_trait::async_trait;
 
+pub use otter_core::Chip;
 pub use types::Role;
 
 /// The `Conflict` message of [`Database::revoke_token`] for the last active admin token.
@@ -44,7 +45,7 @@ pub type DbResult<T> = Result<T, DbError>;
 pub struct ProductRow {
     pub id: i64,
     pub name: String,
-    pub chip: String,
+    pub chip: Chip,
     pub description: String,
     pub enrollment_secret_hash: String,
     pub created_at: i64,
@@ -82,7 +83,7 @@ pub struct ReleaseRow {
     pub product: String,
     pub channel: String,
     pub version: String,
-    pub chip: String,
+    pub chip: Chip,
     pub security_counter: i64,
     pub size: i64,
     pub sha256: String,
@@ -163,7 +164,7 @@ pub struct DeviceRow {
     pub token_hash: String,
     /// Hash of the nonce the device chose for its enrolment (repeatable enrolment), if any.
     pub enrollment_nonce_hash: Option<String>,
-    pub chip: Option<String>,
+    pub chip: Option<Chip>,
     pub version: Option<String>,
     pub security_counter: Option<i64>,
     pub image_sha256: Option<String>,
@@ -176,7 +177,7 @@ pub struct DeviceRow {
 /// What a device reports at check-in.
 #[derive(Debug, Clone)]
 pub struct CheckinReport {
-    pub chip: String,
+    pub chip: Chip,
     pub version: String,
     pub security_counter: i64,
     pub image_sha256: String,

@@ -21,7 +21,7 @@ use sqlx::Row;
 
 use super::{conflict_name, Backend, BackendDb, BackendRow};
 use crate::db::serial::Serial;
-use crate::db::types::parse_stored;
+use crate::db::types::{parse_stored, parse_stored_opt};
 use crate::db::{
     AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceRow, EnrollmentPolicy,
     EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, TokenRow, LAST_ADMIN,
@@ -45,7 +45,7 @@ fn product(r: &BackendRow) -> Result<ProductRow, sqlx::Error> {
     Ok(ProductRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        chip: r.try_get("chip")?,
+        chip: parse_stored("products", "chip", &r.try_get::<String, _>("chip")?)?,
         description: r.try_get("description")?,
         enrollment_secret_hash: r.try_get("enrollment_secret_hash")?,
         created_at: r.try_get("created_at")?,
@@ -82,7 +82,7 @@ fn release(r: &BackendRow) -> Result<ReleaseRow, sqlx::Error> {
         product: r.try_get("product")?,
         channel: r.try_get("channel")?,
         version: r.try_get("version")?,
-        chip: r.try_get("chip")?,
+        chip: parse_stored("releases", "chip", &r.try_get::<String, _>("chip")?)?,
         security_counter: r.try_get("security_counter")?,
         size: r.try_get("size")?,
         sha256: r.try_get("sha256")?,
@@ -126,7 +126,7 @@ pub(super) fn device(r: &BackendRow) -> Result<DeviceRow, sqlx::Error> {
         channel: r.try_get("channel")?,
         token_hash: r.try_get("token_hash")?,
         enrollment_nonce_hash: r.try_get("enrollment_nonce_hash")?,
-        chip: r.try_get("chip")?,
+        chip: parse_stored_opt("devices", "chip", r.try_get("chip")?)?,
         version: r.try_get("version")?,
         security_counter: r.try_get("security_counter")?,
         image_sha256: r.try_get("image_sha256")?,
@@ -221,7 +221,7 @@ fn bind_release<'q>(
         .bind(r.product_id)
         .bind(&r.channel)
         .bind(&r.version)
-        .bind(&r.chip)
+        .bind(r.chip.name())
         .bind(r.security_counter)
         .bind(r.size)
         .bind(&r.sha256)
@@ -267,7 +267,7 @@ impl Database for Backend {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
         )
         .bind(&p.name)
-        .bind(&p.chip)
+        .bind(p.chip.name())
         .bind(&p.description)
         .bind(&p.enrollment_secret_hash)
         .bind(p.created_at)
@@ -703,7 +703,7 @@ impl Database for Backend {
              image_sha256 = $4, partition_size = COALESCE($5, partition_size), \
              last_seen_at = $6 WHERE id = $7",
         )
-        .bind(&r.chip)
+        .bind(r.chip.name())
         .bind(&r.version)
         .bind(r.security_counter)
         .bind(&r.image_sha256)

@@ -166,7 +166,7 @@ mod tests {
         let p = ProductRow {
             id: 0,
             name: "lamp".into(),
-            chip: "esp32".into(),
+            chip: otter_core::Chip::Esp32,
             description: String::new(),
             enrollment_secret_hash: "h".into(),
             created_at: 1,

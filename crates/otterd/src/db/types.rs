@@ -131,6 +131,22 @@ mod tests {
     }
 
     #[test]
+    fn chip_decodes_every_stored_name_and_refuses_others() {
+        for c in otter_core::Chip::all() {
+            assert_eq!(
+                parse_stored::<otter_core::Chip>("products", "chip", c.name()).unwrap(),
+                c
+            );
+        }
+        let e = parse_stored::<otter_core::Chip>("devices", "chip", "esp99").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("devices.chip") && text.contains("\"esp99\""),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_undecodable_value_names_table_column_and_value() {
         let e = parse_stored::<Role>("tokens", "role", "root").unwrap_err();
         let text = e.to_string();

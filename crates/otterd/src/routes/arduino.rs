@@ -306,10 +306,10 @@ async fn serve(
         .record_checkin(
             &device.id,
             &CheckinReport {
-                chip: match (report.family.serves(&product.chip), report.family) {
-                    (true, _) => product.chip.clone(),
-                    (false, Family::Esp8266) => "esp8266".into(),
-                    (false, Family::Esp32) => "esp32".into(),
+                chip: match (report.family.serves(product.chip), report.family) {
+                    (true, _) => product.chip,
+                    (false, Family::Esp8266) => otter_core::Chip::Esp8266,
+                    (false, Family::Esp32) => otter_core::Chip::Esp32,
                 },
                 version: running_version(&candidates, &report).unwrap_or_default(),
                 security_counter: 0,
@@ -320,7 +320,7 @@ async fn serve(
         )
         .await?;
     metrics::counter!("otter_device_checkins_total").increment(1);
-    if !report.family.serves(&product.chip) {
+    if !report.family.serves(product.chip) {
         tracing::warn!(device = %device.id, product_chip = %product.chip, family = ?report.family,
             "arduino client of another chip family; no update offered");
         return Ok(not_modified());

@@ -39,7 +39,7 @@ fn client_ip(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr>
 }
 
 fn refuse_esp8266(product: &ProductRow) -> ApiResult<()> {
-    if product.chip == "esp8266" {
+    if product.chip == otter_core::Chip::Esp8266 {
         return Err(ApiError::not_found(
             "esp32FOTA runs on ESP32 chips and this product is for the ESP8266: use /arduino/v1/{product} with ESP8266httpUpdate",
         ));
@@ -111,7 +111,7 @@ async fn serve_manifest(
                 .record_checkin(
                     &device.id,
                     &CheckinReport {
-                        chip: device.chip.clone().unwrap_or_else(|| product.chip.clone()),
+                        chip: device.chip.unwrap_or(product.chip),
                         version: device.version.clone().unwrap_or_default(),
                         security_counter: device.security_counter.unwrap_or(0),
                         image_sha256: device.image_sha256.clone().unwrap_or_default(),

@@ -370,7 +370,7 @@ pub async fn checkin(
     }
     let at = now();
     let report = CheckinReport {
-        chip: chip.name().into(),
+        chip,
         version: body.version.clone(),
         security_counter: body.security_counter as i64,
         image_sha256: sha.clone(),

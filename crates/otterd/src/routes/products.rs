@@ -102,7 +102,7 @@ pub async fn create(
     let row = ProductRow {
         id: 0,
         name: body.name.clone(),
-        chip: chip.name().into(),
+        chip,
         description: body.description,
         enrollment_secret_hash: hash_secret(&secret),
         created_at: now(),

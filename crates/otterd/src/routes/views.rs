@@ -56,7 +56,7 @@ impl Product {
     pub fn new(p: &ProductRow, keys: &[KeyRow]) -> Self {
         Product {
             name: p.name.clone(),
-            chip: p.chip.clone(),
+            chip: p.chip.name().to_string(),
             description: p.description.clone(),
             created_at: rfc3339(p.created_at),
             keys: keys.iter().map(Key::from).collect(),
@@ -94,7 +94,7 @@ impl From<&ReleaseRow> for Release {
         Release {
             id: r.id.clone(),
             product: r.product.clone(),
-            chip: r.chip.clone(),
+            chip: r.chip.name().to_string(),
             version: r.version.clone(),
             channel: r.channel.clone(),
             security_counter: r.security_counter,
@@ -172,7 +172,7 @@ impl From<&DeviceRow> for Device {
             product: d.product.clone(),
             hardware_id: d.hardware_id.clone(),
             channel: d.channel.clone(),
-            chip: d.chip.clone(),
+            chip: d.chip.map(|c| c.name().to_string()),
             version: d.version.clone(),
             security_counter: d.security_counter,
             image_sha256: d.image_sha256.clone(),

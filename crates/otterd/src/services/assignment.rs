@@ -14,7 +14,6 @@
 
 use otter_core::rollout::{bucket, Stages, Window};
 use otter_core::version::Version;
-use otter_core::Chip;
 
 use super::membership::targets;
 use super::rollouts::{deployment_finished, report_on_deployment};
@@ -120,8 +119,7 @@ pub async fn offer(
     now: i64,
 ) -> DbResult<Offer> {
     let product = db.get_product(&device.product).await?;
-    let product_chip: Option<Chip> = product.chip.parse().ok();
-    if product_chip.map(|c| c.name()) != Some(report.chip.as_str()) {
+    if product.chip != report.chip {
         tracing::warn!(device = %device.id, reported = %report.chip, "device reports a chip other than its product's; no update offered");
         return Ok(Offer::default());
     }
@@ -287,7 +285,7 @@ mod tests {
             product: "p".into(),
             channel: "stable".into(),
             version: version.into(),
-            chip: "esp32".into(),
+            chip: otter_core::Chip::Esp32,
             security_counter: 0,
             size: 1,
             sha256: sha.into(),
@@ -335,7 +333,7 @@ mod tests {
 
     fn report(version: &str, counter: i64, partition: Option<i64>) -> CheckinReport {
         CheckinReport {
-            chip: "esp32".into(),
+            chip: otter_core::Chip::Esp32,
             version: version.into(),
             security_counter: counter,
             image_sha256: "x".into(),

@@ -300,7 +300,7 @@ pub fn facts<'a>(d: &'a DeviceRow, tags: &'a [String]) -> DeviceFacts<'a> {
     DeviceFacts {
         hardware_id: &d.hardware_id,
         channel: &d.channel,
-        chip: d.chip.as_deref(),
+        chip: d.chip.map(|c| c.name()),
         version: d.version.as_deref(),
         security_counter: d.security_counter,
         image_sha256: d.image_sha256.as_deref(),

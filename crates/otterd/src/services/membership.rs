@@ -17,7 +17,7 @@ pub fn facts<'a>(
         Some(r) => DeviceFacts {
             hardware_id: &device.hardware_id,
             channel: &device.channel,
-            chip: Some(&r.chip),
+            chip: Some(r.chip.name()),
             version: Some(&r.version),
             security_counter: Some(r.security_counter),
             image_sha256: Some(&r.image_sha256),
@@ -28,7 +28,7 @@ pub fn facts<'a>(
         None => DeviceFacts {
             hardware_id: &device.hardware_id,
             channel: &device.channel,
-            chip: device.chip.as_deref(),
+            chip: device.chip.map(|c| c.name()),
             version: device.version.as_deref(),
             security_counter: device.security_counter,
             image_sha256: device.image_sha256.as_deref(),

@@ -15,7 +15,6 @@ use futures::{Stream, StreamExt};
 use md5::Md5;
 use otter_core::keys::PublicKey;
 use otter_core::manifest::{Envelope, Manifest};
-use otter_core::Chip;
 use sha2::{Digest, Sha256};
 
 use crate::auth::new_id;
@@ -171,7 +170,7 @@ where
         product: p.product.name.clone(),
         channel: p.channel.to_string(),
         version: manifest.version.clone(),
-        chip: manifest.chip.name().into(),
+        chip: manifest.chip,
         security_counter: manifest.security_counter as i64,
         size: manifest.image_size as i64,
         sha256: sha_hex,
@@ -274,7 +273,7 @@ pub async fn check_envelope(
             m.product, product.name
         )));
     }
-    if m.chip.name() != product.chip {
+    if m.chip != product.chip {
         return Err(PublishError::Refused(format!(
             "the manifest targets {}, but product {:?} is for {}",
             m.chip, product.name, product.chip
@@ -400,8 +399,7 @@ where
 fn check_image(bytes: &[u8], product: &ProductRow) -> Result<(Option<String>, Option<String>)> {
     let info = otter_core::image::parse(bytes)
         .map_err(|e| PublishError::Refused(format!("not a valid firmware image: {e}")))?;
-    let product_chip: Option<Chip> = product.chip.parse().ok();
-    if Some(info.chip) != product_chip {
+    if info.chip != product.chip {
         return Err(PublishError::Refused(format!(
             "the image is built for {}, but product {:?} is for {}",
             info.chip, product.name, product.chip

@@ -886,7 +886,7 @@ async fn seed_product(db: &dyn otterd::db::Database, name: &str) -> otterd::db::
     db.create_product(&otterd::db::ProductRow {
         id: 0,
         name: name.into(),
-        chip: "esp32c3".into(),
+        chip: otter_core::Chip::Esp32C3,
         description: String::new(),
         enrollment_secret_hash: format!("secret-{name}"),
         created_at: 1,

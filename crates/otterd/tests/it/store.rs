@@ -25,7 +25,7 @@ fn product(name: &str) -> ProductRow {
     ProductRow {
         id: 0,
         name: name.into(),
-        chip: "esp32".into(),
+        chip: otter_core::Chip::Esp32,
         description: String::new(),
         enrollment_secret_hash: "h".into(),
         created_at: 1,
@@ -262,4 +262,26 @@ async fn a_stored_value_that_does_not_decode_is_refused_clearly() {
     let text = backend_error_text(db.page_audit(&AuditFilter::default(), None, 10).await);
     assert!(text.contains("audit_log.role"), "{text}");
     assert!(text.contains("\"superuser\""), "{text}");
+
+    // A chip Otter does not know, in a product and in what a device reported.
+    let p = db.create_product(&product("chips")).await.unwrap();
+    db.insert_device(&device("dev_chip", p.id)).await.unwrap();
+    backends::execute_raw(
+        &data,
+        "UPDATE devices SET chip = 'esp99' WHERE id = 'dev_chip'",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.get_device("dev_chip").await);
+    assert!(text.contains("devices.chip"), "{text}");
+    assert!(text.contains("\"esp99\""), "{text}");
+    backends::execute_raw(
+        &data,
+        "UPDATE products SET chip = 'z80' WHERE name = 'chips'",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.get_product("chips").await);
+    assert!(text.contains("products.chip"), "{text}");
+    assert!(text.contains("\"z80\""), "{text}");
 }
