@@ -21,7 +21,9 @@ use crate::arduino::{
     Outcome,
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
+use crate::db::{
+    CheckinReport, DbError, DeviceRow, EventRow, PayloadKind, PayloadRow, ProductRow, ReleaseRow,
+};
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
 use crate::ratelimit::rate_limited;
@@ -238,6 +240,45 @@ async fn record_outcome(
     Ok(())
 }
 
+/// What a client is sent of a release: one payload's blob, length and digests.
+struct Served {
+    kind: PayloadKind,
+    size: i64,
+    sha256: String,
+    md5: String,
+}
+
+/// The payload of the client's signed format when the release has one (ESP8266 family:
+/// `esp8266-signed`; ESP32: `esp32-arduino-signed`), else the full image.
+async fn served_bytes(state: &AppState, chosen: &Candidate, family: Family) -> ApiResult<Served> {
+    let want = match family {
+        Family::Esp8266 => PayloadKind::Esp8266Signed,
+        Family::Esp32 => PayloadKind::Esp32ArduinoSigned,
+    };
+    let payloads = state.db.release_payloads(&chosen.release.id).await?;
+    match payloads.into_iter().find(|p| p.kind == want) {
+        // Attached payloads have their MD5 from the bytes checked when they were stored.
+        Some(PayloadRow {
+            kind,
+            size,
+            sha256,
+            md5: Some(md5),
+            ..
+        }) => Ok(Served {
+            kind,
+            size,
+            sha256,
+            md5,
+        }),
+        _ => Ok(Served {
+            kind: PayloadKind::Full,
+            size: chosen.release.size,
+            sha256: chosen.release.sha256.clone(),
+            md5: chosen.md5.clone(),
+        }),
+    }
+}
+
 pub(crate) fn close(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -332,9 +373,12 @@ async fn serve(
         return Ok(not_modified());
     };
     let release = &chosen.release;
+    // The bytes this client gets: its signed format when the release has it (issue 13), else
+    // the image.
+    let served = served_bytes(state, chosen, report.family).await?;
     let builder = Response::builder()
         .status(StatusCode::OK)
-        .header("x-MD5", &chosen.md5)
+        .header("x-MD5", &served.md5)
         .header("x-version", &release.version);
     if report.mode == Mode::Version {
         return builder
@@ -363,14 +407,14 @@ async fn serve(
     // with its exact length (never chunked: these clients need `Content-Length`).
     let stream = state
         .blobs
-        .stream_image(&release.sha256, None)
+        .stream_image(&served.sha256, None)
         .await
         .map_err(ApiError::internal)?;
     let mut builder = builder
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, release.size);
+        .header(header::CONTENT_LENGTH, served.size);
     if report.family == Family::Esp32 {
-        builder = builder.header("x-SHA256", &release.sha256);
+        builder = builder.header("x-SHA256", &served.sha256);
     }
     state
         .db
@@ -383,8 +427,8 @@ async fn serve(
             reason: None,
         })
         .await?;
-    metrics::counter!("otter_download_bytes_total").increment(release.size.max(0) as u64);
-    tracing::info!(device = %device.id, release = %release.id, version = %release.version, "update served to an arduino client");
+    metrics::counter!("otter_download_bytes_total").increment(served.size.max(0) as u64);
+    tracing::info!(device = %device.id, release = %release.id, version = %release.version, payload = served.kind.as_str(), "update served to an arduino client");
     // Held by the body until it is sent or the connection drops.
     let body = stream.map(move |chunk| {
         let _held = &slot;

@@ -918,3 +918,177 @@ async fn esp32fota_manifest_and_image_as_the_library_reads_them() {
     .await;
     assert_eq!(a.status, 404, "esp32FOTA is for ESP32 products");
 }
+
+// --- Client-format payloads (issue 13) ---
+
+/// Attaches `bytes` to release `id` as `kind` with `token`; status and JSON.
+async fn attach(
+    srv: &TestServer,
+    id: &str,
+    kind: &str,
+    token: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let r = srv
+        .req(
+            Method::POST,
+            &format!("/api/v1/releases/{id}/payloads?kind={kind}"),
+            Some(token),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    into_json(r).await
+}
+
+async fn payload_kinds(srv: &TestServer, id: &str) -> Vec<String> {
+    let (s, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/releases/{id}/payloads"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_attached_esp8266_signed_payload_is_served_byte_for_byte() {
+    use otter_core::image::sign::{sign_esp8266, ImageKey, KeyType};
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let img = esp8266_image(0);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let id = rel["id"].as_str().unwrap().to_string();
+    let rsa = ImageKey::generate(KeyType::Rsa2048);
+    let signed = sign_esp8266(&img, &rsa).unwrap();
+    assert_eq!(signed.len(), img.len() + 256 + 4);
+    let blobs_before = srv.blob_files().await;
+
+    // Refused, and nothing stored: a viewer; an image part that differs; a truncated trailer;
+    // a trailer whose length field lies; the kind of the other chip family.
+    let viewer = srv.token("viewer", &[]).await;
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &viewer, signed.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    let mut other_image = signed.clone();
+    other_image[100] ^= 1;
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, other_image).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("SHA-256"), "{v}");
+    let truncated = signed[..signed.len() - 10].to_vec();
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, truncated).await;
+    assert_eq!(s, 422, "{v}");
+    let mut lying = signed.clone();
+    let n = lying.len();
+    lying[n - 4..].copy_from_slice(&100_000u32.to_le_bytes());
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, lying).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(
+        &srv,
+        &id,
+        "esp32-arduino-signed",
+        &srv.admin,
+        signed.clone(),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("esp8266"), "{v}");
+    let (s, v) = attach(&srv, &id, "full", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(&srv, &id, "bogus", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(payload_kinds(&srv, &id).await, ["full"]);
+    assert_eq!(srv.blob_files().await, blobs_before, "no blob stored");
+    // Before it is attached, the client gets the plain image.
+    let c = Client::new(&secret);
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!((a.status, a.body == img), (200, true));
+
+    // A publisher of the product attaches it; a second of the same kind conflicts.
+    let publisher = srv.token("publisher", &["thermo"]).await;
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &publisher, signed.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["kind"], "esp8266-signed");
+    assert_eq!(v["size"], signed.len() as u64);
+    assert_eq!(v["md5"], md5_hex(&signed));
+    assert_eq!(v["sha256"], hex::encode(Sha256::digest(&signed)));
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(payload_kinds(&srv, &id).await, ["full", "esp8266-signed"]);
+
+    // The ESP8266 client now gets exactly the signed bytes, with their length and MD5.
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body == signed, "the exact signed bytes");
+    assert_eq!(
+        a.header("content-length"),
+        Some(signed.len().to_string().as_str())
+    );
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&signed).as_str()));
+    // The Arduino core's check: the trailer's length, then the signature over the image.
+    let sig_len = u32::from_le_bytes(a.body[a.body.len() - 4..].try_into().unwrap()) as usize;
+    assert_eq!(sig_len, 256);
+    assert_eq!(&a.body[..a.body.len() - 4 - sig_len], img.as_slice());
+}
+
+#[tokio::test]
+async fn an_esp32_arduino_signed_payload_is_served_with_its_sha256() {
+    use otter_core::image::sign::{sign_esp32_arduino, ImageKey, KeyType};
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32).await;
+    let img = image(Chip::Esp32, "", 7);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp32,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let id = rel["id"].as_str().unwrap().to_string();
+    let signed = sign_esp32_arduino(&img, &ImageKey::generate(KeyType::P256)).unwrap();
+    // An unsigned (all-zero) area is refused.
+    let mut zeros = img.clone();
+    zeros.resize(img.len() + 512, 0);
+    let (s, v) = attach(&srv, &id, "esp32-arduino-signed", &srv.admin, zeros).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(
+        &srv,
+        &id,
+        "esp32-arduino-signed",
+        &srv.admin,
+        signed.clone(),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let a = get32(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body == signed, "the exact signed bytes");
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&signed).as_str()));
+    assert_eq!(
+        a.header("x-SHA256"),
+        Some(hex::encode(Sha256::digest(&signed)).as_str())
+    );
+}
