@@ -14,6 +14,7 @@ use axum::Extension;
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
+use otter_core::version::Version;
 
 use super::device_api::{check_allowlist, check_new_device_bounds};
 use crate::arduino::{
@@ -27,6 +28,7 @@ use crate::db::{
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
 use crate::ratelimit::rate_limited;
+use crate::services::{assignment, rollouts};
 use crate::{now, AppState};
 
 /// The channel of an auto-registered device (an admin moves it with `otter device update`).
@@ -225,19 +227,59 @@ async fn record_outcome(
         Outcome::Success => ("success", None),
         Outcome::Failure(reason) => ("failure", Some(reason)),
     };
+    let at = now();
     state
         .db
         .add_event(&EventRow {
             device_id: device.id.clone(),
-            at: now(),
+            at,
             release_id: Some(served.release.id.clone()),
             state: event_state.into(),
             progress_bytes: None,
-            reason,
+            reason: reason.clone(),
         })
         .await?;
+    // As a status report would: the rollout's thresholds count stock clients too (issue 13).
+    rollouts::device_reported(
+        state.db.as_ref(),
+        &device.id,
+        Some(&served.release.id),
+        event_state,
+        reason.as_deref(),
+        at,
+    )
+    .await?;
     metrics::counter!("otter_device_reports_total", "state" => event_state).increment(1);
     Ok(())
+}
+
+/// The release a rollout gives this device now (`services::assignment::offer`, which records
+/// the deployment), or `None` when no rollout has one for it. A device that already runs the
+/// rollout's version (these clients report no image SHA-256 on ESP8266) has succeeded there.
+async fn rollout_offer(
+    state: &AppState,
+    device: &DeviceRow,
+    checkin: &CheckinReport,
+) -> ApiResult<Option<Candidate>> {
+    let offer = assignment::offer(state.db.as_ref(), device, checkin, checkin.at).await?;
+    let Some(offered) = offer.update.filter(|o| o.rollout_id.is_some()) else {
+        return Ok(None);
+    };
+    if !checkin.version.is_empty()
+        && Version::new(&checkin.version) == Version::new(&offered.release.version)
+    {
+        rollouts::device_reported(
+            state.db.as_ref(),
+            &device.id,
+            Some(&offered.release.id),
+            "success",
+            Some("already running the release's version"),
+            checkin.at,
+        )
+        .await?;
+        return Ok(None);
+    }
+    Ok(Some(candidate(state, offered.release).await?))
 }
 
 /// What a client is sent of a release: one payload's blob, length and digests.
@@ -329,7 +371,8 @@ async fn serve(
     record_outcome(state, &device, &report).await?;
     let at = now();
     // Arduino clients have no anti-rollback counter: every unexpired release of the channel,
-    // but those that rollouts deliver (docs/rollouts.md): these clients take no deployments.
+    // but those that rollouts deliver (docs/rollouts.md): those come only through the rollout
+    // (`rollout_offer` below), as for the agent.
     let rolled_out = state.db.rolled_out_images(product.id).await?;
     let mut candidates = Vec::new();
     for r in state
@@ -342,24 +385,19 @@ async fn serve(
         }
         candidates.push(candidate(state, r).await?);
     }
-    state
-        .db
-        .record_checkin(
-            &device.id,
-            &CheckinReport {
-                chip: match (report.family.serves(&product.chip), report.family) {
-                    (true, _) => product.chip.clone(),
-                    (false, Family::Esp8266) => "esp8266".into(),
-                    (false, Family::Esp32) => "esp32".into(),
-                },
-                version: running_version(&candidates, &report).unwrap_or_default(),
-                security_counter: 0,
-                image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
-                partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
-                at,
-            },
-        )
-        .await?;
+    let checkin = CheckinReport {
+        chip: match (report.family.serves(&product.chip), report.family) {
+            (true, _) => product.chip.clone(),
+            (false, Family::Esp8266) => "esp8266".into(),
+            (false, Family::Esp32) => "esp32".into(),
+        },
+        version: running_version(&candidates, &report).unwrap_or_default(),
+        security_counter: 0,
+        image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
+        partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
+        at,
+    };
+    state.db.record_checkin(&device.id, &checkin).await?;
     metrics::counter!("otter_device_checkins_total").increment(1);
     if !report.family.serves(&product.chip) {
         tracing::warn!(device = %device.id, product_chip = %product.chip, family = ?report.family,
@@ -369,8 +407,18 @@ async fn serve(
     if report.mode == Mode::Filesystem {
         return Ok(not_modified());
     }
-    let Some(chosen) = decide(&candidates, &report) else {
-        return Ok(not_modified());
+    // A rollout that reaches this device decides first, as at an agent's check-in (issue 13);
+    // `version` probes take no deployment, so they see the channel only.
+    let from_rollout = match report.mode {
+        Mode::Sketch => rollout_offer(state, &device, &checkin).await?,
+        _ => None,
+    };
+    let chosen = match &from_rollout {
+        Some(c) => c,
+        None => match decide(&candidates, &report) {
+            Some(c) => c,
+            None => return Ok(not_modified()),
+        },
     };
     let release = &chosen.release;
     // The bytes this client gets: its signed format when the release has it (issue 13), else
@@ -427,6 +475,17 @@ async fn serve(
             reason: None,
         })
         .await?;
+    if from_rollout.is_some() {
+        rollouts::device_reported(
+            state.db.as_ref(),
+            &device.id,
+            Some(&release.id),
+            "downloading",
+            None,
+            at,
+        )
+        .await?;
+    }
     metrics::counter!("otter_download_bytes_total").increment(served.size.max(0) as u64);
     tracing::info!(device = %device.id, release = %release.id, version = %release.version, payload = served.kind.as_str(), "update served to an arduino client");
     // Held by the body until it is sent or the connection drops.

@@ -1092,3 +1092,192 @@ async fn an_esp32_arduino_signed_payload_is_served_with_its_sha256() {
         Some(hex::encode(Sha256::digest(&signed)).as_str())
     );
 }
+
+// --- Stock clients in rollouts (issue 13) ---
+
+async fn rollout(srv: &TestServer, body: Value) -> String {
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(&srv.admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn deployments(srv: &TestServer, rollout: &str) -> Vec<Value> {
+    let (s, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{rollout}/deployments"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["deployments"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_stock_client_in_a_rollouts_open_stage_gets_its_release() {
+    use otter_core::rollout::{bucket, Stages};
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let img = esp8266_image(0);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let rid = rollout(
+        &srv,
+        json!({"release_id": rel["id"], "channel": "stable", "stages": "50,100", "failure_threshold": "100%"}),
+    )
+    .await;
+    let stages: Stages = "50,100".parse().unwrap();
+    let macs: Vec<String> = (0..16).map(|i| format!("18:FE:AA:AA:BB:{i:02X}")).collect();
+    let mut inside = Vec::new();
+    let mut outside = 0;
+    for mac in &macs {
+        let c = Client {
+            mac,
+            ..Client::new(&secret)
+        };
+        let a = get8266(&srv, "thermo", &c).await;
+        let d = device_json(&srv, "thermo", mac).await;
+        let id = d["device"]["id"].as_str().unwrap().to_string();
+        if stages.stage_of(bucket(&rid, &id)) == Some(0) {
+            assert_eq!(a.status, 200, "{mac} is in the open stage");
+            assert!(a.body == img, "the rollout's image");
+            assert_eq!(a.header("x-version"), Some("1.1.0"));
+            inside.push(id);
+        } else {
+            assert_eq!(a.status, 304, "{mac} is in the stage not yet open");
+            outside += 1;
+        }
+    }
+    assert!(
+        !inside.is_empty() && outside > 0,
+        "16 devices fall in both stages"
+    );
+    let mut deployed: Vec<String> = deployments(&srv, &rid)
+        .await
+        .iter()
+        .map(|d| {
+            assert_eq!(d["state"], "downloading", "{d}");
+            d["device_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    deployed.sort();
+    inside.sort();
+    assert_eq!(deployed, inside, "a deployment for each device served");
+}
+
+#[tokio::test]
+async fn failures_inferred_at_the_next_request_pause_the_rollout() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        esp8266_image(0),
+    )
+    .await;
+    let rid = rollout(
+        &srv,
+        json!({"release_id": rel["id"], "channel": "stable", "stages": "100", "failure_threshold": "20%"}),
+    )
+    .await;
+    let (good, bad) = ("18:FE:AA:AA:CC:01", "18:FE:AA:AA:CC:02");
+    for mac in [good, bad] {
+        let c = Client {
+            mac,
+            ..Client::new(&secret)
+        };
+        assert_eq!(get8266(&srv, "thermo", &c).await.status, 200, "{mac}");
+    }
+    // The first comes back running 1.1.0: success, and the rollout goes on.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: good,
+            version: Some("1.1.0"),
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+    let (_, r) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{rid}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r["state"], "running", "{r}");
+    // One that runs the rollout's version already is not sent it: a success at once.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: "18:FE:AA:AA:CC:03",
+            version: Some("1.1.0"),
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+    // The second still runs 1.0.0: a failure with a reason; 1 of 2 is over 20%: paused.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: bad,
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304, "not offered again after failing");
+    let (_, r) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{rid}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r["state"], "paused", "{r}");
+    let states: Vec<(String, bool)> = deployments(&srv, &rid)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["state"].as_str().unwrap().to_string(),
+                d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("still reports version 1.0.0")),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| s.0 == "success").count(),
+        2,
+        "{states:?}"
+    );
+    assert!(states.contains(&("failure".into(), true)), "{states:?}");
+}
