@@ -223,8 +223,19 @@ async fn record_outcome(
         Err(e) => return Err(e.into()),
     };
     let served = candidate(state, release).await?;
+    // A client may report the MD5 of the signed bytes it was sent (issue 13), not the image's.
+    let payload_md5 = match report.sketch_md5.as_deref() {
+        Some(md5) => state
+            .db
+            .release_payloads(&served.release.id)
+            .await?
+            .iter()
+            .any(|p| p.md5.as_deref() == Some(md5)),
+        None => false,
+    };
     let (event_state, reason) = match infer_outcome(&served, report) {
         Outcome::Success => ("success", None),
+        Outcome::Failure(_) if payload_md5 => ("success", None),
         Outcome::Failure(reason) => ("failure", Some(reason)),
     };
     let at = now();
@@ -250,6 +261,32 @@ async fn record_outcome(
     )
     .await?;
     metrics::counter!("otter_device_reports_total", "state" => event_state).increment(1);
+    Ok(())
+}
+
+/// A client that sends no version but the MD5 of a release's signed payload (the bytes it was
+/// sent, issue 13) runs that release: its version stands in, as the image's MD5 would.
+async fn signed_md5_version(
+    state: &AppState,
+    candidates: &[Candidate],
+    report: &mut ClientReport,
+) -> ApiResult<()> {
+    let Some(md5) = report.sketch_md5.clone() else {
+        return Ok(());
+    };
+    if report.version.is_some() || candidates.iter().any(|c| c.md5 == md5) {
+        return Ok(());
+    }
+    for c in candidates {
+        let payloads = state.db.release_payloads(&c.release.id).await?;
+        if payloads
+            .iter()
+            .any(|p| p.md5.as_deref() == Some(md5.as_str()))
+        {
+            report.version = Some(c.release.version.clone());
+            return Ok(());
+        }
+    }
     Ok(())
 }
 
@@ -361,7 +398,7 @@ async fn serve(
     client: Option<IpAddr>,
 ) -> ApiResult<Response> {
     let product = authenticate(state, product, headers, client).await?;
-    let report = parse_headers(
+    let mut report = parse_headers(
         headers
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
@@ -385,6 +422,7 @@ async fn serve(
         }
         candidates.push(candidate(state, r).await?);
     }
+    signed_md5_version(state, &candidates, &mut report).await?;
     let checkin = CheckinReport {
         chip: match (report.family.serves(&product.chip), report.family) {
             (true, _) => product.chip.clone(),

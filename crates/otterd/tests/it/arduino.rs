@@ -1047,6 +1047,22 @@ async fn an_attached_esp8266_signed_payload_is_served_byte_for_byte() {
     let sig_len = u32::from_le_bytes(a.body[a.body.len() - 4..].try_into().unwrap()) as usize;
     assert_eq!(sig_len, 256);
     assert_eq!(&a.body[..a.body.len() - 4 - sig_len], img.as_slice());
+
+    // A client that reports the MD5 of the signed bytes it wrote has installed the release.
+    let signed_md5 = md5_hex(&signed);
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            version: None,
+            sketch_md5: &signed_md5,
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+    let d = device_json(&srv, "thermo", MAC).await;
+    assert_eq!(d["history"][0]["state"], "success", "{d}");
 }
 
 #[tokio::test]
