@@ -165,3 +165,62 @@ pub async fn attach(
     tracing::info!(release = %release.id, kind = kind.as_str(), size = row.size, "payload attached");
     Ok(row)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esp8266_trailer(sig_len: usize, field: u32) -> Vec<u8> {
+        let mut t = vec![0xA5; sig_len];
+        t.extend_from_slice(&field.to_le_bytes());
+        t
+    }
+
+    #[test]
+    fn esp8266_trailers_need_a_matching_bounded_length() {
+        let k = PayloadKind::Esp8266Signed;
+        assert!(check_trailer(k, &esp8266_trailer(256, 256)).is_ok());
+        assert!(check_trailer(k, &esp8266_trailer(512, 512)).is_ok());
+        assert!(
+            check_trailer(k, &esp8266_trailer(250, 256)).is_err(),
+            "truncated"
+        );
+        assert!(
+            check_trailer(k, &esp8266_trailer(260, 256)).is_err(),
+            "padded"
+        );
+        assert!(
+            check_trailer(k, &esp8266_trailer(0, 0)).is_err(),
+            "no signature"
+        );
+        assert!(
+            check_trailer(k, &esp8266_trailer(600, 600)).is_err(),
+            "over the bound"
+        );
+        assert!(
+            check_trailer(k, &[1, 0]).is_err(),
+            "shorter than the length field"
+        );
+    }
+
+    #[test]
+    fn esp32_trailers_are_one_signed_area() {
+        let k = PayloadKind::Esp32ArduinoSigned;
+        let mut area = vec![0u8; ESP32_ARDUINO_AREA];
+        assert!(check_trailer(k, &area).is_err(), "all zeros: unsigned");
+        area[0] = 0x30;
+        assert!(check_trailer(k, &area).is_ok());
+        assert!(check_trailer(k, &area[..500]).is_err(), "truncated");
+        area.push(0);
+        assert!(check_trailer(k, &area).is_err(), "longer");
+    }
+
+    #[test]
+    fn kinds_fit_their_chip_family() {
+        assert!(attachable(PayloadKind::Esp8266Signed, "esp8266").is_ok());
+        assert!(attachable(PayloadKind::Esp8266Signed, "esp32c3").is_err());
+        assert!(attachable(PayloadKind::Esp32ArduinoSigned, "esp32s3").is_ok());
+        assert!(attachable(PayloadKind::Esp32ArduinoSigned, "esp8266").is_err());
+        assert!(attachable(PayloadKind::Full, "esp32").is_err());
+    }
+}
