@@ -666,8 +666,8 @@ async fn a_damaged_stored_image_is_not_served() {
     assert_eq!(a.status, 500, "{}", String::from_utf8_lossy(&a.body));
 }
 
-/// Issue 9: a release that a rollout delivers reaches devices only through the rollout, and
-/// stock clients take no deployments: their channel no longer serves it.
+/// Issue 9: a release that a rollout delivers reaches devices only through the rollout: a stock
+/// client outside its target (no tag `lab`) no longer gets it from the channel.
 #[tokio::test]
 async fn a_release_with_a_rollout_is_not_served_by_the_channel() {
     let srv = spawn().await;
