@@ -462,6 +462,15 @@ async fn serve(
     // The bytes this client gets: its signed format when the release has it (issue 13), else
     // the image.
     let served = served_bytes(state, chosen, report.family).await?;
+    // The choice counted the image's size; a signed payload is a little larger, and a client
+    // that cannot hold it would fail at every check ("too little space").
+    if report
+        .free_space
+        .is_some_and(|room| served.size.max(0) as u64 > room)
+    {
+        tracing::info!(device = %device.id, release = %release.id, size = served.size, "the signed payload does not fit the client's free space");
+        return Ok(not_modified());
+    }
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header("x-MD5", &served.md5)

@@ -1034,6 +1034,18 @@ async fn an_attached_esp8266_signed_payload_is_served_byte_for_byte() {
     assert_eq!(s, 409, "{v}");
     assert_eq!(payload_kinds(&srv, &id).await, ["full", "esp8266-signed"]);
 
+    // Room for the image but not for its signature: nothing this client can take.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            free_space: img.len() as u64,
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304, "the signed bytes do not fit");
+
     // The ESP8266 client now gets exactly the signed bytes, with their length and MD5.
     let a = get8266(&srv, "thermo", &c).await;
     assert_eq!(a.status, 200);
