@@ -215,6 +215,18 @@ enum ReleaseCommand {
         #[arg(long)]
         allow_lower_counter: bool,
     },
+    /// Attach a stock Arduino client's signed format of a published release (the output of
+    /// `otter sign --esp8266-signed` or `--esp32-arduino-signed` over the release's image):
+    /// those clients then get exactly these bytes.
+    Attach {
+        /// The release id (rel_...).
+        release: String,
+        /// The format: esp8266-signed or esp32-arduino-signed.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(commands::payload::KINDS))]
+        kind: String,
+        /// The signed file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -748,6 +760,11 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     channel,
                     allow_lower_counter,
                 } => release::promote(&api, &release, &channel, allow_lower_counter, o),
+                ReleaseCommand::Attach {
+                    release,
+                    kind,
+                    file,
+                } => commands::payload::attach(&api, &release, &kind, &file, o),
             }
         }
         Command::Product(Online { server, command }) => {

@@ -1740,6 +1740,30 @@ fn every_command_prints_one_json_document_with_json() {
         &admin,
         &["release", "promote", &rel_id, "--channel", "stable"],
     );
+    run(
+        &admin,
+        &[
+            "sign",
+            "fw.bin",
+            "--esp32-arduino-signed",
+            "--key",
+            "release.key",
+            "--out",
+            "fw-arduino.bin",
+        ],
+    );
+    let attached = run(
+        &admin,
+        &[
+            "release",
+            "attach",
+            &rel_id,
+            "--kind",
+            "esp32-arduino-signed",
+            "fw-arduino.bin",
+        ],
+    );
+    assert_eq!(attached["kind"], "esp32-arduino-signed", "{attached}");
     run(&admin, &["product", "list"]);
     run(&admin, &["product", "show", "thermo"]);
     run(
@@ -2338,4 +2362,94 @@ fn follow_github_sets_shows_and_ends_a_follow_without_echoing_the_token() {
     let shown = s.json(&s.admin, &["product", "show", "thermo"]);
     assert!(shown["github"].is_null(), "{shown}");
     s.fails(&s.admin, &["product", "unfollow-github", "thermo"], 1);
+}
+
+/// Issue 13: `otter release attach` stores a signed client format of a published release; a
+/// file that is not that release's image signed is refused and stores nothing.
+#[test]
+fn release_attach_stores_a_signed_format_and_refuses_another_image() {
+    let s = start_server();
+    product_with_key(&s);
+    synth(&s, "esp32c3", "1.1.0", "fw.bin");
+    synth(&s, "esp32c3", "1.2.0", "other.bin");
+    let rel = s.json(
+        &s.admin,
+        &[
+            "release",
+            "push",
+            "fw.bin",
+            "--product",
+            "thermo",
+            "--key",
+            "release.key",
+        ],
+    );
+    let id = rel["id"].as_str().unwrap();
+    for (image, out) in [("fw.bin", "fw-a.bin"), ("other.bin", "other-a.bin")] {
+        s.json(
+            &s.admin,
+            &[
+                "sign",
+                image,
+                "--esp32-arduino-signed",
+                "--key",
+                "release.key",
+                "--out",
+                out,
+            ],
+        );
+    }
+    let err = s.fails(
+        &s.admin,
+        &[
+            "release",
+            "attach",
+            id,
+            "--kind",
+            "esp32-arduino-signed",
+            "other-a.bin",
+        ],
+        1,
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("SHA-256"),
+        "{err}"
+    );
+    let err = s.fails(
+        &s.admin,
+        &[
+            "release",
+            "attach",
+            id,
+            "--kind",
+            "esp8266-signed",
+            "fw-a.bin",
+        ],
+        1,
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("esp8266"),
+        "{err}"
+    );
+    let out = s
+        .otter(&s.admin)
+        .args([
+            "release",
+            "attach",
+            id,
+            "--kind",
+            "esp32-arduino-signed",
+            "fw-a.bin",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("attached esp32-arduino-signed"), "{said}");
+    let signed = std::fs::read(s.path("fw-a.bin")).unwrap();
+    assert!(said.contains(&format!("{} bytes", signed.len())), "{said}");
 }

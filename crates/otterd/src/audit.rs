@@ -204,6 +204,23 @@ pub const ACTIONS: &[Action] = &[
         "release.show",
         Some(Param("id")),
     ),
+    read(
+        "GET",
+        "/api/v1/releases/{id}/payloads",
+        "release.payloads",
+        Some(Param("id")),
+    ),
+    change(
+        "POST",
+        "/api/v1/releases/{id}/payloads",
+        "release.attach",
+        Some(Param("id")),
+        &[
+            ("kind", Answer("/kind")),
+            ("size", Answer("/size")),
+            ("sha256", Answer("/sha256")),
+        ],
+    ),
     change(
         "POST",
         "/api/v1/releases/{id}/promote",

@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
     paths(
         tokens::whoami, tokens::create, tokens::list, tokens::revoke,
         products::create, products::list, products::show, products::add_key, products::delete_key, products::rotate_secret,
-        upload::push_release, releases::list, releases::show,
+        upload::push_release, releases::list, releases::show, payloads::attach, payloads::list,
         devices::list, devices::show, devices::update, devices::remove,
         device_api::enroll, device_api::checkin, device_api::status, download::image,
         system::healthz, system::metrics,

@@ -9,6 +9,7 @@ pub mod group;
 pub mod image_signing;
 pub mod inspect;
 pub mod keys;
+pub mod payload;
 pub mod product;
 pub mod release;
 pub mod rollout;

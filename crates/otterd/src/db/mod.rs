@@ -104,6 +104,12 @@ pub struct ReleaseRow {
 pub enum PayloadKind {
     /// The whole application image, as signed (`image_sha256` of the manifest).
     Full,
+    /// The image in the ESP8266 Arduino core's signed format (issue 13): the image, its RSA
+    /// signature, the signature's length as a little-endian u32.
+    Esp8266Signed,
+    /// The image in arduino-esp32's signed format (core 3.3, issue 13): the image, then a
+    /// 512-byte area holding the signature and zeros.
+    Esp32ArduinoSigned,
 }
 
 impl PayloadKind {
@@ -111,6 +117,8 @@ impl PayloadKind {
     pub fn as_str(self) -> &'static str {
         match self {
             PayloadKind::Full => "full",
+            PayloadKind::Esp8266Signed => "esp8266-signed",
+            PayloadKind::Esp32ArduinoSigned => "esp32-arduino-signed",
         }
     }
 }
@@ -120,6 +128,8 @@ impl std::str::FromStr for PayloadKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "full" => Ok(PayloadKind::Full),
+            "esp8266-signed" => Ok(PayloadKind::Esp8266Signed),
+            "esp32-arduino-signed" => Ok(PayloadKind::Esp32ArduinoSigned),
             other => Err(format!("unknown payload kind {other:?}")),
         }
     }
@@ -272,6 +282,9 @@ pub trait Database:
     ) -> DbResult<()>;
     /// A release's payloads in order (the full image first); empty for an unknown release.
     async fn release_payloads(&self, release_id: &str) -> DbResult<Vec<PayloadRow>>;
+    /// Adds a payload to a published release after the others (issue 13); its `position` is
+    /// chosen here. `Conflict` when the release has a payload of this kind already.
+    async fn add_release_payload(&self, p: &PayloadRow) -> DbResult<()>;
     /// Records the MD5 of a payload whose MD5 was unknown (computed from its verified bytes).
     async fn set_payload_md5(&self, release_id: &str, position: i64, md5: &str) -> DbResult<()>;
     async fn get_release(&self, id: &str) -> DbResult<ReleaseRow>;

@@ -407,6 +407,23 @@ impl Database for Backend {
             .collect()
     }
 
+    async fn add_release_payload(&self, p: &PayloadRow) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO release_payloads (release_id, position, kind, size, sha256, md5) \
+             SELECT $1, COALESCE(MAX(position), -1) + 1, $2, $3, $4, $5 FROM release_payloads \
+             WHERE release_id = $1",
+        )
+        .bind(&p.release_id)
+        .bind(p.kind.as_str())
+        .bind(p.size)
+        .bind(&p.sha256)
+        .bind(&p.md5)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn set_payload_md5(&self, release_id: &str, position: i64, md5: &str) -> DbResult<()> {
         sqlx::query("UPDATE release_payloads SET md5 = $1 WHERE release_id = $2 AND position = $3")
             .bind(md5)

@@ -14,6 +14,7 @@ use axum::Extension;
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
+use otter_core::version::Version;
 
 use super::device_api::{check_allowlist, check_new_device_bounds};
 use crate::arduino::{
@@ -21,10 +22,13 @@ use crate::arduino::{
     Outcome,
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow, ReleaseRow};
+use crate::db::{
+    CheckinReport, DbError, DeviceRow, EventRow, PayloadKind, PayloadRow, ProductRow, ReleaseRow,
+};
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
 use crate::ratelimit::rate_limited;
+use crate::services::{assignment, rollouts};
 use crate::{now, AppState};
 
 /// The channel of an auto-registered device (an admin moves it with `otter device update`).
@@ -219,23 +223,139 @@ async fn record_outcome(
         Err(e) => return Err(e.into()),
     };
     let served = candidate(state, release).await?;
+    // A client may report the MD5 of the signed bytes it was sent (issue 13), not the image's.
+    let payload_md5 = match report.sketch_md5.as_deref() {
+        Some(md5) => state
+            .db
+            .release_payloads(&served.release.id)
+            .await?
+            .iter()
+            .any(|p| p.md5.as_deref() == Some(md5)),
+        None => false,
+    };
     let (event_state, reason) = match infer_outcome(&served, report) {
         Outcome::Success => ("success", None),
+        Outcome::Failure(_) if payload_md5 => ("success", None),
         Outcome::Failure(reason) => ("failure", Some(reason)),
     };
+    let at = now();
     state
         .db
         .add_event(&EventRow {
             device_id: device.id.clone(),
-            at: now(),
+            at,
             release_id: Some(served.release.id.clone()),
             state: event_state.into(),
             progress_bytes: None,
-            reason,
+            reason: reason.clone(),
         })
         .await?;
+    // As a status report would: the rollout's thresholds count stock clients too (issue 13).
+    rollouts::device_reported(
+        state.db.as_ref(),
+        &device.id,
+        Some(&served.release.id),
+        event_state,
+        reason.as_deref(),
+        at,
+    )
+    .await?;
     metrics::counter!("otter_device_reports_total", "state" => event_state).increment(1);
     Ok(())
+}
+
+/// A client that sends no version but the MD5 of a release's signed payload (the bytes it was
+/// sent, issue 13) runs that release: its version stands in, as the image's MD5 would.
+async fn signed_md5_version(
+    state: &AppState,
+    candidates: &[Candidate],
+    report: &mut ClientReport,
+) -> ApiResult<()> {
+    let Some(md5) = report.sketch_md5.clone() else {
+        return Ok(());
+    };
+    if report.version.is_some() || candidates.iter().any(|c| c.md5 == md5) {
+        return Ok(());
+    }
+    for c in candidates {
+        let payloads = state.db.release_payloads(&c.release.id).await?;
+        if payloads
+            .iter()
+            .any(|p| p.md5.as_deref() == Some(md5.as_str()))
+        {
+            report.version = Some(c.release.version.clone());
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The release a rollout gives this device now (`services::assignment::offer`, which records
+/// the deployment), or `None` when no rollout has one for it. A device that already runs the
+/// rollout's version (these clients report no image SHA-256 on ESP8266) has succeeded there.
+async fn rollout_offer(
+    state: &AppState,
+    device: &DeviceRow,
+    checkin: &CheckinReport,
+) -> ApiResult<Option<Candidate>> {
+    let offer = assignment::offer(state.db.as_ref(), device, checkin, checkin.at).await?;
+    let Some(offered) = offer.update.filter(|o| o.rollout_id.is_some()) else {
+        return Ok(None);
+    };
+    if !checkin.version.is_empty()
+        && Version::new(&checkin.version) == Version::new(&offered.release.version)
+    {
+        rollouts::device_reported(
+            state.db.as_ref(),
+            &device.id,
+            Some(&offered.release.id),
+            "success",
+            Some("already running the release's version"),
+            checkin.at,
+        )
+        .await?;
+        return Ok(None);
+    }
+    Ok(Some(candidate(state, offered.release).await?))
+}
+
+/// What a client is sent of a release: one payload's blob, length and digests.
+struct Served {
+    kind: PayloadKind,
+    size: i64,
+    sha256: String,
+    md5: String,
+}
+
+/// The payload of the client's signed format when the release has one (ESP8266 family:
+/// `esp8266-signed`; ESP32: `esp32-arduino-signed`), else the full image.
+async fn served_bytes(state: &AppState, chosen: &Candidate, family: Family) -> ApiResult<Served> {
+    let want = match family {
+        Family::Esp8266 => PayloadKind::Esp8266Signed,
+        Family::Esp32 => PayloadKind::Esp32ArduinoSigned,
+    };
+    let payloads = state.db.release_payloads(&chosen.release.id).await?;
+    match payloads.into_iter().find(|p| p.kind == want) {
+        // Attached payloads have their MD5 from the bytes checked when they were stored.
+        Some(PayloadRow {
+            kind,
+            size,
+            sha256,
+            md5: Some(md5),
+            ..
+        }) => Ok(Served {
+            kind,
+            size,
+            sha256,
+            md5,
+        }),
+        _ => Ok(Served {
+            kind: PayloadKind::Full,
+            size: chosen.release.size,
+            sha256: chosen.release.sha256.clone(),
+            md5: chosen.md5.clone(),
+        }),
+    }
 }
 
 pub(crate) fn close(mut resp: Response) -> Response {
@@ -278,7 +398,7 @@ async fn serve(
     client: Option<IpAddr>,
 ) -> ApiResult<Response> {
     let product = authenticate(state, product, headers, client).await?;
-    let report = parse_headers(
+    let mut report = parse_headers(
         headers
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
@@ -288,7 +408,8 @@ async fn serve(
     record_outcome(state, &device, &report).await?;
     let at = now();
     // Arduino clients have no anti-rollback counter: every unexpired release of the channel,
-    // but those that rollouts deliver (docs/rollouts.md): these clients take no deployments.
+    // but those that rollouts deliver (docs/rollouts.md): those come only through the rollout
+    // (`rollout_offer` below), as for the agent.
     let rolled_out = state.db.rolled_out_images(product.id).await?;
     let mut candidates = Vec::new();
     for r in state
@@ -301,24 +422,20 @@ async fn serve(
         }
         candidates.push(candidate(state, r).await?);
     }
-    state
-        .db
-        .record_checkin(
-            &device.id,
-            &CheckinReport {
-                chip: match (report.family.serves(product.chip), report.family) {
-                    (true, _) => product.chip,
-                    (false, Family::Esp8266) => otter_core::Chip::Esp8266,
-                    (false, Family::Esp32) => otter_core::Chip::Esp32,
-                },
-                version: running_version(&candidates, &report).unwrap_or_default(),
-                security_counter: 0,
-                image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
-                partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
-                at,
-            },
-        )
-        .await?;
+    signed_md5_version(state, &candidates, &mut report).await?;
+    let checkin = CheckinReport {
+        chip: match (report.family.serves(product.chip), report.family) {
+            (true, _) => product.chip,
+            (false, Family::Esp8266) => otter_core::Chip::Esp8266,
+            (false, Family::Esp32) => otter_core::Chip::Esp32,
+        },
+        version: running_version(&candidates, &report).unwrap_or_default(),
+        security_counter: 0,
+        image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
+        partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
+        at,
+    };
+    state.db.record_checkin(&device.id, &checkin).await?;
     metrics::counter!("otter_device_checkins_total").increment(1);
     if !report.family.serves(product.chip) {
         tracing::warn!(device = %device.id, product_chip = %product.chip, family = ?report.family,
@@ -328,13 +445,35 @@ async fn serve(
     if report.mode == Mode::Filesystem {
         return Ok(not_modified());
     }
-    let Some(chosen) = decide(&candidates, &report) else {
-        return Ok(not_modified());
+    // A rollout that reaches this device decides first, as at an agent's check-in (issue 13);
+    // `version` probes take no deployment, so they see the channel only.
+    let from_rollout = match report.mode {
+        Mode::Sketch => rollout_offer(state, &device, &checkin).await?,
+        _ => None,
+    };
+    let chosen = match &from_rollout {
+        Some(c) => c,
+        None => match decide(&candidates, &report) {
+            Some(c) => c,
+            None => return Ok(not_modified()),
+        },
     };
     let release = &chosen.release;
+    // The bytes this client gets: its signed format when the release has it (issue 13), else
+    // the image.
+    let served = served_bytes(state, chosen, report.family).await?;
+    // The choice counted the image's size; a signed payload is a little larger, and a client
+    // that cannot hold it would fail at every check ("too little space").
+    if report
+        .free_space
+        .is_some_and(|room| served.size.max(0) as u64 > room)
+    {
+        tracing::info!(device = %device.id, release = %release.id, size = served.size, "the signed payload does not fit the client's free space");
+        return Ok(not_modified());
+    }
     let builder = Response::builder()
         .status(StatusCode::OK)
-        .header("x-MD5", &chosen.md5)
+        .header("x-MD5", &served.md5)
         .header("x-version", &release.version);
     if report.mode == Mode::Version {
         return builder
@@ -363,14 +502,14 @@ async fn serve(
     // with its exact length (never chunked: these clients need `Content-Length`).
     let stream = state
         .blobs
-        .stream_image(&release.sha256, None)
+        .stream_image(&served.sha256, None)
         .await
         .map_err(ApiError::internal)?;
     let mut builder = builder
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, release.size);
+        .header(header::CONTENT_LENGTH, served.size);
     if report.family == Family::Esp32 {
-        builder = builder.header("x-SHA256", &release.sha256);
+        builder = builder.header("x-SHA256", &served.sha256);
     }
     state
         .db
@@ -383,8 +522,19 @@ async fn serve(
             reason: None,
         })
         .await?;
-    metrics::counter!("otter_download_bytes_total").increment(release.size.max(0) as u64);
-    tracing::info!(device = %device.id, release = %release.id, version = %release.version, "update served to an arduino client");
+    if from_rollout.is_some() {
+        rollouts::device_reported(
+            state.db.as_ref(),
+            &device.id,
+            Some(&release.id),
+            "downloading",
+            None,
+            at,
+        )
+        .await?;
+    }
+    metrics::counter!("otter_download_bytes_total").increment(served.size.max(0) as u64);
+    tracing::info!(device = %device.id, release = %release.id, version = %release.version, payload = served.kind.as_str(), "update served to an arduino client");
     // Held by the body until it is sent or the connection drops.
     let body = stream.map(move |chunk| {
         let _held = &slot;

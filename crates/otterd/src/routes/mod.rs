@@ -11,6 +11,7 @@ pub mod download;
 pub mod enrolment;
 pub mod fleet;
 pub mod github;
+pub mod payloads;
 pub mod products;
 pub mod promote;
 pub mod releases;
@@ -103,6 +104,12 @@ pub fn router(state: AppState) -> Router {
         .route("/releases", get(releases::list))
         .route("/releases/{id}", get(releases::show))
         .route("/releases/{id}/promote", post(promote::promote))
+        .route(
+            "/releases/{id}/payloads",
+            post(payloads::attach)
+                .layer(DefaultBodyLimit::disable())
+                .get(payloads::list),
+        )
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/devices", get(devices::list))

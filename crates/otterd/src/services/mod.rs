@@ -11,5 +11,6 @@ pub mod assignment;
 pub mod fleet;
 pub mod github;
 pub mod membership;
+pub mod payloads;
 pub mod release;
 pub mod rollouts;

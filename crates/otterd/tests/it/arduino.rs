@@ -666,8 +666,8 @@ async fn a_damaged_stored_image_is_not_served() {
     assert_eq!(a.status, 500, "{}", String::from_utf8_lossy(&a.body));
 }
 
-/// Issue 9: a release that a rollout delivers reaches devices only through the rollout, and
-/// stock clients take no deployments: their channel no longer serves it.
+/// Issue 9: a release that a rollout delivers reaches devices only through the rollout: a stock
+/// client outside its target (no tag `lab`) no longer gets it from the channel.
 #[tokio::test]
 async fn a_release_with_a_rollout_is_not_served_by_the_channel() {
     let srv = spawn().await;
@@ -917,4 +917,395 @@ async fn esp32fota_manifest_and_image_as_the_library_reads_them() {
     )
     .await;
     assert_eq!(a.status, 404, "esp32FOTA is for ESP32 products");
+}
+
+// --- Client-format payloads (issue 13) ---
+
+/// Attaches `bytes` to release `id` as `kind` with `token`; status and JSON.
+async fn attach(
+    srv: &TestServer,
+    id: &str,
+    kind: &str,
+    token: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let r = srv
+        .req(
+            Method::POST,
+            &format!("/api/v1/releases/{id}/payloads?kind={kind}"),
+            Some(token),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    into_json(r).await
+}
+
+async fn payload_kinds(srv: &TestServer, id: &str) -> Vec<String> {
+    let (s, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/releases/{id}/payloads"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_attached_esp8266_signed_payload_is_served_byte_for_byte() {
+    use otter_core::image::sign::{sign_esp8266, ImageKey, KeyType};
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let img = esp8266_image(0);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let id = rel["id"].as_str().unwrap().to_string();
+    let rsa = ImageKey::generate(KeyType::Rsa2048);
+    let signed = sign_esp8266(&img, &rsa).unwrap();
+    assert_eq!(signed.len(), img.len() + 256 + 4);
+    let blobs_before = srv.blob_files().await;
+
+    // Refused, and nothing stored: a viewer; an image part that differs; a truncated trailer;
+    // a trailer whose length field lies; the kind of the other chip family.
+    let viewer = srv.token("viewer", &[]).await;
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &viewer, signed.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    let mut other_image = signed.clone();
+    other_image[100] ^= 1;
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, other_image).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("SHA-256"), "{v}");
+    let truncated = signed[..signed.len() - 10].to_vec();
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, truncated).await;
+    assert_eq!(s, 422, "{v}");
+    let mut lying = signed.clone();
+    let n = lying.len();
+    lying[n - 4..].copy_from_slice(&100_000u32.to_le_bytes());
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, lying).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(
+        &srv,
+        &id,
+        "esp32-arduino-signed",
+        &srv.admin,
+        signed.clone(),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("esp8266"), "{v}");
+    let (s, v) = attach(&srv, &id, "full", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(&srv, &id, "bogus", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(payload_kinds(&srv, &id).await, ["full"]);
+    assert_eq!(srv.blob_files().await, blobs_before, "no blob stored");
+    // Before it is attached, the client gets the plain image.
+    let c = Client::new(&secret);
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!((a.status, a.body == img), (200, true));
+
+    // A publisher of the product attaches it; a second of the same kind conflicts.
+    let publisher = srv.token("publisher", &["thermo"]).await;
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &publisher, signed.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["kind"], "esp8266-signed");
+    assert_eq!(v["size"], signed.len() as u64);
+    assert_eq!(v["md5"], md5_hex(&signed));
+    assert_eq!(v["sha256"], hex::encode(Sha256::digest(&signed)));
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(payload_kinds(&srv, &id).await, ["full", "esp8266-signed"]);
+
+    // Room for the image but not for its signature: nothing this client can take.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            free_space: img.len() as u64,
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304, "the signed bytes do not fit");
+
+    // The ESP8266 client now gets exactly the signed bytes, with their length and MD5.
+    let a = get8266(&srv, "thermo", &c).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body == signed, "the exact signed bytes");
+    assert_eq!(
+        a.header("content-length"),
+        Some(signed.len().to_string().as_str())
+    );
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&signed).as_str()));
+    // The Arduino core's check: the trailer's length, then the signature over the image.
+    let sig_len = u32::from_le_bytes(a.body[a.body.len() - 4..].try_into().unwrap()) as usize;
+    assert_eq!(sig_len, 256);
+    assert_eq!(&a.body[..a.body.len() - 4 - sig_len], img.as_slice());
+
+    // A client that reports the MD5 of the signed bytes it wrote has installed the release.
+    let signed_md5 = md5_hex(&signed);
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            version: None,
+            sketch_md5: &signed_md5,
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+    let d = device_json(&srv, "thermo", MAC).await;
+    assert_eq!(d["history"][0]["state"], "success", "{d}");
+}
+
+#[tokio::test]
+async fn an_esp32_arduino_signed_payload_is_served_with_its_sha256() {
+    use otter_core::image::sign::{sign_esp32_arduino, ImageKey, KeyType};
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32).await;
+    let img = image(Chip::Esp32, "", 7);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp32,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let id = rel["id"].as_str().unwrap().to_string();
+    let signed = sign_esp32_arduino(&img, &ImageKey::generate(KeyType::P256)).unwrap();
+    // An unsigned (all-zero) area is refused.
+    let mut zeros = img.clone();
+    zeros.resize(img.len() + 512, 0);
+    let (s, v) = attach(&srv, &id, "esp32-arduino-signed", &srv.admin, zeros).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(&srv, &id, "esp8266-signed", &srv.admin, signed.clone()).await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = attach(
+        &srv,
+        &id,
+        "esp32-arduino-signed",
+        &srv.admin,
+        signed.clone(),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let a = get32(&srv, "thermo", &Client::new(&secret)).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body == signed, "the exact signed bytes");
+    assert_eq!(a.header("x-MD5"), Some(md5_hex(&signed).as_str()));
+    assert_eq!(
+        a.header("x-SHA256"),
+        Some(hex::encode(Sha256::digest(&signed)).as_str())
+    );
+}
+
+// --- Stock clients in rollouts (issue 13) ---
+
+async fn rollout(srv: &TestServer, body: Value) -> String {
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(&srv.admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn deployments(srv: &TestServer, rollout: &str) -> Vec<Value> {
+    let (s, v) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{rollout}/deployments"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["deployments"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_stock_client_in_a_rollouts_open_stage_gets_its_release() {
+    use otter_core::rollout::{bucket, Stages};
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let img = esp8266_image(0);
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        img.clone(),
+    )
+    .await;
+    let rid = rollout(
+        &srv,
+        json!({"release_id": rel["id"], "channel": "stable", "stages": "50,100", "failure_threshold": "100%"}),
+    )
+    .await;
+    let stages: Stages = "50,100".parse().unwrap();
+    let macs: Vec<String> = (0..16).map(|i| format!("18:FE:AA:AA:BB:{i:02X}")).collect();
+    let mut inside = Vec::new();
+    let mut outside = 0;
+    for mac in &macs {
+        let c = Client {
+            mac,
+            ..Client::new(&secret)
+        };
+        let a = get8266(&srv, "thermo", &c).await;
+        let d = device_json(&srv, "thermo", mac).await;
+        let id = d["device"]["id"].as_str().unwrap().to_string();
+        if stages.stage_of(bucket(&rid, &id)) == Some(0) {
+            assert_eq!(a.status, 200, "{mac} is in the open stage");
+            assert!(a.body == img, "the rollout's image");
+            assert_eq!(a.header("x-version"), Some("1.1.0"));
+            inside.push(id);
+        } else {
+            assert_eq!(a.status, 304, "{mac} is in the stage not yet open");
+            outside += 1;
+        }
+    }
+    assert!(
+        !inside.is_empty() && outside > 0,
+        "16 devices fall in both stages"
+    );
+    let mut deployed: Vec<String> = deployments(&srv, &rid)
+        .await
+        .iter()
+        .map(|d| {
+            assert_eq!(d["state"], "downloading", "{d}");
+            d["device_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    deployed.sort();
+    inside.sort();
+    assert_eq!(deployed, inside, "a deployment for each device served");
+}
+
+#[tokio::test]
+async fn failures_inferred_at_the_next_request_pause_the_rollout() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp8266).await;
+    let rel = push_image(
+        &srv,
+        &key,
+        "thermo",
+        Chip::Esp8266,
+        "stable",
+        "1.1.0",
+        esp8266_image(0),
+    )
+    .await;
+    let rid = rollout(
+        &srv,
+        json!({"release_id": rel["id"], "channel": "stable", "stages": "100", "failure_threshold": "20%"}),
+    )
+    .await;
+    let (good, bad) = ("18:FE:AA:AA:CC:01", "18:FE:AA:AA:CC:02");
+    for mac in [good, bad] {
+        let c = Client {
+            mac,
+            ..Client::new(&secret)
+        };
+        assert_eq!(get8266(&srv, "thermo", &c).await.status, 200, "{mac}");
+    }
+    // The first comes back running 1.1.0: success, and the rollout goes on.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: good,
+            version: Some("1.1.0"),
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+    let (_, r) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{rid}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r["state"], "running", "{r}");
+    // One that runs the rollout's version already is not sent it: a success at once.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: "18:FE:AA:AA:CC:03",
+            version: Some("1.1.0"),
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304);
+    // The second still runs 1.0.0: a failure with a reason; 1 of 2 is over 20%: paused.
+    let a = get8266(
+        &srv,
+        "thermo",
+        &Client {
+            mac: bad,
+            ..Client::new(&secret)
+        },
+    )
+    .await;
+    assert_eq!(a.status, 304, "not offered again after failing");
+    let (_, r) = srv
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts/{rid}"),
+            Some(&srv.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r["state"], "paused", "{r}");
+    let states: Vec<(String, bool)> = deployments(&srv, &rid)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["state"].as_str().unwrap().to_string(),
+                d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("still reports version 1.0.0")),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| s.0 == "success").count(),
+        2,
+        "{states:?}"
+    );
+    assert!(states.contains(&("failure".into(), true)), "{states:?}");
 }
