@@ -25,17 +25,7 @@ pub fn facts<'a>(
             last_seen_at: Some(r.at),
             tags,
         },
-        None => DeviceFacts {
-            hardware_id: &device.hardware_id,
-            channel: &device.channel,
-            chip: device.chip.map(|c| c.name()),
-            version: device.version.as_deref(),
-            security_counter: device.security_counter,
-            image_sha256: device.image_sha256.as_deref(),
-            last_state: device.last_state.as_deref(),
-            last_seen_at: device.last_seen_at,
-            tags,
-        },
+        None => super::fleet::facts(device, tags),
     }
 }
 
