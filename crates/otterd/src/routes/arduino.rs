@@ -502,7 +502,12 @@ async fn serve(
     // with its exact length (never chunked: these clients need `Content-Length`).
     let stream = state
         .blobs
-        .stream_image(&served.sha256, None)
+        .read_checked(crate::verified_read::ReadRequest {
+            sha256_hex: &served.sha256,
+            size: served.size.max(0) as u64,
+            span: 0..served.size.max(0) as u64,
+            chunk: state.settings.download_chunk_bytes,
+        })
         .await
         .map_err(ApiError::internal)?;
     let mut builder = builder
@@ -538,7 +543,7 @@ async fn serve(
     // Held by the body until it is sent or the connection drops.
     let body = stream.map(move |chunk| {
         let _held = &slot;
-        chunk.map_err(|e| std::io::Error::other(e.to_string()))
+        chunk
     });
     builder
         .body(Body::from_stream(body))
