@@ -184,6 +184,16 @@ pub struct DeviceRow {
     pub last_seen_at: Option<i64>,
 }
 
+/// What [`Database::insert_device`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceInsert {
+    Inserted,
+    /// Nothing inserted: the product has its maximum of devices (the cap read under the lock).
+    AtCap {
+        max_devices: i64,
+    },
+}
+
 /// What a device reports at check-in.
 #[derive(Debug, Clone)]
 pub struct CheckinReport {
@@ -325,7 +335,10 @@ pub trait Database:
     async fn revoke_token(&self, id: &str, at: i64) -> DbResult<()>;
     async fn touch_token(&self, id: &str, at: i64) -> DbResult<()>;
 
-    async fn insert_device(&self, d: &DeviceRow) -> DbResult<()>;
+    /// Enrols a device within its product's `max_devices`, atomically even with several
+    /// servers on one database: the product's row is locked while its devices are counted and
+    /// the new one is inserted. `Conflict` when the hardware id is enrolled already.
+    async fn insert_device(&self, d: &DeviceRow) -> DbResult<DeviceInsert>;
     async fn find_device(&self, token_hash: &str) -> DbResult<DeviceRow>;
     async fn find_device_by_hardware_id(
         &self,

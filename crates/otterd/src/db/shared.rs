@@ -23,8 +23,9 @@ use super::{conflict_name, Backend, BackendDb, BackendRow};
 use crate::db::serial::Serial;
 use crate::db::types::{parse_stored, parse_stored_opt};
 use crate::db::{
-    AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceRow, EnrollmentPolicy,
-    EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, TokenRow, LAST_ADMIN,
+    AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceInsert, DeviceRow,
+    EnrollmentPolicy, EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow,
+    TokenRow, LAST_ADMIN,
 };
 
 pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
@@ -638,7 +639,33 @@ impl Database for Backend {
         Ok(())
     }
 
-    async fn insert_device(&self, d: &DeviceRow) -> DbResult<()> {
+    async fn insert_device(&self, d: &DeviceRow) -> DbResult<DeviceInsert> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // A write to the product's row first: PostgreSQL locks the row until the commit, and
+        // SQLite takes its one write lock, so enrolments into one product take turns between
+        // counting and inserting, on every instance (issue 9).
+        let cap: Option<i64> = sqlx::query(
+            "UPDATE products SET max_devices = max_devices WHERE id = $1 RETURNING max_devices",
+        )
+        .bind(d.product_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .ok_or(DbError::NotFound)?
+        .try_get("max_devices")
+        .map_err(map_err)?;
+        if let Some(max_devices) = cap {
+            let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices WHERE product_id = $1")
+                .bind(d.product_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .try_get("n")
+                .map_err(map_err)?;
+            if n >= max_devices {
+                return Ok(DeviceInsert::AtCap { max_devices });
+            }
+        }
         sqlx::query(
             "INSERT INTO devices (id, product_id, hardware_id, channel, token_hash, \
              enrollment_nonce_hash, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -650,10 +677,11 @@ impl Database for Backend {
         .bind(&d.token_hash)
         .bind(&d.enrollment_nonce_hash)
         .bind(d.enrolled_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        Ok(())
+        tx.commit().await.map_err(map_err)?;
+        Ok(DeviceInsert::Inserted)
     }
 
     async fn find_device(&self, token_hash: &str) -> DbResult<DeviceRow> {

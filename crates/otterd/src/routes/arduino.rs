@@ -16,14 +16,15 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use otter_core::version::Version;
 
-use super::device_api::{check_allowlist, check_new_device_bounds};
+use super::device_api::{check_allowlist, check_new_device_bounds, device_limit};
 use crate::arduino::{
     decide, infer_outcome, parse_headers, running_version, Candidate, ClientReport, Family, Mode,
     Outcome,
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{
-    CheckinReport, DbError, DeviceRow, EventRow, PayloadKind, PayloadRow, ProductRow, ReleaseRow,
+    CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, PayloadKind, PayloadRow, ProductRow,
+    ReleaseRow,
 };
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
@@ -122,10 +123,6 @@ pub(crate) async fn device_of(
         Err(DbError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    let _counted = match product.max_devices {
-        Some(_) => Some(state.limiters.new_devices.lock().await),
-        None => None,
-    };
     check_new_device_bounds(state, product, mac).await?;
     let row = DeviceRow {
         id: new_id("dev_"),
@@ -146,7 +143,8 @@ pub(crate) async fn device_of(
         last_seen_at: None,
     };
     match state.db.insert_device(&row).await {
-        Ok(()) => {
+        Ok(DeviceInsert::AtCap { max_devices }) => Err(device_limit(product, max_devices, mac)),
+        Ok(DeviceInsert::Inserted) => {
             metrics::counter!("otter_device_enrollments_total").increment(1);
             tracing::info!(device = %row.id, product = %product.name, mac, "arduino client registered");
             Ok(row)

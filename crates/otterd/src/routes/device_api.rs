@@ -16,7 +16,7 @@ use super::device_report::check_report;
 pub use super::device_report::STATES;
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow};
+use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::services::{assignment, rollouts};
 use crate::{now, AppState};
@@ -165,11 +165,6 @@ pub async fn enroll(
         Err(DbError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    // Count and insert under one lock, so concurrent enrolments cannot overshoot the cap.
-    let _counted = match product.max_devices {
-        Some(_) => Some(state.limiters.new_devices.lock().await),
-        None => None,
-    };
     check_new_device_bounds(&state, &product, &body.hardware_id).await?;
     let row = DeviceRow {
         id: new_id("dev_"),
@@ -189,7 +184,10 @@ pub async fn enroll(
         last_seen_at: None,
     };
     match state.db.insert_device(&row).await {
-        Ok(()) => {}
+        Ok(DeviceInsert::Inserted) => {}
+        Ok(DeviceInsert::AtCap { max_devices }) => {
+            return Err(device_limit(&product, max_devices, &body.hardware_id))
+        }
         Err(DbError::Conflict(_)) => {
             return repeat_enrollment(&state, &product.name, product.id, &body, token).await;
         }
@@ -230,7 +228,21 @@ pub(crate) async fn check_allowlist(
     Ok(())
 }
 
-/// A new device: within the product's cap and its rate of new enrolments.
+/// `403 device_limit`: the product has its maximum of devices (counted as refused).
+pub(crate) fn device_limit(product: &ProductRow, max: i64, hardware_id: &str) -> ApiError {
+    refuse_enrolment("device_limit", &product.name, hardware_id);
+    ApiError {
+        code: "device_limit",
+        ..ApiError::forbidden(format!(
+            "product {:?} has its maximum of {max} enrolled devices; an admin can raise it with `otter product update {} --max-devices N`",
+            product.name, product.name
+        ))
+    }
+}
+
+/// A new device: within the product's cap and its rate of new enrolments. The cap is checked
+/// here only to refuse early, without a rate token or a write; what holds it, also with several
+/// instances, is [`crate::db::Database::insert_device`], which counts under a lock.
 pub(crate) async fn check_new_device_bounds(
     state: &AppState,
     product: &ProductRow,
@@ -238,14 +250,7 @@ pub(crate) async fn check_new_device_bounds(
 ) -> ApiResult<()> {
     if let Some(max) = product.max_devices {
         if state.db.count_devices(product.id).await? >= max {
-            refuse_enrolment("device_limit", &product.name, hardware_id);
-            return Err(ApiError {
-                code: "device_limit",
-                ..ApiError::forbidden(format!(
-                    "product {:?} has its maximum of {max} enrolled devices; an admin can raise it with `otter product update {} --max-devices N`",
-                    product.name, product.name
-                ))
-            });
+            return Err(device_limit(product, max, hardware_id));
         }
     }
     if let Some(rate) = product.enrollments_per_minute {
