@@ -17,7 +17,7 @@ pub mod types;
 use async_trait::async_trait;
 
 pub use otter_core::Chip;
-pub use types::Role;
+pub use types::{DeviceState, Role};
 
 /// The `Conflict` message of [`Database::revoke_token`] for the last active admin token.
 pub const LAST_ADMIN: &str = "last active admin token";
@@ -179,7 +179,7 @@ pub struct DeviceRow {
     pub security_counter: Option<i64>,
     pub image_sha256: Option<String>,
     pub partition_size: Option<i64>,
-    pub last_state: Option<String>,
+    pub last_state: Option<DeviceState>,
     pub enrolled_at: i64,
     pub last_seen_at: Option<i64>,
 }
@@ -211,7 +211,7 @@ pub struct EventRow {
     pub device_id: String,
     pub at: i64,
     pub release_id: Option<String>,
-    pub state: String,
+    pub state: DeviceState,
     pub progress_bytes: Option<i64>,
     pub reason: Option<String>,
 }

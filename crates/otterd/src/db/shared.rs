@@ -132,7 +132,7 @@ pub(super) fn device(r: &BackendRow) -> Result<DeviceRow, sqlx::Error> {
         security_counter: r.try_get("security_counter")?,
         image_sha256: r.try_get("image_sha256")?,
         partition_size: r.try_get("partition_size")?,
-        last_state: r.try_get("last_state")?,
+        last_state: parse_stored_opt("devices", "last_state", r.try_get("last_state")?)?,
         enrolled_at: r.try_get("enrolled_at")?,
         last_seen_at: r.try_get("last_seen_at")?,
     })
@@ -143,7 +143,7 @@ fn event(r: &BackendRow) -> Result<EventRow, sqlx::Error> {
         device_id: r.try_get("device_id")?,
         at: r.try_get("at")?,
         release_id: r.try_get("release_id")?,
-        state: r.try_get("state")?,
+        state: parse_stored("device_events", "state", &r.try_get::<String, _>("state")?)?,
         progress_bytes: r.try_get("progress_bytes")?,
         reason: r.try_get("reason")?,
     })
@@ -789,7 +789,7 @@ impl Database for Backend {
         .bind(&e.device_id)
         .bind(e.at)
         .bind(&e.release_id)
-        .bind(&e.state)
+        .bind(e.state.as_str())
         .bind(e.progress_bytes)
         .bind(&e.reason)
         .execute(&mut *tx)
@@ -799,7 +799,7 @@ impl Database for Backend {
             "UPDATE devices SET last_state = $1, last_reason = $2, last_release_id = $3, \
              last_seen_at = $4 WHERE id = $5",
         )
-        .bind(&e.state)
+        .bind(e.state.as_str())
         .bind(&e.reason)
         .bind(&e.release_id)
         .bind(e.at)

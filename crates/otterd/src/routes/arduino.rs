@@ -23,8 +23,8 @@ use crate::arduino::{
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{
-    CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, PayloadKind, PayloadRow, ProductRow,
-    ReleaseRow,
+    CheckinReport, DbError, DeviceInsert, DeviceRow, DeviceState, EventRow, PayloadKind,
+    PayloadRow, ProductRow, ReleaseRow,
 };
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
@@ -210,7 +210,7 @@ async fn record_outcome(
     let last = state.db.list_events(&device.id, 1).await?;
     let Some(served) = last
         .first()
-        .filter(|e| e.state == "downloading")
+        .filter(|e| e.state == DeviceState::Downloading)
         .and_then(|e| e.release_id.clone())
     else {
         return Ok(());
@@ -232,9 +232,9 @@ async fn record_outcome(
         None => false,
     };
     let (event_state, reason) = match infer_outcome(&served, report) {
-        Outcome::Success => ("success", None),
-        Outcome::Failure(_) if payload_md5 => ("success", None),
-        Outcome::Failure(reason) => ("failure", Some(reason)),
+        Outcome::Success => (DeviceState::Success, None),
+        Outcome::Failure(_) if payload_md5 => (DeviceState::Success, None),
+        Outcome::Failure(reason) => (DeviceState::Failure, Some(reason)),
     };
     let at = now();
     state
@@ -243,7 +243,7 @@ async fn record_outcome(
             device_id: device.id.clone(),
             at,
             release_id: Some(served.release.id.clone()),
-            state: event_state.into(),
+            state: event_state,
             progress_bytes: None,
             reason: reason.clone(),
         })
@@ -258,7 +258,7 @@ async fn record_outcome(
         at,
     )
     .await?;
-    metrics::counter!("otter_device_reports_total", "state" => event_state).increment(1);
+    metrics::counter!("otter_device_reports_total", "state" => event_state.as_str()).increment(1);
     Ok(())
 }
 
@@ -307,7 +307,7 @@ async fn rollout_offer(
             state.db.as_ref(),
             &device.id,
             Some(&offered.release.id),
-            "success",
+            DeviceState::Success,
             Some("already running the release's version"),
             checkin.at,
         )
@@ -515,7 +515,7 @@ async fn serve(
             device_id: device.id.clone(),
             at,
             release_id: Some(release.id.clone()),
-            state: "downloading".into(),
+            state: DeviceState::Downloading,
             progress_bytes: None,
             reason: None,
         })
@@ -525,7 +525,7 @@ async fn serve(
             state.db.as_ref(),
             &device.id,
             Some(&release.id),
-            "downloading",
+            DeviceState::Downloading,
             None,
             at,
         )

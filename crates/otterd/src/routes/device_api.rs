@@ -12,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::device_report::check_report;
-/// The states a device reports (defined with the check of a report).
-pub use super::device_report::STATES;
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow};
@@ -361,18 +359,21 @@ pub async fn checkin(
             "image_sha256 must be 64 hex characters",
         ));
     }
-    if let Some(o) = &body.last_outcome {
+    let outcome_state = match &body.last_outcome {
         // Checked as a status report is, before anything of this check-in is stored.
-        check_report(
-            &state,
-            device.product_id,
-            "last_outcome: ",
-            o.release_id.as_deref(),
-            &o.state,
-            o.reason.as_deref(),
-        )
-        .await?;
-    }
+        Some(o) => Some(
+            check_report(
+                &state,
+                device.product_id,
+                "last_outcome: ",
+                o.release_id.as_deref(),
+                &o.state,
+                o.reason.as_deref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let at = now();
     let report = CheckinReport {
         chip,
@@ -383,8 +384,8 @@ pub async fn checkin(
         at,
     };
     state.db.record_checkin(&device.id, &report).await?;
-    if let Some(outcome) = &body.last_outcome {
-        if device.last_state.as_deref() != Some(outcome.state.as_str()) {
+    if let (Some(outcome), Some(outcome_state)) = (&body.last_outcome, outcome_state) {
+        if device.last_state != Some(outcome_state) {
             // The device remembers an outcome the server missed (e.g. it was offline).
             state
                 .db
@@ -392,7 +393,7 @@ pub async fn checkin(
                     device_id: device.id.clone(),
                     at,
                     release_id: outcome.release_id.clone(),
-                    state: outcome.state.clone(),
+                    state: outcome_state,
                     progress_bytes: None,
                     reason: outcome.reason.clone(),
                 })
@@ -401,7 +402,7 @@ pub async fn checkin(
                 state.db.as_ref(),
                 &device.id,
                 outcome.release_id.as_deref(),
-                &outcome.state,
+                outcome_state,
                 outcome.reason.as_deref(),
                 at,
             )
@@ -463,7 +464,7 @@ pub async fn status(
             wait,
         ));
     }
-    check_report(
+    let report_state = check_report(
         &state,
         device.product_id,
         "",
@@ -479,7 +480,7 @@ pub async fn status(
             device_id: device.id.clone(),
             at,
             release_id: body.release_id.clone(),
-            state: body.state.clone(),
+            state: report_state,
             progress_bytes: body.progress_bytes.map(|b| b.min(i64::MAX as u64) as i64),
             reason: body.reason.clone(),
         })
@@ -488,11 +489,11 @@ pub async fn status(
         state.db.as_ref(),
         &device.id,
         body.release_id.as_deref(),
-        &body.state,
+        report_state,
         body.reason.as_deref(),
         at,
     )
     .await?;
-    metrics::counter!("otter_device_reports_total", "state" => body.state).increment(1);
+    metrics::counter!("otter_device_reports_total", "state" => report_state.as_str()).increment(1);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -179,7 +179,7 @@ impl From<&DeviceRow> for Device {
             partition_size: d.partition_size,
             enrolled_at: rfc3339(d.enrolled_at),
             last_seen_at: d.last_seen_at.map(rfc3339),
-            last_state: d.last_state.clone(),
+            last_state: d.last_state.map(|s| s.as_str().to_string()),
             last_reason: None,
             last_release_id: None,
             tags: Vec::new(),
@@ -214,7 +214,7 @@ impl From<&EventRow> for Event {
         Event {
             at: rfc3339(e.at),
             release_id: e.release_id.clone(),
-            state: e.state.clone(),
+            state: e.state.as_str().to_string(),
             progress_bytes: e.progress_bytes,
             reason: e.reason.clone(),
         }

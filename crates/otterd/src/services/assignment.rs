@@ -17,8 +17,8 @@ use otter_core::version::Version;
 
 use super::membership::targets;
 use super::rollouts::{deployment_finished, report_on_deployment};
-use crate::db::rollouts::{is_final, DeploymentRow, RolloutRow};
-use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow, ReleaseRow};
+use crate::db::rollouts::{DeploymentRow, RolloutRow};
+use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow, DeviceState, ReleaseRow};
 
 /// The release offered to a device, and how.
 #[derive(Debug, Clone)]
@@ -129,14 +129,21 @@ pub async fn offer(
         let rollout = db.get_rollout(&d.rollout_id).await?;
         let release = db.get_release(&d.release_id).await?;
         if release.sha256 == report.image_sha256 {
-            report_on_deployment(db, &d, "success", Some("running the release's image"), now)
-                .await?;
+            report_on_deployment(
+                db,
+                &d,
+                DeviceState::Success,
+                Some("running the release's image"),
+                now,
+            )
+            .await?;
         } else if matches!(rollout.state.as_str(), "running" | "paused" | "completed") {
             return Ok(offered(release, &rollout));
         } else {
             // Assigned by a check-in that raced with the abort: cancel it now, so it blocks no
             // other rollout.
-            report_on_deployment(db, &d, "cancelled", Some("rollout aborted"), now).await?;
+            report_on_deployment(db, &d, DeviceState::Cancelled, Some("rollout aborted"), now)
+                .await?;
         }
     }
 
@@ -215,14 +222,14 @@ async fn from_rollout(
     if let Some(d) = db.get_deployment(&rollout.id, &device.id).await? {
         // Assigned by a check-in alongside this one: answer it. Finished here already
         // (success, failure, ...): a rollout offers a device once.
-        return Ok((!is_final(&d.state)).then(|| offered(release, rollout)));
+        return Ok((!d.state.is_final()).then(|| offered(release, rollout)));
     }
     let mut d = DeploymentRow {
         rollout_id: rollout.id.clone(),
         device_id: device.id.clone(),
         release_id: release.id.clone(),
         stage: stage as i64,
-        state: "assigned".into(),
+        state: DeviceState::Assigned,
         reason: None,
         assigned_at: now,
         updated_at: now,
@@ -230,12 +237,16 @@ async fn from_rollout(
     };
     // Finished at once: already running it (success), or it cannot take it (refused).
     let settled = if release.sha256 == report.image_sha256 {
-        Some(("success", "already running the release's image".to_string()))
+        Some((
+            DeviceState::Success,
+            "already running the release's image".to_string(),
+        ))
     } else {
-        unsuitable(rollout, &release, report, now).map(|why| ("refused", format!("server: {why}")))
+        unsuitable(rollout, &release, report, now)
+            .map(|why| (DeviceState::Refused, format!("server: {why}")))
     };
     if let Some((state, why)) = settled {
-        d.state = state.into();
+        d.state = state;
         d.reason = Some(why);
         d.finished_at = Some(now);
         match db.insert_deployment(&d, false).await {

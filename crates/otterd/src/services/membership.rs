@@ -5,7 +5,7 @@
 use otter_core::fleet::{DeviceFacts, DeviceFilter};
 
 use crate::db::rollouts::RolloutRow;
-use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow};
+use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow, DeviceState};
 
 /// A device's facts as stored, or as it reports itself now (`report`).
 pub fn facts<'a>(
@@ -21,7 +21,7 @@ pub fn facts<'a>(
             version: Some(&r.version),
             security_counter: Some(r.security_counter),
             image_sha256: Some(&r.image_sha256),
-            last_state: device.last_state.as_deref(),
+            last_state: device.last_state.map(DeviceState::as_str),
             last_seen_at: Some(r.at),
             tags,
         },
