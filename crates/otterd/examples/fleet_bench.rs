@@ -168,7 +168,7 @@ async fn seed(db: &Sqlite, p: &ProductRow, from: usize, to: usize) -> anyhow::Re
                 },
                 version,
                 security_counter: 1,
-                image_sha256: format!("{i:064x}"),
+                image_sha256: Some(format!("{i:064x}").parse().map_err(anyhow::Error::msg)?),
                 partition_size: None,
                 // Spread over a week before NOW.
                 at: NOW - ((i as i64 * 7919) % (7 * 86_400)),

@@ -17,7 +17,7 @@ pub mod types;
 use async_trait::async_trait;
 
 pub use otter_core::Chip;
-pub use types::{DeviceState, Role};
+pub use types::{DeviceState, Role, Sha256};
 
 /// The `Conflict` message of [`Database::revoke_token`] for the last active admin token.
 pub const LAST_ADMIN: &str = "last active admin token";
@@ -86,7 +86,7 @@ pub struct ReleaseRow {
     pub chip: Chip,
     pub security_counter: i64,
     pub size: i64,
-    pub sha256: String,
+    pub sha256: Sha256,
     pub manifest_created_at: i64,
     pub expires_at: Option<i64>,
     pub envelope: Vec<u8>,
@@ -142,8 +142,8 @@ pub struct PayloadRow {
     pub position: i64,
     pub kind: PayloadKind,
     pub size: i64,
-    /// SHA-256, hex; the payload's blob is `images/<sha256>`.
-    pub sha256: String,
+    /// The payload's blob is `images/<sha256>`.
+    pub sha256: Sha256,
     /// MD5, hex, for clients that check it (stock Arduino updaters); `None` until known.
     pub md5: Option<String>,
 }
@@ -177,7 +177,7 @@ pub struct DeviceRow {
     pub chip: Option<Chip>,
     pub version: Option<String>,
     pub security_counter: Option<i64>,
-    pub image_sha256: Option<String>,
+    pub image_sha256: Option<Sha256>,
     pub partition_size: Option<i64>,
     pub last_state: Option<DeviceState>,
     pub enrolled_at: i64,
@@ -200,7 +200,8 @@ pub struct CheckinReport {
     pub chip: Chip,
     pub version: String,
     pub security_counter: i64,
-    pub image_sha256: String,
+    /// `None`: the client reported none (stock Arduino and esp32FOTA clients may not).
+    pub image_sha256: Option<Sha256>,
     pub partition_size: Option<i64>,
     pub at: i64,
 }

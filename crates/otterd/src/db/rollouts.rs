@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use super::{DbResult, DeviceState};
+use super::{DbResult, DeviceState, Sha256};
 
 /// Rollout states.
 pub const ROLLOUT_STATES: [&str; 4] = ["running", "paused", "completed", "aborted"];
@@ -92,8 +92,8 @@ pub trait RolloutStore: Send + Sync {
     ) -> DbResult<Vec<RolloutRow>>;
     /// Every running rollout (for the background worker).
     async fn running_rollouts(&self) -> DbResult<Vec<RolloutRow>>;
-    /// SHA-256 (hex) of every release of a product that has a rollout, whatever its state.
-    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<String>>;
+    /// SHA-256 of every release of a product that has a rollout, whatever its state.
+    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<Sha256>>;
     /// Moves a rollout from one of `from` to `to` with a reason, resetting the soak clock;
     /// `ack` (failed, finished) acknowledged when given. `false` when it was in none of `from`.
     async fn set_rollout_state(

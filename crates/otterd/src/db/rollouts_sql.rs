@@ -10,7 +10,7 @@ use super::shared::map_err;
 use super::{Backend, BackendRow};
 use crate::db::rollouts::{DeploymentRow, RolloutRow, RolloutStore, StageCount};
 use crate::db::types::parse_stored;
-use crate::db::{DbError, DbResult, DeviceState};
+use crate::db::{DbError, DbResult, DeviceState, Sha256};
 
 const ROLLOUT_COLUMNS: &str = "id, product_id, release_id, target_kind, target, current_stage, \
     state, pause_reason, failure_kind, failure_threshold, min_finished, success_percent, \
@@ -232,15 +232,20 @@ impl RolloutStore for Backend {
         self.with_stages(rows).await
     }
 
-    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<String>> {
-        sqlx::query_scalar(
+    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<Sha256>> {
+        let hexes: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT r.sha256 FROM rollouts o JOIN releases r ON r.id = o.release_id \
              WHERE o.product_id = $1",
         )
         .bind(product_id)
         .fetch_all(self.pool())
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+        hexes
+            .iter()
+            .map(|h| parse_stored("releases", "sha256", h))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
     }
 
     async fn set_rollout_state(

@@ -24,7 +24,7 @@ use crate::db::serial::Serial;
 use crate::db::types::{parse_stored, parse_stored_opt};
 use crate::db::{
     AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceInsert, DeviceRow,
-    EnrollmentPolicy, EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow,
+    EnrollmentPolicy, EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, Sha256,
     TokenRow, LAST_ADMIN,
 };
 
@@ -86,7 +86,7 @@ fn release(r: &BackendRow) -> Result<ReleaseRow, sqlx::Error> {
         chip: parse_stored("releases", "chip", &r.try_get::<String, _>("chip")?)?,
         security_counter: r.try_get("security_counter")?,
         size: r.try_get("size")?,
-        sha256: r.try_get("sha256")?,
+        sha256: parse_stored("releases", "sha256", &r.try_get::<String, _>("sha256")?)?,
         manifest_created_at: r.try_get("manifest_created_at")?,
         expires_at: r.try_get("expires_at")?,
         envelope: r.try_get("envelope")?,
@@ -130,7 +130,7 @@ pub(super) fn device(r: &BackendRow) -> Result<DeviceRow, sqlx::Error> {
         chip: parse_stored_opt("devices", "chip", r.try_get("chip")?)?,
         version: r.try_get("version")?,
         security_counter: r.try_get("security_counter")?,
-        image_sha256: r.try_get("image_sha256")?,
+        image_sha256: parse_stored_opt("devices", "image_sha256", r.try_get("image_sha256")?)?,
         partition_size: r.try_get("partition_size")?,
         last_state: parse_stored_opt("devices", "last_state", r.try_get("last_state")?)?,
         enrolled_at: r.try_get("enrolled_at")?,
@@ -225,7 +225,7 @@ fn bind_release<'q>(
         .bind(r.chip.name())
         .bind(r.security_counter)
         .bind(r.size)
-        .bind(&r.sha256)
+        .bind(r.sha256.as_str())
         .bind(r.manifest_created_at)
         .bind(r.expires_at)
         .bind(&r.envelope)
@@ -372,7 +372,7 @@ impl Database for Backend {
             .bind(p.position)
             .bind(p.kind.as_str())
             .bind(p.size)
-            .bind(&p.sha256)
+            .bind(p.sha256.as_str())
             .bind(&p.md5)
             .execute(&mut *tx)
             .await
@@ -401,7 +401,12 @@ impl Database for Backend {
                         .parse()
                         .map_err(|e: String| DbError::Backend(e.into()))?,
                     size: r.try_get("size").map_err(map_err)?,
-                    sha256: r.try_get("sha256").map_err(map_err)?,
+                    sha256: parse_stored(
+                        "release_payloads",
+                        "sha256",
+                        &r.try_get::<String, _>("sha256").map_err(map_err)?,
+                    )
+                    .map_err(map_err)?,
                     md5: r.try_get("md5").map_err(map_err)?,
                 })
             })
@@ -417,7 +422,7 @@ impl Database for Backend {
         .bind(&p.release_id)
         .bind(p.kind.as_str())
         .bind(p.size)
-        .bind(&p.sha256)
+        .bind(p.sha256.as_str())
         .bind(&p.md5)
         .execute(&self.pool)
         .await
@@ -751,7 +756,7 @@ impl Database for Backend {
         .bind(r.chip.name())
         .bind(&r.version)
         .bind(r.security_counter)
-        .bind(&r.image_sha256)
+        .bind(r.image_sha256.as_ref().map(Sha256::as_str))
         .bind(r.partition_size)
         .bind(r.at)
         .bind(device_id)

@@ -186,6 +186,81 @@ impl FromStr for DeviceState {
     }
 }
 
+/// A SHA-256 digest: 64 lowercase hex digits, checked once when parsed. Shown, stored and
+/// serialised as that hex text. Release images and payloads are stored under it
+/// (`images/<sha256>`), and a device reports the one of its running image.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256(String);
+
+impl Sha256 {
+    /// The digest of these bytes.
+    pub fn from_digest(digest: [u8; 32]) -> Sha256 {
+        Sha256(hex::encode(digest))
+    }
+
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Sha256 {
+        use sha2::Digest;
+        Sha256::from_digest(sha2::Sha256::digest(data).into())
+    }
+
+    /// The 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 32 bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Checked at construction: 64 hex digits always decode.
+        hex::decode_to_slice(&self.0, &mut out).unwrap_or_default();
+        out
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({})", self.0)
+    }
+}
+
+impl FromStr for Sha256 {
+    type Err = String;
+    /// Exactly 64 lowercase hex digits (callers that accept upper case lowercase first).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Sha256(s.to_string()))
+        } else {
+            Err("a SHA-256 is 64 lowercase hex digits".into())
+        }
+    }
+}
+
+impl PartialEq<str> for Sha256 {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl serde::Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A stored value that does not decode into its type.
 #[derive(Debug, thiserror::Error)]
 #[error("{table}.{column} holds {value:?}, which does not decode: {why}")]
@@ -316,6 +391,31 @@ mod tests {
             let e = parse_stored::<DeviceState>("deployments", "state", bad).unwrap_err();
             assert!(e.to_string().contains("deployments.state"), "{e}");
         }
+    }
+
+    #[test]
+    fn sha256_is_64_lowercase_hex_checked_once() {
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let s: Sha256 = hex.parse().unwrap();
+        assert_eq!(s, Sha256::of(b"test"));
+        assert_eq!(s.to_string(), hex);
+        assert_eq!(hex::encode(s.to_bytes()), hex);
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{hex}\""));
+        assert_eq!(
+            serde_json::from_str::<Sha256>(&format!("\"{hex}\"")).unwrap(),
+            s
+        );
+        for bad in [
+            "",
+            &hex[1..],
+            &hex.to_uppercase(),
+            &format!("{}g", &hex[1..]),
+        ] {
+            assert!(bad.parse::<Sha256>().is_err(), "{bad:?}");
+            assert!(serde_json::from_str::<Sha256>(&format!("\"{bad}\"")).is_err());
+        }
+        let e = parse_stored::<Sha256>("releases", "sha256", "abc").unwrap_err();
+        assert!(e.to_string().contains("releases.sha256"), "{e}");
     }
 
     #[test]

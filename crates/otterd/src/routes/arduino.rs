@@ -24,7 +24,7 @@ use crate::arduino::{
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{
     CheckinReport, DbError, DeviceInsert, DeviceRow, DeviceState, EventRow, PayloadKind,
-    PayloadRow, ProductRow, ReleaseRow,
+    PayloadRow, ProductRow, ReleaseRow, Sha256,
 };
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
@@ -162,7 +162,7 @@ pub(crate) async fn device_of(
 async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> {
     let mut stream = state
         .blobs
-        .stream_image(&release.sha256, None)
+        .stream_image(release.sha256.as_str(), None)
         .await
         .map_err(ApiError::internal)?;
     let (mut md5, mut sha) = (Md5::new(), sha2::Sha256::new());
@@ -170,7 +170,7 @@ async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> 
         md5.update(&chunk);
         sha.update(&chunk);
     }
-    if hex::encode(sha.finalize()) != release.sha256 {
+    if Sha256::from_digest(sha.finalize().into()) != release.sha256 {
         return Err(ApiError::internal(format!(
             "the stored image of release {} does not match its SHA-256",
             release.id
@@ -184,7 +184,7 @@ pub(crate) async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResul
         .image_md5s
         .lock()
         .expect("no panic while holding the lock")
-        .get(&release.sha256)
+        .get(release.sha256.as_str())
         .cloned();
     let md5 = match cached {
         Some(m) => m,
@@ -194,7 +194,7 @@ pub(crate) async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResul
                 .image_md5s
                 .lock()
                 .expect("no panic while holding the lock")
-                .insert(release.sha256.clone(), m.clone());
+                .insert(release.sha256.to_string(), m.clone());
             m
         }
     };
@@ -321,7 +321,7 @@ async fn rollout_offer(
 struct Served {
     kind: PayloadKind,
     size: i64,
-    sha256: String,
+    sha256: Sha256,
     md5: String,
 }
 
@@ -429,7 +429,8 @@ async fn serve(
         },
         version: running_version(&candidates, &report).unwrap_or_default(),
         security_counter: 0,
-        image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
+        // Checked as 64 hex digits, lowercased, when the headers were read; absent: none.
+        image_sha256: report.sketch_sha256.as_deref().and_then(|s| s.parse().ok()),
         partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
         at,
     };
@@ -500,14 +501,14 @@ async fn serve(
     // with its exact length (never chunked: these clients need `Content-Length`).
     let stream = state
         .blobs
-        .stream_image(&served.sha256, None)
+        .stream_image(served.sha256.as_str(), None)
         .await
         .map_err(ApiError::internal)?;
     let mut builder = builder
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, served.size);
     if report.family == Family::Esp32 {
-        builder = builder.header("x-SHA256", &served.sha256);
+        builder = builder.header("x-SHA256", served.sha256.as_str());
     }
     state
         .db

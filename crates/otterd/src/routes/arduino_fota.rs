@@ -114,7 +114,7 @@ async fn serve_manifest(
                         chip: device.chip.unwrap_or(product.chip),
                         version: device.version.clone().unwrap_or_default(),
                         security_counter: device.security_counter.unwrap_or(0),
-                        image_sha256: device.image_sha256.clone().unwrap_or_default(),
+                        image_sha256: device.image_sha256.clone(),
                         partition_size: device.partition_size,
                         at: now(),
                     },
@@ -223,7 +223,7 @@ async fn serve_image(
     let release = &chosen.release;
     let stream = state
         .blobs
-        .stream_image(&release.sha256, None)
+        .stream_image(release.sha256.as_str(), None)
         .await
         .map_err(ApiError::internal)?;
     metrics::counter!("otter_download_bytes_total").increment(release.size.max(0) as u64);

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::device_report::check_report;
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow};
+use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow, Sha256};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::services::{assignment, rollouts};
 use crate::{now, AppState};
@@ -353,12 +353,11 @@ pub async fn checkin(
         .chip
         .parse()
         .map_err(|e: otter_core::chip::UnknownChip| ApiError::bad_request(e.to_string()))?;
-    let sha = body.image_sha256.to_ascii_lowercase();
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "image_sha256 must be 64 hex characters",
-        ));
-    }
+    let sha: Sha256 = body
+        .image_sha256
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| ApiError::bad_request("image_sha256 must be 64 hex characters"))?;
     let outcome_state = match &body.last_outcome {
         // Checked as a status report is, before anything of this check-in is stored.
         Some(o) => Some(
@@ -379,7 +378,7 @@ pub async fn checkin(
         chip,
         version: body.version.clone(),
         security_counter: body.security_counter as i64,
-        image_sha256: sha.clone(),
+        image_sha256: Some(sha),
         partition_size: body.partition_size.map(i64::from),
         at,
     };
@@ -420,12 +419,12 @@ pub async fn checkin(
             download_url: crate::download_redirect::image_url(
                 &state,
                 &o.release.id,
-                &o.release.sha256,
+                o.release.sha256.as_str(),
             )
             .await
             .map_err(ApiError::internal)?,
             size: o.release.size,
-            sha256: o.release.sha256.clone(),
+            sha256: o.release.sha256.to_string(),
             forced: o.forced,
             rollout_id: o.rollout_id,
         }),

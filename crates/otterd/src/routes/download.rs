@@ -151,8 +151,7 @@ pub async fn image(
     };
     let size = release.size as u64;
     let etag = format!("\"{}\"", release.sha256);
-    let mut expected = [0u8; 32];
-    hex::decode_to_slice(&release.sha256, &mut expected).map_err(ApiError::internal)?;
+    let expected = release.sha256.to_bytes();
 
     let base = |status: StatusCode| {
         let mut r = Response::builder()
@@ -223,7 +222,7 @@ pub async fn image(
     })?;
     let stream = state
         .blobs
-        .stream_image(&release.sha256, Some(span.clone()))
+        .stream_image(release.sha256.as_str(), Some(span.clone()))
         .await
         .map_err(ApiError::internal)?;
     metrics::counter!("otter_download_bytes_total").increment(span.end - span.start);

@@ -331,3 +331,31 @@ async fn a_stored_device_state_that_does_not_decode_is_refused_clearly() {
     assert!(text.contains("device_events.state"), "{text}");
     assert!(text.contains("\"Success\""), "{text}");
 }
+
+/// Migration 0011 (issue 9): a device stored with `image_sha256 = ''` (what stock Arduino and
+/// esp32FOTA clients left before) reads back as no SHA-256 once the migration ran, on every
+/// backend; before it, '' is not a SHA-256 and is refused as undecodable.
+#[tokio::test]
+async fn migration_0011_turns_an_empty_image_sha256_into_none() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = open(&dir).await;
+    let data = dir.path().join("data");
+    let p = db.create_product(&product("stock")).await.unwrap();
+    db.insert_device(&device("dev_stock", p.id)).await.unwrap();
+    // The database as 0010 left it: '' stored, 0011 not applied yet.
+    backends::execute_raw(
+        &data,
+        "UPDATE devices SET image_sha256 = '' WHERE id = 'dev_stock'",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.get_device("dev_stock").await);
+    assert!(text.contains("devices.image_sha256"), "{text}");
+    let undone = backends::execute_raw(&data, "DELETE FROM _sqlx_migrations WHERE version = 11")
+        .await
+        .unwrap();
+    assert_eq!(undone, 1, "migration 0011 was applied");
+    drop(db);
+    let db = open(&dir).await;
+    assert_eq!(db.get_device("dev_stock").await.unwrap().image_sha256, None);
+}
