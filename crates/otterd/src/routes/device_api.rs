@@ -67,6 +67,11 @@ pub struct CheckinRequest {
     pub partition_size: Option<u32>,
     #[serde(default)]
     pub last_outcome: Option<LastOutcome>,
+    /// The longest absolute `download_url` (in bytes) this client follows, without sending its
+    /// device token there. Absent or 0: only a path on this server (`/device/v1/...`), which
+    /// is what it gets when `[downloads] redirect` is off or its URL is longer.
+    #[serde(default)]
+    pub download_url_max: Option<u32>,
 }
 
 /// An update assignment.
@@ -420,6 +425,7 @@ pub async fn checkin(
                 &state,
                 &o.release.id,
                 o.release.sha256.as_str(),
+                body.download_url_max.unwrap_or(0) as usize,
             )
             .await
             .map_err(ApiError::internal)?,
