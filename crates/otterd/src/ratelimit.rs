@@ -95,9 +95,6 @@ pub struct Limiters {
     pub enrollments: Buckets<i64>,
     /// Failed HTTP Basic attempts on `/arduino/v1`, by `product:NAME` and by `addr:IP`.
     pub arduino_auth_failures: Buckets<String>,
-    /// Held from counting a capped product's devices to inserting the new one, so concurrent
-    /// enrolments cannot overshoot the cap.
-    pub new_devices: tokio::sync::Mutex<()>,
     /// Refused unauthenticated attempts recorded in the audit log this minute (issue 9).
     pub audit_unauthenticated: crate::audit::MinuteBudget,
 }

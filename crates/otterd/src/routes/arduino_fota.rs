@@ -114,7 +114,7 @@ async fn serve_manifest(
                         chip: device.chip.unwrap_or(product.chip),
                         version: device.version.clone().unwrap_or_default(),
                         security_counter: device.security_counter.unwrap_or(0),
-                        image_sha256: device.image_sha256.clone().unwrap_or_default(),
+                        image_sha256: device.image_sha256.clone(),
                         partition_size: device.partition_size,
                         at: now(),
                     },
@@ -224,7 +224,7 @@ async fn serve_image(
     let stream = state
         .blobs
         .read_checked(crate::verified_read::ReadRequest {
-            sha256_hex: &release.sha256,
+            sha256_hex: release.sha256.as_str(),
             size: release.size.max(0) as u64,
             span: 0..release.size.max(0) as u64,
             chunk: state.settings.download_chunk_bytes,

@@ -168,7 +168,7 @@ pub async fn image(
     let stream = state
         .blobs
         .read_checked(ReadRequest {
-            sha256_hex: &release.sha256,
+            sha256_hex: release.sha256.as_str(),
             size,
             span: span.clone(),
             chunk: state.settings.download_chunk_bytes,
