@@ -71,7 +71,9 @@ pub fn router() -> Router<AppState> {
         .layer(axum::middleware::from_fn(security_headers))
 }
 
-async fn not_found() -> PageError {
+/// Any other path under `/ui/`: people not signed in go to the sign-in page (the dashboard's
+/// pages are not told apart from other paths before that).
+async fn not_found(_: session::SignedIn) -> PageError {
     PageError::new(StatusCode::NOT_FOUND, "There is no such page.")
 }
 
