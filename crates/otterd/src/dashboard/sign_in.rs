@@ -265,6 +265,11 @@ pub async fn submit(
             ));
         }
     };
+    // Sessions past their absolute end are swept here (a sign-in is rare; the index makes it
+    // cheap).
+    if let Err(e) = state.db.purge_sessions(now()).await {
+        tracing::warn!(error = %e, "cannot remove expired dashboard sessions");
+    }
     let (id, _) = svc::start_session(state.db.as_ref(), settings, &person, address, now()).await?;
     record(
         &state,
