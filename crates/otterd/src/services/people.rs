@@ -291,6 +291,15 @@ fn lockout_for(settings: &Settings, failures: i64) -> Option<u64> {
     )
 }
 
+/// Sign-in password checks running at once in this process (`password_checks_at_once`): each
+/// takes 19 MiB and a core for a moment, so a flood of sign-ins from many addresses queues
+/// here instead of exhausting memory. Sized by the first sign-in's settings (one server a
+/// process).
+fn check_slots(n: usize) -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(n.max(1)))
+}
+
 /// Checks a name and password (with the lockout and the per-address limit); returns the person.
 pub async fn authenticate(
     db: &dyn Database,
@@ -307,6 +316,10 @@ pub async fn authenticate(
     if let Err(retry) = limiters.sign_in_failures.peek(&key, per_minute, burst) {
         return Err(SignInError::Throttled(retry));
     }
+    let _slot = check_slots(settings.dashboard_password_checks_at_once)
+        .acquire()
+        .await
+        .map_err(|e| SignInError::Db(DbError::Backend(Box::new(e))))?;
     let fail = |locked_for| {
         let _ = limiters.sign_in_failures.take(&key, per_minute, burst);
         SignInError::Wrong { locked_for }
