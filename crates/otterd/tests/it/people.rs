@@ -607,6 +607,33 @@ async fn admins_manage_people_on_the_page_and_viewers_cannot() {
 }
 
 #[tokio::test]
+async fn a_sign_in_form_in_another_tab_still_works() {
+    let s = spawn().await;
+    let initial = initial_password(&s, "ada", "viewer").await;
+    let mut b = Browser::new(&s);
+    let first = b.get("/ui/sign-in").await.csrf();
+    let second = b.get("/ui/sign-in").await.csrf();
+    assert_eq!(first, second, "one token per browser, not per form");
+    let p = b
+        .post(
+            "/ui/sign-in",
+            &[("csrf", &first), ("name", "ada"), ("password", &initial)],
+        )
+        .await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/ui/password"));
+    // Another browser's token is not this one's.
+    let mut other = Browser::new(&s);
+    other.get("/ui/sign-in").await;
+    let p = other
+        .post(
+            "/ui/sign-in",
+            &[("csrf", &first), ("name", "ada"), ("password", &initial)],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+}
+
+#[tokio::test]
 async fn the_offline_command_creates_an_admin_person() {
     let s = spawn().await;
     let settings = otterd::config::Settings {
