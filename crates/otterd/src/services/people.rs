@@ -480,6 +480,60 @@ mod tests {
         assert!(check_password(&s, "ada", "correct horse battery").is_ok());
     }
 
+    #[test]
+    fn dashboard_settings_that_make_no_sense_are_refused() {
+        let ok = Settings::default();
+        assert!(ok.validate().is_ok());
+        for (s, key) in [
+            (
+                Settings {
+                    dashboard_session_max_s: 10,
+                    dashboard_session_idle_s: 20,
+                    ..Settings::default()
+                },
+                "session_max_s",
+            ),
+            (
+                Settings {
+                    dashboard_session_idle_s: 0,
+                    ..Settings::default()
+                },
+                "session_idle_s",
+            ),
+            (
+                Settings {
+                    dashboard_lockout_s: 0,
+                    ..Settings::default()
+                },
+                "lockout_s",
+            ),
+            (
+                Settings {
+                    dashboard_address_failures_burst: 0,
+                    ..Settings::default()
+                },
+                "address_failures_burst",
+            ),
+            (
+                Settings {
+                    dashboard_password_min_chars: 4,
+                    ..Settings::default()
+                },
+                "password_min_chars",
+            ),
+            (
+                Settings {
+                    dashboard_password_checks_at_once: 0,
+                    ..Settings::default()
+                },
+                "password_checks_at_once",
+            ),
+        ] {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains("[dashboard]") && e.contains(key), "{e}");
+        }
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
         let h = hash_password("correct horse battery").await.unwrap();

@@ -634,6 +634,23 @@ async fn a_sign_in_form_in_another_tab_still_works() {
 }
 
 #[tokio::test]
+async fn cookies_lose_secure_and_the_host_prefix_only_when_configured() {
+    let s = spawn_with(|c| c.dashboard_secure_cookies = false).await;
+    let initial = initial_password(&s, "ada", "viewer").await;
+    let mut b = Browser::new(&s);
+    let p = b.sign_in("ada", &initial).await;
+    assert_eq!(p.status, 303);
+    let cookie = b
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("otter_session="))
+        .unwrap_or_else(|| panic!("{:?}", b.set_cookies));
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert!(cookie.contains("; HttpOnly; SameSite=Strict"), "{cookie}");
+    assert_eq!(b.get("/ui/password").await.status, 200);
+}
+
+#[tokio::test]
 async fn the_offline_command_creates_an_admin_person() {
     let s = spawn().await;
     let settings = otterd::config::Settings {
