@@ -95,6 +95,8 @@ pub struct Limiters {
     pub enrollments: Buckets<i64>,
     /// Failed HTTP Basic attempts on `/arduino/v1`, by `product:NAME` and by `addr:IP`.
     pub arduino_auth_failures: Buckets<String>,
+    /// Failed dashboard sign-ins, by client address (issue 11).
+    pub sign_in_failures: Buckets<String>,
     /// Refused unauthenticated attempts recorded in the audit log this minute (issue 9).
     pub audit_unauthenticated: crate::audit::MinuteBudget,
 }

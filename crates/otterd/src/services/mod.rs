@@ -3,6 +3,7 @@
 //! - [`assignment`]: what a device is offered at check-in.
 //! - [`fleet`]: tags, groups and filtered device lists.
 //! - [`github`]: following a GitHub repository's releases (issue 13).
+//! - [`people`]: people who sign in to the dashboard, and their sessions (issue 11).
 //! - [`membership`]: whether a device is in a rollout's target.
 //! - [`release`]: publishing a release (stage, verify, publish, insert).
 //! - [`rollouts`]: staged rollouts, their deployments and thresholds.
@@ -12,5 +13,6 @@ pub mod fleet;
 pub mod github;
 pub mod membership;
 pub mod payloads;
+pub mod people;
 pub mod release;
 pub mod rollouts;

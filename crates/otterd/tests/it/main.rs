@@ -19,6 +19,7 @@ mod instances;
 mod limits;
 mod openapi;
 mod payloads;
+mod people;
 mod process;
 mod promote;
 mod rollout_fleet;
