@@ -564,6 +564,13 @@ settings! {
         /// Base device poll interval in seconds (devices get it with ±10 % jitter).
         poll_interval_s: u64 = 3600
             => ["devices"] poll_interval_s, env "OTTER_POLL_INTERVAL_S";
+        /// Seconds between writes of coalesced last-seen times (issue 10): a check-in that reports
+        /// nothing new only moves the device's last-seen time, kept in memory and written for
+        /// all devices together at this interval and at shutdown. A crash loses at most this
+        /// window of last-seen times, never a reported change, status event or outcome. 0: every
+        /// check-in is a write of its own.
+        last_seen_flush_s: u64 = 5
+            => ["devices"] last_seen_flush_s, env "OTTER_LAST_SEEN_FLUSH_S";
         /// Most tags one device may carry.
         max_tags_per_device: usize = 32
             => ["devices"] max_tags, env "OTTER_MAX_TAGS_PER_DEVICE";

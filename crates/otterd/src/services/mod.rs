@@ -10,7 +10,9 @@
 pub mod assignment;
 pub mod fleet;
 pub mod github;
+pub mod last_seen;
 pub mod membership;
+pub mod offer_cache;
 pub mod payloads;
 pub mod release;
 pub mod rollouts;
