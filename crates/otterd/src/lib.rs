@@ -193,6 +193,7 @@ pub async fn launch_with_listener(
         ),
         header_read_timeout: Duration::from_secs(state.settings.header_read_timeout_s),
         keepalive_timeout: Duration::from_secs(state.settings.keepalive_timeout_s),
+        buffer_bytes: state.settings.connection_buffer_bytes,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = start_workers(&state, &stop_rx);
