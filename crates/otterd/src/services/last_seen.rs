@@ -3,7 +3,7 @@
 //!
 //! A check-in whose chip, version, security counter, image hash and partition size equal what
 //! the device row holds changes only `last_seen_at`. That time is kept in memory and written
-//! for all such devices together, in one transaction, every `last_seen_flush_s` seconds (and
+//! for all such devices together, in transactions of 256 devices, every `last_seen_flush_s` seconds (and
 //! at shutdown). A check-in that reports anything new is written at once, as before; status
 //! events and a check-in's `last_outcome` are never deferred. A crash (kill -9, power cut)
 //! loses at most the last window's last-seen times: those devices look as seen up to
@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::db::{CheckinReport, Database, DbResult, DeviceRow};
+
+/// Devices whose last-seen times one transaction writes.
+pub const BATCH: usize = 256;
 
 /// Last-seen times waiting to be written, one per device (the newest).
 #[derive(Debug, Default)]
@@ -37,25 +40,24 @@ impl LastSeen {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Writes the times noted so far in one transaction; on failure they are kept for the next
-    /// flush. Returns how many devices were written.
+    /// Writes the times noted so far, [`BATCH`] devices a transaction, letting other work run
+    /// between batches (one long transaction would stall check-ins that must write). On failure
+    /// the times not yet written are kept for the next flush. Returns how many were written.
     pub async fn flush(&self, db: &dyn Database) -> DbResult<usize> {
-        let batch: Vec<(String, i64)> = {
+        let all: Vec<(String, i64)> = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.drain().collect()
         };
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        match db.touch_devices(&batch).await {
-            Ok(()) => Ok(batch.len()),
-            Err(e) => {
-                for (id, at) in &batch {
+        for (i, batch) in all.chunks(BATCH).enumerate() {
+            if let Err(e) = db.touch_devices(batch).await {
+                for (id, at) in &all[i * BATCH..] {
                     self.note(id, *at);
                 }
-                Err(e)
+                return Err(e);
             }
+            tokio::task::yield_now().await;
         }
+        Ok(all.len())
     }
 }
 

@@ -257,3 +257,48 @@ async fn offers_follow_changes(a: &TestServer, b: &TestServer) {
         "a rollout delivers the release now, to other devices"
     );
 }
+
+/// A check-in that reports nothing new is not written at once, but its last-seen time is, by
+/// the flush job, within `last_seen_flush_s`.
+#[tokio::test]
+async fn a_coalesced_last_seen_time_is_written_within_the_window() {
+    let s = spawn_with(|s| s.last_seen_flush_s = 1).await;
+    let (_, secret) = s.product("thermo", Chip::Esp32C3).await;
+    let (device_id, token) = s.enroll("thermo", &secret, "aa:04").await;
+    let seen = || async {
+        let (st, v) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/devices/{device_id}"),
+                Some(&s.admin),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        v["device"]["last_seen_at"].as_str().unwrap().to_string()
+    };
+    let checkin_now = || async {
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/device/v1/checkin",
+                Some(&token),
+                Some(checkin("1.0.0")),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    };
+    checkin_now().await;
+    let first = seen().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    checkin_now().await;
+    let mut later = seen().await;
+    for _ in 0..30 {
+        if later > first {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        later = seen().await;
+    }
+    assert!(later > first, "last seen {first} then {later}");
+}
