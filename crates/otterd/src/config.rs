@@ -472,6 +472,12 @@ settings! {
         /// Requests handled at once before new ones get 429.
         max_in_flight: usize = 512
             => ["http"] max_in_flight, env "OTTER_MAX_IN_FLIGHT";
+        /// Bytes buffered per HTTP/1 connection (issue 10): the request head being read, and
+        /// response bytes the client's socket has not taken yet. Bounds the memory of a slow
+        /// download (the kernel's socket buffer holds the rest); at least 40960, so a 32 KiB
+        /// head fits.
+        connection_buffer_bytes: usize = 80 * 1024
+            => ["http"] connection_buffer_bytes, env "OTTER_CONNECTION_BUFFER_BYTES";
         /// Open client connections at once; more are answered 503 and closed.
         max_connections: usize = 1024
             => ["http"] max_connections, env "OTTER_MAX_CONNECTIONS";
@@ -568,6 +574,13 @@ settings! {
         /// Base device poll interval in seconds (devices get it with ±10 % jitter).
         poll_interval_s: u64 = 3600
             => ["devices"] poll_interval_s, env "OTTER_POLL_INTERVAL_S";
+        /// Seconds between writes of coalesced last-seen times (issue 10): a check-in that reports
+        /// nothing new only moves the device's last-seen time, kept in memory and written for
+        /// all devices together at this interval and at shutdown. A crash loses at most this
+        /// window of last-seen times, never a reported change, status event or outcome. 0: every
+        /// check-in is a write of its own.
+        last_seen_flush_s: u64 = 5
+            => ["devices"] last_seen_flush_s, env "OTTER_LAST_SEEN_FLUSH_S";
         /// Most tags one device may carry.
         max_tags_per_device: usize = 32
             => ["devices"] max_tags, env "OTTER_MAX_TAGS_PER_DEVICE";
@@ -805,6 +818,12 @@ impl Settings {
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1");
+        }
+        if self.connection_buffer_bytes < 40960 {
+            return bad(
+                "connection_buffer_bytes",
+                "must be at least 40960 (a 32 KiB request head must fit)",
+            );
         }
         if self.database_max_connections == 0 {
             return bad("database_max_connections", "must be at least 1");
@@ -1360,6 +1379,33 @@ mod tests {
             .unwrap_err()
             .0
             .contains("[devices] filter_scan_max"));
+    }
+
+    #[test]
+    fn checkin_and_connection_settings_are_layered_and_checked() {
+        let mut s = Settings::default();
+        assert_eq!((s.last_seen_flush_s, s.connection_buffer_bytes), (5, 81920));
+        s.apply(file("[devices]\nlast_seen_flush_s = 0\n"), Source::File);
+        s.apply(
+            env(&[("OTTER_CONNECTION_BUFFER_BYTES", "65536")]),
+            Source::Env,
+        );
+        let shown = s.show(true);
+        assert!(
+            shown.contains("last_seen_flush_s = 0  # config file"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("connection_buffer_bytes = 65536  # environment"),
+            "{shown}"
+        );
+        s.validate().unwrap();
+        s.connection_buffer_bytes = 8192;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("OTTER_CONNECTION_BUFFER_BYTES"));
     }
 
     #[test]

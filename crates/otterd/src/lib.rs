@@ -62,6 +62,12 @@ pub struct AppState {
     /// MD5 (hex) of stored images by their SHA-256, for Arduino clients' `x-MD5`: images are
     /// content-addressed, so an entry never changes. One per server, not per process.
     pub image_md5s: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Last-seen times of check-ins that reported nothing new, written every
+    /// `last_seen_flush_s` (issue 10, [`services::last_seen`]).
+    pub last_seen: Arc<services::last_seen::LastSeen>,
+    /// What check-ins are offered, kept while the database's offer generation stands (issue
+    /// 10, [`services::offer_cache`]).
+    pub offer_cache: Arc<services::offer_cache::OfferCache>,
 }
 
 /// Unix seconds now.
@@ -99,6 +105,8 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         limiters: Arc::default(),
         downloads,
         image_md5s: Arc::default(),
+        last_seen: Arc::default(),
+        offer_cache: Arc::default(),
     })
 }
 
@@ -189,9 +197,11 @@ pub async fn launch_with_listener(
         ),
         header_read_timeout: Duration::from_secs(state.settings.header_read_timeout_s),
         keepalive_timeout: Duration::from_secs(state.settings.keepalive_timeout_s),
+        buffer_bytes: state.settings.connection_buffer_bytes,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = start_workers(&state, &stop_rx);
+    let flush_state = state.clone();
     let app = router(state);
     let server = serve::serve(listener, app, limits, async move {
         shutdown.await;
@@ -208,6 +218,10 @@ pub async fn launch_with_listener(
     drop(stop_rx);
     for worker in workers {
         worker.abort();
+    }
+    // The coalesced last-seen times of this server's last window.
+    if let Err(e) = flush_state.last_seen.flush(flush_state.db.as_ref()).await {
+        tracing::warn!(error = %e, "writing the last-seen times at shutdown failed");
     }
     Ok(())
 }
@@ -268,6 +282,21 @@ fn start_workers(
             },
         ),
     ];
+    // Coalesced last-seen times (issue 10): per instance, each writes its own.
+    let flush_s = state.settings.last_seen_flush_s;
+    if flush_s > 0 {
+        let last_seen = state.last_seen.clone();
+        let db = state.db.clone();
+        jobs.push(workers::spawn_periodic(
+            "last-seen flush",
+            Some(Duration::from_secs(flush_s)),
+            stop.clone(),
+            move || {
+                let (last_seen, db) = (last_seen.clone(), db.clone());
+                async move { Ok(last_seen.flush(db.as_ref()).await.map(drop)?) }
+            },
+        ));
+    }
     // GitHub Releases as a source (issue 13): only when polling is on; leased like the jobs
     // above, so with several instances one of them imports.
     if github_every > 0 {

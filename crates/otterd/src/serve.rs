@@ -41,6 +41,8 @@ pub struct ConnLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// hyper's buffer per HTTP/1 connection (`[http] connection_buffer_bytes`).
+    pub buffer_bytes: usize,
 }
 
 /// Raises the soft file-descriptor limit to the hard one and returns the connection cap that
@@ -388,7 +390,9 @@ async fn serve_connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_headers(crate::edge::HYPER_MAX_HEADERS);
+        .max_headers(crate::edge::HYPER_MAX_HEADERS)
+        // Bounds what a slow reader makes the server hold (hyper's default is ~400 KB).
+        .max_buf_size(limits.buffer_bytes);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);

@@ -358,6 +358,14 @@ pub trait Database:
     async fn get_device(&self, id: &str) -> DbResult<DeviceRow>;
     async fn list_devices(&self, product_id: Option<i64>) -> DbResult<Vec<DeviceRow>>;
     async fn record_checkin(&self, device_id: &str, r: &CheckinReport) -> DbResult<()>;
+    /// Moves the last-seen time of each listed device forward to the time given (never back),
+    /// in one transaction (coalesced check-ins, [`crate::services::last_seen`]). Devices
+    /// deleted meanwhile are skipped.
+    async fn touch_devices(&self, seen: &[(String, i64)]) -> DbResult<()>;
+    /// The generation of what check-ins are offered: migration 0012's triggers bump it at every
+    /// change to products, releases, rollouts and rollout stages
+    /// ([`crate::services::offer_cache`]).
+    async fn offer_generation(&self) -> DbResult<i64>;
     async fn set_device_channel(&self, device_id: &str, channel: &str) -> DbResult<()>;
     async fn delete_device(&self, device_id: &str) -> DbResult<()>;
     /// Appends an event and updates the device's last state, in one transaction.

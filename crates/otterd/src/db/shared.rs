@@ -766,6 +766,29 @@ impl Database for Backend {
         affected(res.rows_affected())
     }
 
+    async fn offer_generation(&self) -> DbResult<i64> {
+        sqlx::query_scalar("SELECT generation FROM offer_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn touch_devices(&self, seen: &[(String, i64)]) -> DbResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for (id, at) in seen {
+            sqlx::query(
+                "UPDATE devices SET last_seen_at = $1 \
+                 WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at < $1)",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn set_device_channel(&self, device_id: &str, channel: &str) -> DbResult<()> {
         let r = sqlx::query("UPDATE devices SET channel = $1 WHERE id = $2")
             .bind(channel)

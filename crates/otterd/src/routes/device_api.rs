@@ -16,7 +16,7 @@ use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
 use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow, Sha256};
 use crate::error::{ApiError, ApiResult, Json};
-use crate::services::{assignment, rollouts};
+use crate::services::{assignment, last_seen, rollouts};
 use crate::{now, AppState};
 
 /// Body of `POST /device/v1/enroll`.
@@ -387,7 +387,14 @@ pub async fn checkin(
         partition_size: body.partition_size.map(i64::from),
         at,
     };
-    state.db.record_checkin(&device.id, &report).await?;
+    last_seen::record_checkin(
+        state.db.as_ref(),
+        &state.last_seen,
+        state.settings.last_seen_flush_s,
+        &device,
+        &report,
+    )
+    .await?;
     if let (Some(outcome), Some(outcome_state)) = (&body.last_outcome, outcome_state) {
         if device.last_state != Some(outcome_state) {
             // The device remembers an outcome the server missed (e.g. it was offline).
@@ -415,7 +422,8 @@ pub async fn checkin(
     }
     metrics::counter!("otter_device_checkins_total").increment(1);
 
-    let offer = assignment::offer(state.db.as_ref(), &device, &report, at).await?;
+    let view = state.offer_cache.view(state.db.as_ref()).await?;
+    let offer = assignment::offer_in(&view, &device, &report, at).await?;
     let update = match offer.update {
         Some(o) => Some(Assignment {
             release_id: o.release.id.clone(),

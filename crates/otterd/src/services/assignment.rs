@@ -16,6 +16,7 @@ use otter_core::rollout::{bucket, Stages, Window};
 use otter_core::version::Version;
 
 use super::membership::targets;
+use super::offer_cache::View;
 use super::rollouts::{deployment_finished, report_on_deployment};
 use crate::db::rollouts::{DeploymentRow, RolloutRow};
 use crate::db::{
@@ -120,7 +121,19 @@ pub async fn offer(
     report: &CheckinReport,
     now: i64,
 ) -> DbResult<Offer> {
-    let product = db.get_product(&device.product).await?;
+    offer_in(&View::uncached(db), device, report, now).await
+}
+
+/// [`offer`], reading the rows shared by the product's devices through `view` (from memory
+/// when cached, [`super::offer_cache`]).
+pub async fn offer_in(
+    view: &View<'_>,
+    device: &DeviceRow,
+    report: &CheckinReport,
+    now: i64,
+) -> DbResult<Offer> {
+    let db = view.db;
+    let product = view.product(&device.product).await?;
     if product.chip != report.chip {
         tracing::warn!(device = %device.id, reported = %report.chip, "device reports a chip other than its product's; no update offered");
         return Ok(Offer::default());
@@ -128,8 +141,8 @@ pub async fn offer(
 
     // Rule 2: an active deployment.
     if let Some(d) = db.active_deployment(&device.id).await? {
-        let rollout = db.get_rollout(&d.rollout_id).await?;
-        let release = db.get_release(&d.release_id).await?;
+        let rollout = view.rollout(&d.rollout_id).await?;
+        let release = view.release(&d.release_id).await?;
         if report.image_sha256.as_ref() == Some(&release.sha256) {
             report_on_deployment(
                 db,
@@ -150,23 +163,26 @@ pub async fn offer(
     }
 
     // Rule 3: the newest live rollout whose target matches decides alone.
-    let rollouts = db
-        .rollouts_in_state(device.product_id, &["running", "paused", "completed"])
-        .await?;
-    let tags = db.device_tags(&device.id).await?;
+    let rollouts = view.live_rollouts(device.product_id).await?;
+    // Tags matter only to targets other than a channel.
+    let tags = if rollouts.iter().any(|r| r.target_kind != "channel") {
+        db.device_tags(&device.id).await?
+    } else {
+        Vec::new()
+    };
     for rollout in rollouts {
         if !targets(db, &rollout, device, report, &tags, now).await? {
             continue;
         }
-        if let Some(offer) = from_rollout(db, &rollout, device, report, now).await? {
+        if let Some(offer) = from_rollout(view, &rollout, device, report, now).await? {
             return Ok(offer);
         }
         break;
     }
 
     // Rule 4: the channel, without the releases that rollouts deliver.
-    let rolled_out = db.rolled_out_images(device.product_id).await?;
-    let candidates: Vec<ReleaseRow> = db
+    let rolled_out = view.rolled_out_images(device.product_id).await?;
+    let candidates: Vec<ReleaseRow> = view
         .release_candidates(
             device.product_id,
             &device.channel,
@@ -195,7 +211,7 @@ pub async fn offer(
 /// assigns it now, `None` when the rollout has nothing for it now (its stage is not open, the
 /// rollout is paused, the device finished here, the window is closed, the rate is used up).
 async fn from_rollout(
-    db: &dyn Database,
+    view: &View<'_>,
     rollout: &RolloutRow,
     device: &DeviceRow,
     report: &CheckinReport,
@@ -220,7 +236,8 @@ async fn from_rollout(
     if !open {
         return Ok(None);
     }
-    let release = db.get_release(&rollout.release_id).await?;
+    let db = view.db;
+    let release = view.release(&rollout.release_id).await?;
     if let Some(d) = db.get_deployment(&rollout.id, &device.id).await? {
         // Assigned by a check-in alongside this one: answer it. Finished here already
         // (success, failure, ...): a rollout offers a device once.

@@ -11,7 +11,9 @@
 pub mod assignment;
 pub mod fleet;
 pub mod github;
+pub mod last_seen;
 pub mod membership;
+pub mod offer_cache;
 pub mod payloads;
 pub mod people;
 pub mod release;
