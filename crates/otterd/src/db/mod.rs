@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod fleet;
 pub mod github;
+pub mod pages;
 pub mod postgres;
 pub mod rollouts;
 mod serial;
@@ -259,7 +260,13 @@ pub struct AuditFilter {
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
 pub trait Database:
-    fleet::FleetStore + rollouts::RolloutStore + github::GithubStore + Send + Sync + 'static
+    fleet::FleetStore
+    + rollouts::RolloutStore
+    + github::GithubStore
+    + pages::PageStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Answers when the database is reachable.
     async fn ping(&self) -> DbResult<()>;

@@ -19,6 +19,7 @@ mod instances;
 mod limits;
 mod openapi;
 mod payloads;
+mod preview;
 mod process;
 mod promote;
 mod rollout_fleet;
