@@ -178,6 +178,26 @@ impl PageStore for Backend {
         r.try_get("n").map_err(map_err)
     }
 
+    async fn target_device_ids(
+        &self,
+        product_id: i64,
+        tag: bool,
+        value: &str,
+    ) -> DbResult<Vec<String>> {
+        let sql = if tag {
+            "SELECT d.id FROM device_tags t JOIN devices d ON d.id = t.device_id \
+             WHERE t.tag = $1 AND d.id = t.device_id AND d.product_id = $2"
+        } else {
+            "SELECT id FROM devices WHERE channel = $1 AND product_id = $2"
+        };
+        sqlx::query_scalar(sql)
+            .bind(value)
+            .bind(product_id)
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)
+    }
+
     async fn device_deployments(
         &self,
         device_id: &str,

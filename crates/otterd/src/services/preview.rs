@@ -126,29 +126,47 @@ pub async fn preview(
     rollout_id: &str,
     now: i64,
 ) -> Result<Preview, RolloutError> {
-    let q = query(product, target);
     let mut per_stage = vec![0u64; stages.len()];
     let (mut targeted, mut beyond) = (0u64, 0u64);
-    let mut after = None;
-    loop {
-        let page = fleet::list_devices(db, &q, after, PAGE, u64::MAX, now)
-            .await
-            .map_err(|e| match e {
-                FleetError::Invalid(m) => RolloutError::Invalid(m),
-                FleetError::NotFound(m) => RolloutError::NotFound(m),
-                FleetError::Conflict(m) => RolloutError::Invalid(m),
-                FleetError::Db(e) => RolloutError::Db(e),
-            })?;
-        for (d, _) in &page.devices {
-            targeted += 1;
-            match stages.stage_of(bucket(rollout_id, &d.id)) {
-                Some(s) => per_stage[s] += 1,
-                None => beyond += 1,
+    let mut count = |id: &str| {
+        targeted += 1;
+        match stages.stage_of(bucket(rollout_id, id)) {
+            Some(s) => per_stage[s] += 1,
+            None => beyond += 1,
+        }
+    };
+    match target {
+        // The common targets: their ids straight from an index.
+        Target::Channel(c) => {
+            for id in db.target_device_ids(product.id, false, c).await? {
+                count(&id);
             }
         }
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
+        Target::Tag(t) => {
+            for id in db.target_device_ids(product.id, true, t).await? {
+                count(&id);
+            }
+        }
+        Target::Group(_) | Target::Filter(_) => {
+            let q = query(product, target);
+            let mut after = None;
+            loop {
+                let page = fleet::list_devices(db, &q, after, PAGE, u64::MAX, now)
+                    .await
+                    .map_err(|e| match e {
+                        FleetError::Invalid(m) => RolloutError::Invalid(m),
+                        FleetError::NotFound(m) => RolloutError::NotFound(m),
+                        FleetError::Conflict(m) => RolloutError::Invalid(m),
+                        FleetError::Db(e) => RolloutError::Db(e),
+                    })?;
+                for (d, _) in &page.devices {
+                    count(&d.id);
+                }
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
         }
     }
     let mut cumulative = 0;
