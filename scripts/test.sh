@@ -33,6 +33,9 @@ echo "== Rust: otterd's integration tests on PostgreSQL with blobs on S3 (one Po
 echo "   process from Debian's binaries, moto in server mode from .venv)"
 OTTER_TEST_DATABASE=postgres OTTER_TEST_BLOBS=s3 cargo test --locked -p otterd --test it
 
+echo "== Dashboard: end-to-end in headless Chromium against a real otterd (tests/browser)"
+(cd tests/browser && OTTERD_BIN="$PWD/../../target/debug/otterd" npm test --silent)
+
 echo "== Rust: fuzz targets replay their corpus (stable toolchain)"
 if [ -f fuzz/Cargo.toml ]; then
   (cd fuzz && cargo test --locked)

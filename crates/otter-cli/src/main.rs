@@ -18,7 +18,7 @@ use client::Api;
 use commands::signing::ManifestArgs;
 use commands::{
     audit, dev, device, github, group, image_signing, inspect, keys, product, release, rollout,
-    signing, token,
+    signing, token, user,
 };
 use error::CliResult;
 use output::Output;
@@ -131,6 +131,8 @@ enum Command {
     Product(Online<ProductCommand>),
     /// API tokens.
     Token(Online<TokenCommand>),
+    /// People who sign in to the dashboard (admin tokens only).
+    User(Online<UserCommand>),
     /// Devices and their update history.
     Device(Online<DeviceCommand>),
     /// Groups of a product's devices: a static list or a saved filter.
@@ -388,6 +390,28 @@ enum TokenCommand {
     Revoke {
         /// The token id, as `otter token list` shows it.
         id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a person; prints their one-time initial password (changed at the first sign-in).
+    Create {
+        /// The name they sign in with (letters, digits, . _ @ -).
+        name: String,
+        /// admin, publisher (push to --product only) or viewer.
+        #[arg(long)]
+        role: String,
+        /// Products a publisher may push to; repeat for several.
+        #[arg(long = "product")]
+        products: Vec<String>,
+    },
+    /// List people (never their passwords).
+    List,
+    /// Disable a person: their sessions end and they cannot sign in.
+    Disable {
+        /// The person's name.
+        name: String,
     },
 }
 
@@ -851,6 +875,18 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                 } => token::create(&api, &role, &products, name.as_deref(), o),
                 TokenCommand::List { limit } => token::list(&api, limit, o),
                 TokenCommand::Revoke { id } => token::revoke(&api, &id, o),
+            }
+        }
+        Command::User(Online { server, command }) => {
+            let api = server.api()?;
+            match command {
+                UserCommand::Create {
+                    name,
+                    role,
+                    products,
+                } => user::create(&api, &name, &role, &products, o),
+                UserCommand::List => user::list(&api, o),
+                UserCommand::Disable { name } => user::disable(&api, &name, o),
             }
         }
         Command::Device(Online { server, command }) => {

@@ -49,3 +49,38 @@ pub async fn create_admin_token(settings: &Settings, name: &str) -> anyhow::Resu
     tracing::warn!(token_id = %row.id, name = ?row.name, "admin token created offline with `otterd admin create-token`");
     Ok(token)
 }
+
+/// Creates an admin person named `name` in the database of `settings` (issue 11), for the
+/// dashboard when nobody can sign in; returns their one-time initial password (changed at the
+/// first sign-in).
+pub async fn create_admin_person(settings: &Settings, name: &str) -> anyhow::Result<String> {
+    if settings.database_url.is_none() {
+        let file = settings.data_dir.join("otter.db");
+        anyhow::ensure!(
+            file.exists(),
+            "no database at {}: give the server's data directory with --data-dir (or OTTER_DATA_DIR, or `data_dir` in the config file)",
+            file.display()
+        );
+    }
+    let db = db::connect::open(settings).await?;
+    let (row, password) = crate::services::people::create(
+        db.as_ref(),
+        name,
+        auth::Role::Admin,
+        vec![],
+        crate::audit::OFFLINE_ADMIN_ACTOR,
+        crate::now(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::audit::record(
+        db.as_ref(),
+        db::AuditRow::offline_admin("person.create")
+            .target(&row.id)
+            .detail(format!("name={} role=admin", row.name)),
+    )
+    .await
+    .context("recording the new person in the audit log")?;
+    tracing::warn!(person_id = %row.id, name = ?row.name, "admin person created offline with `otterd admin create-person`");
+    Ok(password)
+}

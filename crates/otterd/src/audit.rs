@@ -415,6 +415,27 @@ pub const ACTIONS: &[Action] = &[
         &[("stage", Answer("/current_stage"))],
     ),
     read("GET", "/api/v1/audit", "audit.list", None),
+    // People who sign in to the dashboard (issue 11). Their sign-ins, sign-outs and password
+    // changes are recorded by the dashboard (`person.sign_in`, `person.sign_in_failed`,
+    // `person.sign_out`, `person.password_change`).
+    change(
+        "POST",
+        "/api/v1/people",
+        "person.create",
+        Some(Answer("/person/id")),
+        &[
+            ("name", Answer("/person/name")),
+            ("role", Answer("/person/role")),
+        ],
+    ),
+    read("GET", "/api/v1/people", "person.list", None),
+    change(
+        "POST",
+        "/api/v1/people/{name}/disable",
+        "person.disable",
+        Some(Answer("/id")),
+        &[("name", Param("name"))],
+    ),
 ];
 
 /// The table row of a management route.

@@ -578,6 +578,34 @@ settings! {
         audit_unauthenticated_per_minute: u32 = 60
             => ["audit"] unauthenticated_per_minute, env "OTTER_AUDIT_UNAUTHENTICATED_PER_MINUTE";
 
+        /// Seconds a dashboard session may stay unused before it ends (issue 11).
+        dashboard_session_idle_s: u64 = 30 * 60
+            => ["dashboard"] session_idle_s, env "OTTER_DASHBOARD_SESSION_IDLE_S";
+        /// Seconds a dashboard session lasts at most from its sign-in, used or not.
+        dashboard_session_max_s: u64 = 12 * 3600
+            => ["dashboard"] session_max_s, env "OTTER_DASHBOARD_SESSION_MAX_S";
+        /// Dashboard cookies carry `Secure` (and the `__Host-` prefix), so browsers send them
+        /// over HTTPS only. Turn off only to try the dashboard over plain HTTP on localhost.
+        dashboard_secure_cookies: bool = true
+            => ["dashboard"] secure_cookies, env "OTTER_DASHBOARD_SECURE_COOKIES";
+        /// Wrong passwords in a row after which a person is locked out (0: never).
+        dashboard_failures_before_lockout: u32 = 5
+            => ["dashboard"] failures_before_lockout, env "OTTER_DASHBOARD_FAILURES_BEFORE_LOCKOUT";
+        /// Seconds a locked-out person cannot sign in (doubling with each further lockout
+        /// in a row, up to a day).
+        dashboard_lockout_s: u64 = 300
+            => ["dashboard"] lockout_s, env "OTTER_DASHBOARD_LOCKOUT_S";
+        /// Failed sign-ins a minute, sustained, from one client address, whatever the name
+        /// (0: no limit). Beyond it sign-ins from there are refused, unchecked, for a while.
+        dashboard_address_failures_per_minute: u32 = 10
+            => ["dashboard"] address_failures_per_minute, env "OTTER_DASHBOARD_ADDRESS_FAILURES_PER_MINUTE";
+        /// Failed sign-ins allowed at once from one address before the per-minute rate applies.
+        dashboard_address_failures_burst: u32 = 20
+            => ["dashboard"] address_failures_burst, env "OTTER_DASHBOARD_ADDRESS_FAILURES_BURST";
+        /// Shortest password a person may choose.
+        dashboard_password_min_chars: usize = 12
+            => ["dashboard"] password_min_chars, env "OTTER_DASHBOARD_PASSWORD_MIN_CHARS";
+
         /// Failed HTTP Basic attempts on `/arduino/v1` a minute, sustained, per product and
         /// per client address (0: no limit). Beyond it `429` with `Retry-After`, the secret
         /// unchecked.
@@ -787,6 +815,32 @@ impl Settings {
         }
         if self.rollout_eval_interval_s == 0 {
             return bad("rollout_eval_interval_s", "must be at least 1");
+        }
+        if self.dashboard_session_idle_s == 0 {
+            return bad("dashboard_session_idle_s", "must be at least 1");
+        }
+        if self.dashboard_session_max_s < self.dashboard_session_idle_s {
+            return bad(
+                "dashboard_session_max_s",
+                "must be at least [dashboard] session_idle_s",
+            );
+        }
+        if self.dashboard_failures_before_lockout > 0 && self.dashboard_lockout_s == 0 {
+            return bad(
+                "dashboard_lockout_s",
+                "must be at least 1 while failures_before_lockout locks people out",
+            );
+        }
+        if self.dashboard_address_failures_per_minute > 0
+            && self.dashboard_address_failures_burst == 0
+        {
+            return bad(
+                "dashboard_address_failures_burst",
+                "must be at least 1 while address_failures_per_minute limits sign-ins",
+            );
+        }
+        if !(8..=128).contains(&self.dashboard_password_min_chars) {
+            return bad("dashboard_password_min_chars", "must be between 8 and 128");
         }
         if self.limits.wal_checkpoint_interval_s == 0 {
             return bad("wal_checkpoint_interval_s", "must be at least 1");

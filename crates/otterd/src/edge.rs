@@ -40,6 +40,13 @@ fn is_json(resp: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
+fn is_html(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
 /// The error code for a status the framework answered.
 fn code_for(status: StatusCode) -> &'static str {
     match status.as_u16() {
@@ -137,7 +144,9 @@ pub async fn edge(req: Request, next: Next) -> Response {
         next.run(req).await
     };
     let status = resp.status();
-    if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
+    // Dashboard pages (issue 11) answer their refusals as HTML pages of their own.
+    let page = path.starts_with("/ui/") && is_html(&resp);
+    if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) && !page {
         resp = to_json(resp, &method).await;
     }
     if status.is_client_error() {

@@ -7,6 +7,7 @@
 //! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
 //! - [`audit`]: the append-only audit log of management actions.
 //! - [`routes`]: the HTTP handlers, one module per resource.
+//! - [`dashboard`]: the web dashboard under `/ui/` (issue 11).
 //! - [`launch_with_listener`]: what `main` and the tests call to run a server.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod blob;
 pub mod blob_gc;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod download_limit;
 pub mod download_redirect;

@@ -63,6 +63,15 @@ enum AdminCommand {
         #[arg(long)]
         name: String,
     },
+    /// Create an admin person for the dashboard and print their one-time initial password
+    /// (changed at the first sign-in). Works whether or not the server is running.
+    CreatePerson {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// The person's name, to sign in with.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +145,17 @@ async fn main() -> anyhow::Result<()> {
             let token = otterd::admin::create_admin_token(&settings, &name).await?;
             println!("{token}");
             eprintln!("This admin token is shown once: keep it in a password manager.");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::CreatePerson { settings, name },
+        } => {
+            let settings = load(settings)?;
+            let password = otterd::admin::create_admin_person(&settings, &name).await?;
+            println!("{password}");
+            eprintln!(
+                "This one-time initial password is shown once; {name} chooses their own at the first sign-in."
+            );
             Ok(())
         }
         Command::Serve(args) => {

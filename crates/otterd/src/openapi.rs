@@ -45,6 +45,7 @@ impl Modify for BearerAuth {
         audit::list,
         rollouts::create, rollouts::list, rollouts::show, rollouts::pause, rollouts::resume,
         rollouts::abort, rollouts::advance, rollouts::deployments, preview::preview,
+        people::create, people::list, people::disable,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

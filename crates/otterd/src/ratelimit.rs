@@ -95,6 +95,8 @@ pub struct Limiters {
     pub enrollments: Buckets<i64>,
     /// Failed HTTP Basic attempts on `/arduino/v1`, by `product:NAME` and by `addr:IP`.
     pub arduino_auth_failures: Buckets<String>,
+    /// Failed dashboard sign-ins, by client address (issue 11).
+    pub sign_in_failures: Buckets<String>,
     /// Held from counting a capped product's devices to inserting the new one, so concurrent
     /// enrolments cannot overshoot the cap.
     pub new_devices: tokio::sync::Mutex<()>,

@@ -15,3 +15,4 @@ pub mod release;
 pub mod rollout;
 pub mod signing;
 pub mod token;
+pub mod user;

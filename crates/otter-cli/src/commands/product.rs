@@ -273,7 +273,7 @@ pub fn allowlist_remove(api: &Api, product: &str, hardware_id: &str, o: Output) 
 }
 
 /// Encodes every byte but unreserved URL characters, for a path segment.
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

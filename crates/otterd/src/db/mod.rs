@@ -9,6 +9,7 @@ pub mod connect;
 pub mod fleet;
 pub mod github;
 pub mod pages;
+pub mod people;
 pub mod postgres;
 pub mod rollouts;
 mod serial;
@@ -264,6 +265,7 @@ pub trait Database:
     + rollouts::RolloutStore
     + github::GithubStore
     + pages::PageStore
+    + people::PeopleStore
     + Send
     + Sync
     + 'static

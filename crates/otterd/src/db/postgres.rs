@@ -148,6 +148,9 @@ mod github_store;
 #[path = "pages_sql.rs"]
 mod page_store;
 #[allow(clippy::duplicate_mod)]
+#[path = "people_sql.rs"]
+mod people_store;
+#[allow(clippy::duplicate_mod)]
 #[path = "rollouts_sql.rs"]
 mod rollout_store;
 #[allow(clippy::duplicate_mod)]

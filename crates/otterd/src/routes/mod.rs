@@ -12,6 +12,7 @@ pub mod enrolment;
 pub mod fleet;
 pub mod github;
 pub mod payloads;
+pub mod people;
 pub mod preview;
 pub mod products;
 pub mod promote;
@@ -147,6 +148,9 @@ pub fn router(state: AppState) -> Router {
         .route("/rollouts/{id}/advance", post(rollouts::advance))
         .route("/rollouts/{id}/deployments", get(rollouts::deployments))
         .route("/audit", get(audit::list))
+        // People who sign in to the dashboard (issue 11).
+        .route("/people", post(people::create).get(people::list))
+        .route("/people/{name}/disable", post(people::disable))
         // Last, so that it wraps every route above (issue 9, audit log).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -166,6 +170,8 @@ pub fn router(state: AppState) -> Router {
     let limited = Router::new()
         .nest("/api/v1", management)
         .nest("/device/v1", device)
+        // The dashboard (issue 11).
+        .merge(crate::dashboard::router())
         .route("/arduino/v1/{product}", get(arduino::update))
         .route(
             "/arduino/v1/{product}/fota.json",
