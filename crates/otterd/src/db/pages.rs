@@ -62,8 +62,12 @@ pub trait PageStore: Send + Sync {
     async fn count_running(&self, product_id: i64, sha256: &str) -> DbResult<i64>;
     /// Ids of a product's devices on a channel (`tag` `false`) or carrying a tag (`tag`
     /// `true`): what a rollout preview counts, without reading whole rows.
-    async fn target_device_ids(&self, product_id: i64, tag: bool, value: &str)
-        -> DbResult<Vec<String>>;
+    async fn target_device_ids(
+        &self,
+        product_id: i64,
+        tag: bool,
+        value: &str,
+    ) -> DbResult<Vec<String>>;
     /// A device's deployments, newest first.
     async fn device_deployments(&self, device_id: &str, limit: i64)
         -> DbResult<Vec<DeploymentRow>>;
