@@ -79,8 +79,19 @@ SQL
 curl -sf -o /dev/null -X POST "$OTTER_SERVER/api/v1/rollouts/$ROLLOUT/pause" -H "authorization: Bearer $OTTER_TOKEN"
 
 # --- a signed-in session for the pages -----------------------------------------------------------
-COOKIE=""
-if [ -n "${BENCH_SESSION_SETUP:-}" ]; then COOKIE=$(bash -c "$BENCH_SESSION_SETUP"); fi
+# A person made through the API, with a session written beside the server's own (its cookie
+# value is random; the database keeps its SHA-256 only, as for any session).
+curl -sf -o /dev/null -X POST "$OTTER_SERVER/api/v1/people" -H "authorization: Bearer $OTTER_TOKEN" \
+  -H 'content-type: application/json' -d '{"name":"bench","role":"admin"}'
+SESSION=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+SESSION_HASH=$(printf '%s' "$SESSION" | sha256sum | cut -d' ' -f1)
+sqlite3 "$DB" >/dev/null <<SQL
+PRAGMA busy_timeout = 10000;
+UPDATE people SET must_change_password = FALSE WHERE name = 'bench';
+INSERT INTO sessions (id_hash, person_id, csrf, created_at, last_seen_at, expires_at)
+SELECT '$SESSION_HASH', id, 'bench-csrf', $NOW, $NOW + 100000, $NOW + 100000 FROM people WHERE name = 'bench';
+SQL
+COOKIE="otter_session=$SESSION"
 
 # A cursor deep in the table: after the device enrolled at position DEVICES/2.
 DEEP=$(python3 -c 'import base64,sys; print(base64.urlsafe_b64encode(("devices\x1f%d\x1fdev_%032x" % (int(sys.argv[1]) - 8640000 + int(sys.argv[2]) // 2, int(sys.argv[2]) // 2)).encode()).decode().rstrip("="))' "$NOW" "$DEVICES")

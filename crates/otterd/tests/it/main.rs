@@ -10,6 +10,7 @@ mod audit;
 mod config_file;
 mod connections;
 mod crash;
+mod dashboard_data;
 mod device;
 mod edge;
 mod fleet;
