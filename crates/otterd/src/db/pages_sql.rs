@@ -185,7 +185,9 @@ impl PageStore for Backend {
         value: &str,
     ) -> DbResult<Vec<String>> {
         let sql = if tag {
-            "SELECT d.id FROM device_tags t JOIN devices d ON d.id = t.device_id \
+            // From the tag's index first (CROSS JOIN keeps that order in SQLite; other
+            // databases plan it themselves).
+            "SELECT d.id FROM device_tags t CROSS JOIN devices d \
              WHERE t.tag = $1 AND d.id = t.device_id AND d.product_id = $2"
         } else {
             "SELECT id FROM devices WHERE channel = $1 AND product_id = $2"
