@@ -2453,3 +2453,101 @@ fn release_attach_stores_a_signed_format_and_refuses_another_image() {
     let signed = std::fs::read(s.path("fw-a.bin")).unwrap();
     assert!(said.contains(&format!("{} bytes", signed.len())), "{said}");
 }
+
+/// Issue 11: people who sign in to the dashboard, managed from the CLI; the offline command
+/// makes an admin person without a token.
+#[test]
+fn user_create_list_and_disable() {
+    let s = start_server();
+    let v = s.json(&s.admin, &["user", "create", "ada", "--role", "admin"]);
+    assert_eq!(v["person"]["name"], "ada");
+    assert_eq!(v["person"]["must_change_password"], true);
+    let initial = v["initial_password"].as_str().unwrap();
+    assert!(initial.len() >= 20, "{v}");
+
+    // Without --json the password is printed once, said to be one-time.
+    let out = s
+        .otter(&s.admin)
+        .args(["user", "create", "vic", "--role", "viewer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("created viewer vic") && text.contains("one-time initial password"),
+        "{text}"
+    );
+
+    let e = s.fails(&s.admin, &["user", "create", "ada", "--role", "viewer"], 1);
+    assert_eq!(e["error"], "conflict", "{e}");
+    let e = s.fails(
+        &s.admin,
+        &["user", "create", "pub", "--role", "publisher"],
+        1,
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one product"),
+        "{e}"
+    );
+    let e = s.fails(&s.admin, &["user", "create", "x y", "--role", "viewer"], 1);
+    assert_eq!(e["error"], "bad_request", "{e}");
+    let viewer = s.json(&s.admin, &["token", "create", "--role", "viewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fails(&viewer, &["user", "create", "eve", "--role", "admin"], 4);
+    s.fails(&viewer, &["user", "list"], 4);
+
+    let list = s.json(&s.admin, &["user", "list"]);
+    let names: Vec<&str> = list["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ada", "vic"]);
+    let out = s.otter(&s.admin).args(["user", "list"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("initial password"), "{table}");
+    assert!(
+        !table.contains(initial),
+        "the list never shows a password: {table}"
+    );
+
+    let v = s.json(&s.admin, &["user", "disable", "vic"]);
+    assert!(v["disabled_at"].is_string(), "{v}");
+    let e = s.fails(&s.admin, &["user", "disable", "vic"], 1);
+    assert_eq!(e["error"], "conflict", "{e}");
+    let e = s.fails(&s.admin, &["user", "disable", "no/such"], 1);
+    assert_eq!(e["error"], "not_found", "{e}");
+    let out = s.otter(&s.admin).args(["user", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("disabled"));
+
+    // Recovery on the server's host: no token, a one-time password on stdout.
+    let out = Process::new(otterd_bin())
+        .args(["admin", "create-person", "--name", "rescue", "--data-dir"])
+        .arg(s.path("data"))
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let password = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(password.len() >= 20, "{password}");
+    let list = s.json(&s.admin, &["user", "list"]);
+    let rescue = list["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rescue")
+        .unwrap()
+        .clone();
+    assert_eq!(rescue["role"], "admin");
+    assert_eq!(rescue["created_by"], "otterd admin (offline)");
+}

@@ -602,6 +602,10 @@ settings! {
         /// Failed sign-ins allowed at once from one address before the per-minute rate applies.
         dashboard_address_failures_burst: u32 = 20
             => ["dashboard"] address_failures_burst, env "OTTER_DASHBOARD_ADDRESS_FAILURES_BURST";
+        /// Sign-in password checks (Argon2id, 19 MiB each) running at once; more wait their
+        /// turn.
+        dashboard_password_checks_at_once: usize = 4
+            => ["dashboard"] password_checks_at_once, env "OTTER_DASHBOARD_PASSWORD_CHECKS_AT_ONCE";
         /// Shortest password a person may choose.
         dashboard_password_min_chars: usize = 12
             => ["dashboard"] password_min_chars, env "OTTER_DASHBOARD_PASSWORD_MIN_CHARS";
@@ -837,6 +841,12 @@ impl Settings {
             return bad(
                 "dashboard_address_failures_burst",
                 "must be at least 1 while address_failures_per_minute limits sign-ins",
+            );
+        }
+        if !(1..=1024).contains(&self.dashboard_password_checks_at_once) {
+            return bad(
+                "dashboard_password_checks_at_once",
+                "must be between 1 and 1024",
             );
         }
         if !(8..=128).contains(&self.dashboard_password_min_chars) {

@@ -13,7 +13,7 @@
 // Chromium: $CHROMIUM_BIN, else /usr/bin/chromium (scripts/setup.sh installs Debian's).
 
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -195,4 +195,15 @@ export async function signedInAdmin(browser, server, name = "ada") {
   await signIn(page, server, name, password, { newPassword: GOOD_PASSWORD });
   await page.waitForURL(`${server.url}/ui/`);
   return page;
+}
+
+/// With OTTER_SCREENSHOTS=1 (or a directory), saves a full-page screenshot of `page` as
+/// docs/screenshots/NAME.png (or DIR/NAME.png), for docs/dashboard.md. Otherwise does nothing,
+/// so that a test run leaves the repository as it was.
+export async function screenshot(page, name) {
+  const want = process.env.OTTER_SCREENSHOTS;
+  if (!want || want === "0") return;
+  const dir = want === "1" ? join(repo, "docs/screenshots") : want;
+  await mkdir(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: true });
 }

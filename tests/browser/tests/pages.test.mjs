@@ -2,21 +2,20 @@
 // through the page (a bad file is refused with the server's reason), look at devices and tag
 // one, create a staged rollout with its per-stage preview, watch simulated devices (check-ins
 // over HTTP from this test) move through it live, pause it, find the audit entries; a viewer
-// sees no buttons and the server refuses its posts. The run writes the screenshots of
-// docs/dashboard.md into docs/screenshots/.
+// sees no buttons and the server refuses its posts. With OTTER_SCREENSHOTS=1 the run writes
+// the screenshots of docs/dashboard.md into docs/screenshots/.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startServer, launchBrowser, signIn, signedInAdmin, repo, GOOD_PASSWORD } from "../lib/harness.mjs";
+import { startServer, launchBrowser, signIn, signedInAdmin, screenshot, repo, GOOD_PASSWORD } from "../lib/harness.mjs";
 
 const otterBin = process.env.OTTER_BIN || join(repo, "target/debug/otter");
 const CHIP = "esp32c3";
 const DEVICES = 40;
-const shots = join(repo, "docs/screenshots");
 
 let server;
 let browser;
@@ -68,9 +67,16 @@ async function poll(d) {
   return true;
 }
 
-async function shot(page, name) {
-  await mkdir(shots, { recursive: true });
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+/// A screenshot for docs/dashboard.md (with OTTER_SCREENSHOTS=1); `phone` adds one at a
+/// phone's width.
+async function shot(page, name, { phone = false } = {}) {
+  await screenshot(page, name);
+  if (phone && process.env.OTTER_SCREENSHOTS) {
+    const size = page.viewportSize();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await screenshot(page, `${name}-phone`);
+    await page.setViewportSize(size);
+  }
 }
 
 before(async () => {
@@ -119,7 +125,6 @@ test("an admin uploads a signed release through the page; a bad file is refused 
   await page.getByRole("heading", { name: "Versions running" }).waitFor();
   assert.equal(await page.locator("#devices-total").textContent(), String(DEVICES));
   assert.equal(await page.locator("#devices-seen").textContent(), String(DEVICES));
-  await shot(page, "overview");
 
   await page.goto(`${server.url}/ui/releases`);
   await page.getByRole("link", { name: "Upload a signed release" }).click();
@@ -244,7 +249,7 @@ test("a staged rollout: preview, create, devices move through it live, pause, au
   );
   assert.equal(await page.evaluate(() => window.__noReload), marker, "the page was not reloaded");
   assert.match(await page.locator('tr[data-stage="1"] [data-field=summary]').textContent(), new RegExp(`^${first} succeeded`));
-  await shot(page, "rollout");
+  await shot(page, "rollout", { phone: true });
 
   // Open stage 2 by hand, then pause with confirmation: a dismissed dialog changes nothing.
   page.once("dialog", (d) => d.accept());
@@ -283,7 +288,7 @@ test("a staged rollout: preview, create, devices move through it live, pause, au
   await page.goto(`${server.url}/ui/`);
   await page.locator("#rollouts-in-progress", { hasText: id }).waitFor();
   assert.ok((await page.locator("#failures").textContent()).includes("flash write failed at 0x110000"));
-  await shot(page, "overview");
+  await shot(page, "overview", { phone: true });
   browser.assertOnlyLocalhost();
   await page.close();
 });

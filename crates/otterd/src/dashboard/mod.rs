@@ -12,7 +12,8 @@
 //! - [`session`]: [`session::SignedIn`], the extractor of every page: the signed-in person, as
 //!   the same [`crate::auth::Principal`] API tokens produce (so pages check
 //!   `who.principal.require_admin()?` and `may_read_product` like the API does), and the
-//!   session's CSRF token. Without a valid session it redirects to `/ui/sign-in`.
+//!   session's CSRF token. Without a valid session it redirects to `/ui/sign-in`. Admin-only
+//!   pages call `who.require_admin()?` (a 403 page in people's words).
 //! - [`csrf`]: [`csrf::CsrfForm`], the extractor of every POST form (checks the `csrf` field
 //!   against the session, and `Origin`/`Sec-Fetch-Site`); [`csrf::check_request`] for bodies
 //!   that are not url-encoded forms (multipart uploads).

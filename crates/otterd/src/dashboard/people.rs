@@ -71,7 +71,7 @@ async fn page_with(
     created: Option<(String, String)>,
     error: Option<String>,
 ) -> PageResult {
-    who.principal.require_admin()?;
+    who.require_admin()?;
     let at = now();
     let people = state.db.list_people().await?;
     Ok(render_status(
@@ -120,7 +120,7 @@ pub async fn create(
     who: SignedIn,
     CsrfForm(f): CsrfForm<NewPersonForm>,
 ) -> PageResult<Response> {
-    who.principal.require_admin()?;
+    who.require_admin()?;
     let Some(role) = Role::parse(f.role.trim()) else {
         return page_with(
             &state,
@@ -191,7 +191,7 @@ pub async fn disable(
     Path(name): Path<String>,
     CsrfForm(super::sign_in::Empty {}): CsrfForm<super::sign_in::Empty>,
 ) -> PageResult {
-    who.principal.require_admin()?;
+    who.require_admin()?;
     let row = svc::disable(state.db.as_ref(), &name, now())
         .await
         .map_err(|e| PageError::from(api_error(e)))?;

@@ -100,6 +100,18 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
+    /// Admins only: a `403` page naming the person's role otherwise.
+    pub fn require_admin(&self) -> Result<(), super::PageError> {
+        if self.principal.role == crate::auth::Role::Admin {
+            Ok(())
+        } else {
+            Err(super::PageError::forbidden(format!(
+                "This is for admins; you are signed in as a {}.",
+                self.principal.role
+            )))
+        }
+    }
+
     /// An audit entry of an action by this person (actor, role, person id and address filled
     /// in); add `.target(..)` and `.detail(..)`, then `crate::audit::record`.
     pub fn audit(&self, action: &str) -> AuditRow {

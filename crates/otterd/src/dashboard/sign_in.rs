@@ -89,6 +89,7 @@ pub async fn form(
     };
     sign_in_page(
         settings,
+        &headers,
         StatusCode::OK,
         q.next.as_deref(),
         "",
@@ -97,15 +98,25 @@ pub async fn form(
     )
 }
 
+/// The sign-in form. Its token is the browser's sign-in cookie when it has one (so that two
+/// tabs with the form both work), else a new one.
 fn sign_in_page(
     settings: &crate::config::Settings,
+    headers: &HeaderMap,
     status: StatusCode,
     next: Option<&str>,
     name: &str,
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let token = random_token();
+    let token = session::cookie(headers, session::sign_in_cookie(settings))
+        .filter(|t| {
+            t.len() >= 16
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(random_token);
     let mut resp = render_status(
         status,
         &SignInPage {
@@ -172,6 +183,7 @@ pub async fn submit(
     if !csrf::same_token(expected, &f.csrf) {
         return Ok(sign_in_page(
             settings,
+            &HeaderMap::new(),
             StatusCode::FORBIDDEN,
             f.next.as_deref(),
             &f.name,
@@ -257,6 +269,7 @@ pub async fn submit(
             .await;
             return Ok(sign_in_page(
                 settings,
+                &parts.headers,
                 status,
                 f.next.as_deref(),
                 name,
@@ -265,6 +278,11 @@ pub async fn submit(
             ));
         }
     };
+    // Sessions past their absolute end are swept here (a sign-in is rare; the index makes it
+    // cheap).
+    if let Err(e) = state.db.purge_sessions(now()).await {
+        tracing::warn!(error = %e, "cannot remove expired dashboard sessions");
+    }
     let (id, _) = svc::start_session(state.db.as_ref(), settings, &person, address, now()).await?;
     record(
         &state,

@@ -70,7 +70,7 @@ pub trait PeopleStore: Send + Sync {
     async fn create_person(&self, p: &PersonRow) -> DbResult<()>;
     async fn get_person(&self, id: &str) -> DbResult<PersonRow>;
     async fn find_person(&self, name: &str) -> DbResult<PersonRow>;
-    /// Everyone, by (created_at, id).
+    /// Everyone, by name.
     async fn list_people(&self) -> DbResult<Vec<PersonRow>>;
     /// Replaces a password (and whether it must be changed at the next sign-in); clears the
     /// failure count and lock.

@@ -103,7 +103,7 @@ impl PeopleStore for Backend {
 
     async fn list_people(&self) -> DbResult<Vec<PersonRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {PERSON_COLUMNS} FROM people ORDER BY created_at, id"
+            "SELECT {PERSON_COLUMNS} FROM people ORDER BY name"
         ))
         .fetch_all(self.pool())
         .await

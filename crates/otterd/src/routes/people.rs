@@ -76,7 +76,7 @@ pub struct CreatedPerson {
     pub initial_password: String,
 }
 
-/// Everyone, oldest first.
+/// Everyone, by name.
 #[derive(Serialize, ToSchema)]
 pub struct PersonList {
     pub people: Vec<Person>,

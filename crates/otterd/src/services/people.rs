@@ -291,6 +291,15 @@ fn lockout_for(settings: &Settings, failures: i64) -> Option<u64> {
     )
 }
 
+/// Sign-in password checks running at once in this process (`password_checks_at_once`): each
+/// takes 19 MiB and a core for a moment, so a flood of sign-ins from many addresses queues
+/// here instead of exhausting memory. Sized by the first sign-in's settings (one server a
+/// process).
+fn check_slots(n: usize) -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(n.max(1)))
+}
+
 /// Checks a name and password (with the lockout and the per-address limit); returns the person.
 pub async fn authenticate(
     db: &dyn Database,
@@ -307,6 +316,10 @@ pub async fn authenticate(
     if let Err(retry) = limiters.sign_in_failures.peek(&key, per_minute, burst) {
         return Err(SignInError::Throttled(retry));
     }
+    let _slot = check_slots(settings.dashboard_password_checks_at_once)
+        .acquire()
+        .await
+        .map_err(|e| SignInError::Db(DbError::Backend(Box::new(e))))?;
     let fail = |locked_for| {
         let _ = limiters.sign_in_failures.take(&key, per_minute, burst);
         SignInError::Wrong { locked_for }
@@ -465,6 +478,60 @@ mod tests {
         assert!(check_password(&s, "ada", "short").is_err());
         assert!(check_password(&s, "ada-lovelace", "ADA-LOVELACE").is_err());
         assert!(check_password(&s, "ada", "correct horse battery").is_ok());
+    }
+
+    #[test]
+    fn dashboard_settings_that_make_no_sense_are_refused() {
+        let ok = Settings::default();
+        assert!(ok.validate().is_ok());
+        for (s, key) in [
+            (
+                Settings {
+                    dashboard_session_max_s: 10,
+                    dashboard_session_idle_s: 20,
+                    ..Settings::default()
+                },
+                "session_max_s",
+            ),
+            (
+                Settings {
+                    dashboard_session_idle_s: 0,
+                    ..Settings::default()
+                },
+                "session_idle_s",
+            ),
+            (
+                Settings {
+                    dashboard_lockout_s: 0,
+                    ..Settings::default()
+                },
+                "lockout_s",
+            ),
+            (
+                Settings {
+                    dashboard_address_failures_burst: 0,
+                    ..Settings::default()
+                },
+                "address_failures_burst",
+            ),
+            (
+                Settings {
+                    dashboard_password_min_chars: 4,
+                    ..Settings::default()
+                },
+                "password_min_chars",
+            ),
+            (
+                Settings {
+                    dashboard_password_checks_at_once: 0,
+                    ..Settings::default()
+                },
+                "password_checks_at_once",
+            ),
+        ] {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains("[dashboard]") && e.contains(key), "{e}");
+        }
     }
 
     #[tokio::test]

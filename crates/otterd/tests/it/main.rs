@@ -20,6 +20,7 @@ mod instances;
 mod limits;
 mod openapi;
 mod payloads;
+mod people;
 mod preview;
 mod process;
 mod promote;
