@@ -364,3 +364,21 @@ test("keys and tokens: a token is shown once; the keys page lists the release ke
   await shot(page, "tokens");
   await page.close();
 });
+
+test("the fleet's pages fit a phone: no sideways scrolling, wide tables scroll in their box", async () => {
+  const page = await browser.context.newPage();
+  await signIn(page, server, "ada", GOOD_PASSWORD);
+  await page.setViewportSize({ width: 375, height: 740 });
+  const rollout = (await server.api("GET", "/api/v1/rollouts")).body.rollouts[0].id;
+  for (const path of [
+    "/ui/", "/ui/releases", `/ui/releases/${releases.new.id}`, "/ui/releases/upload", "/ui/devices",
+    `/ui/devices/${devices[0].id}`, "/ui/rollouts", "/ui/rollouts/new", `/ui/rollouts/${rollout}`,
+    "/ui/keys", "/ui/tokens", "/ui/audit",
+  ]) {
+    const answer = await page.goto(server.url + path);
+    assert.equal(answer.status(), 200, path);
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    assert.equal(wide, false, `${path} scrolls sideways on a phone`);
+  }
+  await page.close();
+});
