@@ -316,6 +316,9 @@ test("a viewer sees no buttons, and the server refuses the viewer's posts", asyn
   assert.equal(await page.locator("form").filter({ hasText: "Add" }).count(), 0);
   assert.equal((await page.goto(`${server.url}/ui/releases/upload`)).status(), 403);
   assert.equal((await page.goto(`${server.url}/ui/rollouts/new`)).status(), 403);
+  assert.equal((await page.goto(`${server.url}/ui/tokens`)).status(), 403);
+  assert.equal((await page.goto(`${server.url}/ui/audit`)).status(), 403);
+  await page.getByText("The audit log is for admins").waitFor();
 
   // Posts with the viewer's own valid session and CSRF token: refused by the server.
   await page.goto(`${server.url}/ui/`);

@@ -289,18 +289,24 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-/// Reads a short text field.
-async fn text(field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
-    let t = field
-        .text()
+/// Reads a short text field, refusing one longer than 256 bytes before reading it all.
+async fn text(mut field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
         .await
-        .map_err(|e| ApiError::bad_request(format!("the form could not be read: {e}")))?;
-    if t.len() > 256 {
-        return Err(ApiError::bad_request(
-            "a form field is longer than 256 bytes",
-        ));
+        .map_err(|e| ApiError::bad_request(format!("the form could not be read: {e}")))?
+    {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > 256 {
+            return Err(ApiError::bad_request(
+                "a form field is longer than 256 bytes",
+            ));
+        }
     }
-    Ok(t.trim().to_string())
+    String::from_utf8(bytes)
+        .map(|t| t.trim().to_string())
+        .map_err(|_| ApiError::bad_request("a form field is not UTF-8 text"))
 }
 
 /// `POST /ui/releases/upload`: a multipart form of `csrf`, `product`, `channel` and then
