@@ -385,3 +385,49 @@ test("the fleet's pages fit a phone: no sideways scrolling, wide tables scroll i
   }
   await page.close();
 });
+
+test("without JavaScript the pages still work: a plain upload form, Preview and Create buttons", async () => {
+  const { chromium } = await import("playwright-core");
+  const { chromiumBin, CHROMIUM_FLAGS } = await import("../lib/harness.mjs");
+  const plain = await chromium.launch({ executablePath: chromiumBin, headless: true, args: CHROMIUM_FLAGS });
+  try {
+    const context = await plain.newContext({ javaScriptEnabled: false });
+    const page = await context.newPage();
+    await signIn(page, server, "ada", GOOD_PASSWORD);
+    // The multipart form, posted by the browser itself: it lands on the release's page.
+    await page.goto(`${server.url}/ui/releases/upload`);
+    await page.getByLabel("Release file").setInputFiles(signedRelease("2.1.0"));
+    await Promise.all([page.waitForURL(/\/ui\/releases\/rel_/), page.getByRole("button", { name: "Upload" }).click()]);
+    assert.equal(await page.getByRole("heading", { name: "lamp 2.1.0" }).count(), 1);
+    const id = page.url().split("/").pop();
+    // A refused file: the form again, with the server's reason, and a 4xx status.
+    await page.goto(`${server.url}/ui/releases/upload`);
+    const junk = join(work, "junk2.otter");
+    await writeFile(junk, Buffer.alloc(100, 1));
+    await page.getByLabel("Release file").setInputFiles(junk);
+    const [answer] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith("/ui/releases/upload") && r.request().method() === "POST"),
+      page.getByRole("button", { name: "Upload" }).click(),
+    ]);
+    assert.ok(answer.status() >= 400 && answer.status() < 500, String(answer.status()));
+    await page.locator("#upload-error").waitFor({ state: "visible" });
+
+    // Preview by the button, then create: the server-rendered preview carries the id.
+    await page.goto(`${server.url}/ui/rollouts/new?release_id=${id}`);
+    await page.getByLabel("Value", { exact: false }).fill("lab");
+    await page.getByLabel("Devices by").selectOption("tag");
+    await page.getByLabel("Stages").fill("100");
+    await Promise.all([page.waitForLoadState("load"), page.getByRole("button", { name: "Preview" }).click()]);
+    await page.waitForURL(`${server.url}/ui/rollouts/new`);
+    assert.equal(await page.locator("#preview-table tbody tr").count(), 1);
+    assert.equal(await page.locator("#preview-table tbody td.num").first().textContent(), "1");
+    const previewId = await page.locator("#r-preview-id").inputValue();
+    assert.match(previewId, /^ro_/);
+    await Promise.all([page.waitForURL(/\/ui\/rollouts\/ro_/), page.getByRole("button", { name: "Create rollout" }).click()]);
+    assert.equal(page.url(), `${server.url}/ui/rollouts/${previewId}`);
+    assert.equal(await page.locator("#rollout-state").textContent(), "running");
+    await context.close();
+  } finally {
+    await plain.close();
+  }
+});
