@@ -18,7 +18,7 @@
 #define IO_BUF 1536
 #define ID_LEN 48
 #define TOKEN_LEN 96
-#define URL_LEN 200
+#define URL_LEN 200 /* the check-in declares "download_url_max":199 (URL_LEN - 1) */
 /* Overridable so that unit tests with small images cross every boundary. */
 #ifndef OTTER_SAVE_EVERY
 #define OTTER_SAVE_EVERY 16384u   /* bytes between saved download offsets */
@@ -216,11 +216,12 @@ static uint32_t next_backoff(void)
 /* ------------------------------------------------------------------------------------------ */
 /* HTTP exchanges with JSON bodies.                                                            */
 
+/* A path is on our server; anything else is an absolute URL the server chose (a CDN). */
 static int url_for(const char *path)
 {
     otter_text_t t;
     ot_init(&t, A.path, sizeof A.path);
-    ot_fmt(&t, "%s%s", A.cfg->server_url, path);
+    ot_fmt(&t, "%s%s", *path == '/' ? A.cfg->server_url : "", path);
     return t.overflow ? -1 : 0;
 }
 
@@ -454,7 +455,9 @@ static dl_result_t download(const otter_envelope_t *env, const char *url_path, c
         int status = 0;
         uint32_t clen = 0;
         if (url_for(url_path) != 0) return DL_FAILED; /* a report in between reuses A.path */
-        if (A.port->http_open(A.port->ctx, "GET", A.path, A.id.device_token, NULL, offset, &status,
+        /* The device token goes to our server only, never to a CDN or bucket. */
+        if (A.port->http_open(A.port->ctx, "GET", A.path,
+                              *url_path == '/' ? A.id.device_token : NULL, NULL, offset, &status,
                               &clen) != 0) {
             return DL_RETRY;
         }
@@ -584,7 +587,7 @@ static int checkin(size_t *len)
     otter_text_t t;
     ot_init(&t, A.io, IO_BUF);
     ot_fmt(&t, "{\"version\":%q,\"security_counter\":%u,\"image_sha256\":\"%h\",\"chip\":%q,"
-               "\"partition_size\":%u}",
+               "\"partition_size\":%u,\"download_url_max\":199}",
            A.running.version, A.inst.security_counter, running_sha256(), A.cfg->chip,
            A.port->slot_capacity(A.port->ctx));
     if (t.overflow) return -1;
@@ -638,7 +641,7 @@ otter_poll_result_t otter_agent_poll(uint32_t *wait_ms)
         oj_find(A.io, len, "update", "envelope", &env64) != 0 || env64.type != OJ_STRING ||
         oj_find(A.io, len, "update", "download_url", &url) != 0 ||
         oj_string(&url, url_path, sizeof url_path) <= 0 ||
-        strncmp(url_path, "/device/v1/", 11) != 0) {
+        (strncmp(url_path, "/device/v1/", 11) != 0 && strncmp(url_path, "http", 4) != 0)) {
         log_line(MALFORMED, "update");
         *wait_ms = next_backoff();
         return OTTER_POLL_RETRY;

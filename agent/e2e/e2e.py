@@ -51,13 +51,14 @@ def check(cond, what):
 class Server:
     """otterd on a free port with a temporary data directory."""
 
-    def __init__(self, work):
+    def __init__(self, work, env=None):
         self.work = work
         self.data = os.path.join(work, "data")
         self.log = open(os.path.join(work, "otterd.log"), "w")
         self.proc = subprocess.Popen(
             [OTTERD, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, "RUST_LOG": "warn"})
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, "RUST_LOG": "warn", **(env or {})})
         line = self.proc.stdout.readline().strip()
         check(line.startswith("otterd listening on "), f"otterd did not start: {line!r}")
         self.url = line.removeprefix("otterd listening on ")
@@ -492,6 +493,76 @@ def test_power_cuts(s, opts):
         power_cut_trial(p, f"cut at flash byte {at}, flash encryption", "--cut-flash-at", str(at),
                         always=("--flash-encryption",))
     print(f"    {len(points) + 2 * (opts.trials // 3) + encrypted} power-cut trials, every one bootable and ending on 2.0.0")
+
+
+class Cdn:
+    """A CDN in front of otterd's blob store: `GET /fw/images/<sha256>` answers the stored image,
+    with `Range` as a CDN does, to anyone. Records each request and whether it carried a token."""
+
+    def __init__(self):
+        self.server = None
+        self.paths = []
+        self.authorized = []
+        cdn = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                cdn.paths.append(self.path)
+                if self.headers.get("Authorization"):
+                    cdn.authorized.append(self.path)
+                sha = self.path.rsplit("/", 1)[-1]
+                if not self.path.startswith("/fw/images/") or len(sha) != 64:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = open(blob_path(cdn.server, sha), "rb").read()
+                rng = self.headers.get("Range")
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+def test_cdn_download_url_is_followed_without_the_token(s, opts):
+    """`[downloads] redirect` set to a CDN base URL: the agent's check-in says it follows URLs of
+    up to 199 bytes, otterd hands it `<base>/images/<sha256>`, and the simulator downloads the
+    image from the CDN (resuming by Range across its chunks), verifies it and reports success;
+    its device token never reaches the CDN."""
+    cdn = Cdn()
+    work = os.path.join(s.work, "cdn-server")
+    os.makedirs(work)
+    cdn.server = Server(work, env={"OTTER_DOWNLOAD_REDIRECT": cdn.url + "/fw"})
+    try:
+        p = Product(cdn.server, "cdn")
+        rid = p.push("2.0.0", counter=2)
+        d = p.device()
+        rc, res = d.run(until="2.0.0")
+        check(rc == 0 and res["version"] == "2.0.0", f"updated from the CDN: rc {rc} {res} {d.last_stderr}")
+        check(len(cdn.paths) >= 2 and all(x.startswith("/fw/images/") for x in cdn.paths),
+              f"the image came from the CDN, in ranged chunks: {cdn.paths}")
+        check(not cdn.authorized, f"the device token went to the CDN: {cdn.authorized}")
+        states = [h["state"] for h in d.history() if h["release_id"] == rid]
+        check("success" in states, f"success reported to otterd: {states}")
+    finally:
+        cdn.server.stop()
+        cdn.stop()
 
 
 def test_self_test_failure_rolls_back(s, opts):

@@ -22,6 +22,9 @@ typedef struct {
     int tamper_at;             /* serve the image with this byte flipped (-1: none) */
     uint32_t drop_after;       /* close a download after this many body bytes (0: never) */
     int ignore_range;
+    const char *download_url;  /* the check-in's download_url (NULL: otterd's own path) */
+    int cdn_requests;          /* requests to http://cdn.test/..., which serves the image ... */
+    int cdn_bearer;            /* ... to anyone; requests that carried a token there anyway */
     int busy;                  /* answer this many requests 429 with Retry-After: retry_after */
     uint32_t retry_after;
     int reject_token;          /* answer 401 to the device token until it enrols again */

@@ -416,7 +416,8 @@ static void malformed_answers_change_nothing(void)
         "", "{", "not json", "{\"update\":{\"release_id\":5}}",
         "{\"update\":{\"release_id\":\"rel_1\",\"envelope\":\"!!!!\",\"download_url\":\"/device/v1/releases/rel_1/image\"}}",
         "{\"update\":{\"release_id\":\"rel_1\",\"envelope\":\"T1RTRQ==\",\"download_url\":\"/device/v1/releases/rel_1/image\"}}",
-        "{\"update\":{\"release_id\":\"rel_1\",\"envelope\":\"T1RTRQ==\",\"download_url\":\"https://evil.example/x\"}}",
+        "{\"update\":{\"release_id\":\"rel_1\",\"envelope\":\"T1RTRQ==\",\"download_url\":\"//evil.example/x\"}}",
+        "{\"update\":{\"release_id\":\"rel_1\",\"envelope\":\"T1RTRQ==\",\"download_url\":\"ftp://evil.example/x\"}}",
         "{\"update\":{\"release_id\":\"rel_1\",\"envelope\":\"T1RTRQ==\"}}",
         "{\"update\":{\"release_id\":\"\",\"envelope\":\"T1RTRQ==\",\"download_url\":\"/device/v1/x\"}}",
         "{\"poll_interval_s\":1}",
@@ -430,6 +431,24 @@ static void malformed_answers_change_nothing(void)
         CHECK(F.download_count == 0 && F.activated == 0);
         CHECK(wait >= 3750u); /* a poll interval of 1 s is not obeyed */
     }
+}
+
+static void absolute_download_url_is_fetched_without_the_device_token(void)
+{
+    /* `[downloads] redirect` set to a CDN: the check-in says how long a URL the agent follows,
+     * the image comes from the CDN, is verified as ever, and the device token stays home. */
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    F.download_url = "http://cdn.test/fw/images/0123456789abcdef";
+    CHECK(poll(NULL) == OTTER_POLL_REBOOT);
+    CHECK(strstr(F.last_checkin, "\"download_url_max\":199"));
+    CHECK(F.cdn_requests >= 1 && F.cdn_bearer == 0);
+    CHECK(memcmp(F.slot[1], VEC_IMAGE, sizeof VEC_IMAGE) == 0 && F.activated == 1);
+    CHECK(fake_find_report(&F, "\"rebooting\""));
+    /* Bytes from the CDN that do not match the signed hash are never activated. */
+    new_device(VEC_ENV_OK, sizeof VEC_ENV_OK);
+    F.download_url = "http://cdn.test/fw/images/0123456789abcdef";
+    F.tamper_at = 100;
+    CHECK(poll(NULL) == OTTER_POLL_RETRY && F.activated == 0 && F.cdn_bearer == 0);
 }
 
 static void revoked_token_enrols_again(void)
@@ -645,6 +664,7 @@ int main(void)
     RUN(overloaded_server_is_given_the_pause_it_asks_for);
     RUN(run_loop_wakes_up_on_check_now);
     RUN(malformed_answers_change_nothing);
+    RUN(absolute_download_url_is_fetched_without_the_device_token);
     RUN(revoked_token_enrols_again);
     RUN(enrolment_nonce_is_stored_before_the_first_attempt);
     RUN(damaged_update_record_keeps_identity_and_counter);

@@ -406,8 +406,12 @@ enum UserCommand {
         #[arg(long = "product")]
         products: Vec<String>,
     },
-    /// List people (never their passwords).
-    List,
+    /// List people by name (never their passwords).
+    List {
+        /// Show at most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Disable a person: their sessions end and they cannot sign in.
     Disable {
         /// The person's name.
@@ -885,7 +889,7 @@ fn run(cli: Cli, o: Output) -> CliResult<()> {
                     role,
                     products,
                 } => user::create(&api, &name, &role, &products, o),
-                UserCommand::List => user::list(&api, o),
+                UserCommand::List { limit } => user::list(&api, limit, o),
                 UserCommand::Disable { name } => user::disable(&api, &name, o),
             }
         }

@@ -168,7 +168,7 @@ async fn seed(db: &Sqlite, p: &ProductRow, from: usize, to: usize) -> anyhow::Re
                 },
                 version,
                 security_counter: 1,
-                image_sha256: format!("{i:064x}"),
+                image_sha256: Some(format!("{i:064x}").parse().map_err(anyhow::Error::msg)?),
                 partition_size: None,
                 // Spread over a week before NOW.
                 at: NOW - ((i as i64 * 7919) % (7 * 86_400)),
@@ -189,7 +189,7 @@ async fn seed(db: &Sqlite, p: &ProductRow, from: usize, to: usize) -> anyhow::Re
                 // Keeps last_seen_at as the check-in set it (add_event sets it too).
                 at: NOW - ((i as i64 * 7919) % (7 * 86_400)),
                 release_id: None,
-                state: "failure".into(),
+                state: otterd::db::DeviceState::Failure,
                 progress_bytes: None,
                 reason: Some("bench".into()),
             })

@@ -213,7 +213,7 @@ mod tests {
                 chip: otter_core::Chip::Esp8266,
                 security_counter: 0,
                 size,
-                sha256: String::new(),
+                sha256: crate::db::Sha256::of(version.as_bytes()),
                 manifest_created_at: 0,
                 expires_at: None,
                 envelope: vec![],

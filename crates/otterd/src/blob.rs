@@ -38,6 +38,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use crate::verified_read::{CheckedStream, ReadRequest, VerifiedBlobs};
+
 /// A blob storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -76,6 +78,8 @@ pub struct BlobStore {
     publish_lock: Arc<RwLock<()>>,
     /// Names of the `staging/` objects of uploads in flight in this process.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Blob identities already hashed whole ([`crate::verified_read`]).
+    verified: Arc<VerifiedBlobs>,
 }
 
 /// Marks a staging name as in flight until dropped (also when a handler is cancelled).
@@ -121,6 +125,7 @@ impl BlobStore {
             s3: None,
             publish_lock: Arc::new(RwLock::new(())),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            verified: Arc::default(),
         })
     }
 
@@ -158,6 +163,7 @@ impl BlobStore {
             s3: Some((s3, prefix)),
             publish_lock: Arc::new(RwLock::new(())),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            verified: Arc::default(),
         })
     }
 
@@ -439,7 +445,25 @@ impl BlobStore {
         }
     }
 
-    /// Streams a published image, or a range of it.
+    /// Streams a published image, or a range of it, for a device: never bytes that do not match
+    /// the image's SHA-256 ([`crate::verified_read`] says how, without hashing per request).
+    pub async fn read_checked(&self, req: ReadRequest<'_>) -> Result<CheckedStream, BlobError> {
+        match self.local_image_path(req.sha256_hex) {
+            Some(path) => crate::verified_read::read_local(self.verified.clone(), path, req).await,
+            None => {
+                let key = Self::image_key(req.sha256_hex);
+                crate::verified_read::read_object(
+                    self.verified.clone(),
+                    self.store.clone(),
+                    key,
+                    req,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Streams a published image, or a range of it, unchecked (the collector and tools).
     pub async fn stream_image(
         &self,
         sha256_hex: &str,

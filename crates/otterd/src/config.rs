@@ -547,6 +547,10 @@ settings! {
         /// Image downloads in progress at once for one device; more get 429.
         max_downloads_per_device: usize = 2
             => ["downloads"] max_per_device, env "OTTER_MAX_DOWNLOADS_PER_DEVICE";
+        /// Bytes read from disk at a time for one download: at most this much of an image is
+        /// in memory per download in progress (4096 to 4194304).
+        download_chunk_bytes: usize = 128 * 1024
+            => ["downloads"] chunk_bytes, env "OTTER_DOWNLOAD_CHUNK_BYTES";
 
         /// Largest release upload accepted, in bytes.
         max_upload_bytes: u64 = 32 * 1024 * 1024
@@ -870,6 +874,12 @@ impl Settings {
         }
         if self.max_downloads_per_device == 0 {
             return bad("max_downloads_per_device", "must be at least 1");
+        }
+        if !(4096..=4 * 1024 * 1024).contains(&self.download_chunk_bytes) {
+            return bad(
+                "download_chunk_bytes",
+                "must be between 4096 and 4194304 bytes",
+            );
         }
         // --- end of connections and downloads ---
         // --- Devices and targeting (issue 9) ---

@@ -4,6 +4,7 @@
 //! - [`db`]: the `Database` seam and its SQLite and PostgreSQL backends.
 //! - [`blob`]: content-addressed image storage on `object_store`.
 //! - [`blob_gc`]: the collector of blobs no release references.
+//! - [`verified_read`]: device downloads, hashed once per stored blob identity.
 //! - [`auth`]: tokens, roles, and the extractors that tell handlers who is calling.
 //! - [`audit`]: the append-only audit log of management actions.
 //! - [`routes`]: the HTTP handlers, one module per resource.
@@ -33,6 +34,7 @@ pub mod serve;
 pub mod services;
 pub mod telemetry;
 pub mod validate;
+pub mod verified_read;
 pub mod workers;
 
 use std::sync::Arc;

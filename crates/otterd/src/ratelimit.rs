@@ -97,9 +97,6 @@ pub struct Limiters {
     pub arduino_auth_failures: Buckets<String>,
     /// Failed dashboard sign-ins, by client address (issue 11).
     pub sign_in_failures: Buckets<String>,
-    /// Held from counting a capped product's devices to inserting the new one, so concurrent
-    /// enrolments cannot overshoot the cap.
-    pub new_devices: tokio::sync::Mutex<()>,
     /// Refused unauthenticated attempts recorded in the audit log this minute (issue 9).
     pub audit_unauthenticated: crate::audit::MinuteBudget,
 }

@@ -35,8 +35,8 @@ fn state(p: &serde_json::Value) -> &'static str {
     }
 }
 
-pub fn list(api: &Api, o: Output) -> CliResult<()> {
-    let v = api.get("/api/v1/people")?;
+pub fn list(api: &Api, limit: Option<usize>, o: Output) -> CliResult<()> {
+    let v = api.get_all("/api/v1/people", "people", limit)?;
     o.emit(&v, || {
         let rows: Vec<Vec<String>> = items(&v, "people")
             .iter()

@@ -19,7 +19,7 @@ pub mod types;
 use async_trait::async_trait;
 
 pub use otter_core::Chip;
-pub use types::Role;
+pub use types::{DeviceState, Role, Sha256};
 
 /// The `Conflict` message of [`Database::revoke_token`] for the last active admin token.
 pub const LAST_ADMIN: &str = "last active admin token";
@@ -88,7 +88,7 @@ pub struct ReleaseRow {
     pub chip: Chip,
     pub security_counter: i64,
     pub size: i64,
-    pub sha256: String,
+    pub sha256: Sha256,
     pub manifest_created_at: i64,
     pub expires_at: Option<i64>,
     pub envelope: Vec<u8>,
@@ -144,8 +144,8 @@ pub struct PayloadRow {
     pub position: i64,
     pub kind: PayloadKind,
     pub size: i64,
-    /// SHA-256, hex; the payload's blob is `images/<sha256>`.
-    pub sha256: String,
+    /// The payload's blob is `images/<sha256>`.
+    pub sha256: Sha256,
     /// MD5, hex, for clients that check it (stock Arduino updaters); `None` until known.
     pub md5: Option<String>,
 }
@@ -179,11 +179,21 @@ pub struct DeviceRow {
     pub chip: Option<Chip>,
     pub version: Option<String>,
     pub security_counter: Option<i64>,
-    pub image_sha256: Option<String>,
+    pub image_sha256: Option<Sha256>,
     pub partition_size: Option<i64>,
-    pub last_state: Option<String>,
+    pub last_state: Option<DeviceState>,
     pub enrolled_at: i64,
     pub last_seen_at: Option<i64>,
+}
+
+/// What [`Database::insert_device`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceInsert {
+    Inserted,
+    /// Nothing inserted: the product has its maximum of devices (the cap read under the lock).
+    AtCap {
+        max_devices: i64,
+    },
 }
 
 /// What a device reports at check-in.
@@ -192,7 +202,8 @@ pub struct CheckinReport {
     pub chip: Chip,
     pub version: String,
     pub security_counter: i64,
-    pub image_sha256: String,
+    /// `None`: the client reported none (stock Arduino and esp32FOTA clients may not).
+    pub image_sha256: Option<Sha256>,
     pub partition_size: Option<i64>,
     pub at: i64,
 }
@@ -203,7 +214,7 @@ pub struct EventRow {
     pub device_id: String,
     pub at: i64,
     pub release_id: Option<String>,
-    pub state: String,
+    pub state: DeviceState,
     pub progress_bytes: Option<i64>,
     pub reason: Option<String>,
 }
@@ -334,7 +345,10 @@ pub trait Database:
     async fn revoke_token(&self, id: &str, at: i64) -> DbResult<()>;
     async fn touch_token(&self, id: &str, at: i64) -> DbResult<()>;
 
-    async fn insert_device(&self, d: &DeviceRow) -> DbResult<()>;
+    /// Enrols a device within its product's `max_devices`, atomically even with several
+    /// servers on one database: the product's row is locked while its devices are counted and
+    /// the new one is inserted. `Conflict` when the hardware id is enrolled already.
+    async fn insert_device(&self, d: &DeviceRow) -> DbResult<DeviceInsert>;
     async fn find_device(&self, token_hash: &str) -> DbResult<DeviceRow>;
     async fn find_device_by_hardware_id(
         &self,

@@ -72,6 +72,8 @@ pub trait PeopleStore: Send + Sync {
     async fn find_person(&self, name: &str) -> DbResult<PersonRow>;
     /// Everyone, by name.
     async fn list_people(&self) -> DbResult<Vec<PersonRow>>;
+    /// People by name after `after`, at most `limit`.
+    async fn page_people(&self, after: Option<&str>, limit: i64) -> DbResult<Vec<PersonRow>>;
     /// Replaces a password (and whether it must be changed at the next sign-in); clears the
     /// failure count and lock.
     async fn set_password(&self, id: &str, hash: &str, must_change: bool) -> DbResult<()>;

@@ -111,6 +111,30 @@ impl PeopleStore for Backend {
         rows.iter().map(|r| person(r).map_err(map_err)).collect()
     }
 
+    async fn page_people(&self, after: Option<&str>, limit: i64) -> DbResult<Vec<PersonRow>> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!(
+                    "SELECT {PERSON_COLUMNS} FROM people WHERE name > $1 ORDER BY name LIMIT $2"
+                ))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {PERSON_COLUMNS} FROM people ORDER BY name LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await
+            }
+        }
+        .map_err(map_err)?;
+        rows.iter().map(|r| person(r).map_err(map_err)).collect()
+    }
+
     async fn set_password(&self, id: &str, hash: &str, must_change: bool) -> DbResult<()> {
         let done = sqlx::query(
             "UPDATE people SET password_hash = $2, must_change_password = $3, \

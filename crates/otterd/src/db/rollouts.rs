@@ -6,32 +6,10 @@
 
 use async_trait::async_trait;
 
-use super::DbResult;
+use super::{DbResult, DeviceState, Sha256};
 
 /// Rollout states.
 pub const ROLLOUT_STATES: [&str; 4] = ["running", "paused", "completed", "aborted"];
-
-/// Deployment states; the last five are final.
-pub const DEPLOYMENT_STATES: [&str; 10] = [
-    "assigned",
-    "downloading",
-    "downloaded",
-    "installing",
-    "rebooting",
-    "success",
-    "failure",
-    "rolled_back",
-    "refused",
-    "cancelled",
-];
-
-/// Whether a deployment state is final.
-pub fn is_final(state: &str) -> bool {
-    matches!(
-        state,
-        "success" | "failure" | "rolled_back" | "refused" | "cancelled"
-    )
-}
 
 /// A rollout, with its stages.
 #[derive(Debug, Clone)]
@@ -77,7 +55,7 @@ pub struct DeploymentRow {
     pub release_id: String,
     /// 0-based stage the device belongs to.
     pub stage: i64,
-    pub state: String,
+    pub state: DeviceState,
     pub reason: Option<String>,
     pub assigned_at: i64,
     pub updated_at: i64,
@@ -88,7 +66,7 @@ pub struct DeploymentRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageCount {
     pub stage: i64,
-    pub state: String,
+    pub state: DeviceState,
     pub count: i64,
 }
 
@@ -114,8 +92,8 @@ pub trait RolloutStore: Send + Sync {
     ) -> DbResult<Vec<RolloutRow>>;
     /// Every running rollout (for the background worker).
     async fn running_rollouts(&self) -> DbResult<Vec<RolloutRow>>;
-    /// SHA-256 (hex) of every release of a product that has a rollout, whatever its state.
-    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<String>>;
+    /// SHA-256 of every release of a product that has a rollout, whatever its state.
+    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<Sha256>>;
     /// Moves a rollout from one of `from` to `to` with a reason, resetting the soak clock;
     /// `ack` (failed, finished) acknowledged when given. `false` when it was in none of `from`.
     async fn set_rollout_state(
@@ -152,7 +130,7 @@ pub trait RolloutStore: Send + Sync {
         &self,
         rollout_id: &str,
         device_id: &str,
-        state: &str,
+        state: DeviceState,
         reason: Option<&str>,
         at: i64,
     ) -> DbResult<bool>;

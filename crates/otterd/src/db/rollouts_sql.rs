@@ -8,8 +8,9 @@ use sqlx::Row;
 
 use super::shared::map_err;
 use super::{Backend, BackendRow};
-use crate::db::rollouts::{is_final, DeploymentRow, RolloutRow, RolloutStore, StageCount};
-use crate::db::{DbError, DbResult};
+use crate::db::rollouts::{DeploymentRow, RolloutRow, RolloutStore, StageCount};
+use crate::db::types::parse_stored;
+use crate::db::{DbError, DbResult, DeviceState, Sha256};
 
 const ROLLOUT_COLUMNS: &str = "id, product_id, release_id, target_kind, target, current_stage, \
     state, pause_reason, failure_kind, failure_threshold, min_finished, success_percent, \
@@ -56,7 +57,7 @@ fn deployment(r: &BackendRow) -> Result<DeploymentRow, sqlx::Error> {
         device_id: r.try_get("device_id")?,
         release_id: r.try_get("release_id")?,
         stage: r.try_get("stage")?,
-        state: r.try_get("state")?,
+        state: parse_stored("deployments", "state", &r.try_get::<String, _>("state")?)?,
         reason: r.try_get("reason")?,
         assigned_at: r.try_get("assigned_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -231,15 +232,20 @@ impl RolloutStore for Backend {
         self.with_stages(rows).await
     }
 
-    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<String>> {
-        sqlx::query_scalar(
+    async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<Sha256>> {
+        let hexes: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT r.sha256 FROM rollouts o JOIN releases r ON r.id = o.release_id \
              WHERE o.product_id = $1",
         )
         .bind(product_id)
         .fetch_all(self.pool())
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+        hexes
+            .iter()
+            .map(|h| parse_stored("releases", "sha256", h))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
     }
 
     async fn set_rollout_state(
@@ -345,7 +351,7 @@ impl RolloutStore for Backend {
         .bind(&d.device_id)
         .bind(&d.release_id)
         .bind(d.stage)
-        .bind(&d.state)
+        .bind(d.state.as_str())
         .bind(active)
         .bind(&d.reason)
         .bind(d.assigned_at)
@@ -388,16 +394,16 @@ impl RolloutStore for Backend {
         &self,
         rollout_id: &str,
         device_id: &str,
-        state: &str,
+        state: DeviceState,
         reason: Option<&str>,
         at: i64,
     ) -> DbResult<bool> {
-        let fin = is_final(state);
+        let fin = state.is_final();
         let done = sqlx::query(
             "UPDATE deployments SET state = $1, reason = $2, updated_at = $3, active = $4, \
              finished_at = $5 WHERE rollout_id = $6 AND device_id = $7 AND active",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(reason)
         .bind(at)
         .bind(!fin)
@@ -473,7 +479,7 @@ impl RolloutStore for Backend {
             .map(|r| {
                 Ok(StageCount {
                     stage: r.try_get("stage")?,
-                    state: r.try_get("state")?,
+                    state: parse_stored("deployments", "state", &r.try_get::<String, _>("state")?)?,
                     count: r.try_get("n")?,
                 })
             })

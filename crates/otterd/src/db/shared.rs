@@ -23,8 +23,9 @@ use super::{conflict_name, Backend, BackendDb, BackendRow};
 use crate::db::serial::Serial;
 use crate::db::types::{parse_stored, parse_stored_opt};
 use crate::db::{
-    AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceRow, EnrollmentPolicy,
-    EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, TokenRow, LAST_ADMIN,
+    AuditFilter, AuditRow, CheckinReport, Database, DbError, DbResult, DeviceInsert, DeviceRow,
+    EnrollmentPolicy, EventRow, KeyRow, PayloadRow, ProductRow, ReleaseFilter, ReleaseRow, Sha256,
+    TokenRow, LAST_ADMIN,
 };
 
 pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
@@ -85,7 +86,7 @@ fn release(r: &BackendRow) -> Result<ReleaseRow, sqlx::Error> {
         chip: parse_stored("releases", "chip", &r.try_get::<String, _>("chip")?)?,
         security_counter: r.try_get("security_counter")?,
         size: r.try_get("size")?,
-        sha256: r.try_get("sha256")?,
+        sha256: parse_stored("releases", "sha256", &r.try_get::<String, _>("sha256")?)?,
         manifest_created_at: r.try_get("manifest_created_at")?,
         expires_at: r.try_get("expires_at")?,
         envelope: r.try_get("envelope")?,
@@ -129,9 +130,9 @@ pub(super) fn device(r: &BackendRow) -> Result<DeviceRow, sqlx::Error> {
         chip: parse_stored_opt("devices", "chip", r.try_get("chip")?)?,
         version: r.try_get("version")?,
         security_counter: r.try_get("security_counter")?,
-        image_sha256: r.try_get("image_sha256")?,
+        image_sha256: parse_stored_opt("devices", "image_sha256", r.try_get("image_sha256")?)?,
         partition_size: r.try_get("partition_size")?,
-        last_state: r.try_get("last_state")?,
+        last_state: parse_stored_opt("devices", "last_state", r.try_get("last_state")?)?,
         enrolled_at: r.try_get("enrolled_at")?,
         last_seen_at: r.try_get("last_seen_at")?,
     })
@@ -142,7 +143,7 @@ fn event(r: &BackendRow) -> Result<EventRow, sqlx::Error> {
         device_id: r.try_get("device_id")?,
         at: r.try_get("at")?,
         release_id: r.try_get("release_id")?,
-        state: r.try_get("state")?,
+        state: parse_stored("device_events", "state", &r.try_get::<String, _>("state")?)?,
         progress_bytes: r.try_get("progress_bytes")?,
         reason: r.try_get("reason")?,
     })
@@ -224,7 +225,7 @@ fn bind_release<'q>(
         .bind(r.chip.name())
         .bind(r.security_counter)
         .bind(r.size)
-        .bind(&r.sha256)
+        .bind(r.sha256.as_str())
         .bind(r.manifest_created_at)
         .bind(r.expires_at)
         .bind(&r.envelope)
@@ -371,7 +372,7 @@ impl Database for Backend {
             .bind(p.position)
             .bind(p.kind.as_str())
             .bind(p.size)
-            .bind(&p.sha256)
+            .bind(p.sha256.as_str())
             .bind(&p.md5)
             .execute(&mut *tx)
             .await
@@ -400,7 +401,12 @@ impl Database for Backend {
                         .parse()
                         .map_err(|e: String| DbError::Backend(e.into()))?,
                     size: r.try_get("size").map_err(map_err)?,
-                    sha256: r.try_get("sha256").map_err(map_err)?,
+                    sha256: parse_stored(
+                        "release_payloads",
+                        "sha256",
+                        &r.try_get::<String, _>("sha256").map_err(map_err)?,
+                    )
+                    .map_err(map_err)?,
                     md5: r.try_get("md5").map_err(map_err)?,
                 })
             })
@@ -416,7 +422,7 @@ impl Database for Backend {
         .bind(&p.release_id)
         .bind(p.kind.as_str())
         .bind(p.size)
-        .bind(&p.sha256)
+        .bind(p.sha256.as_str())
         .bind(&p.md5)
         .execute(&self.pool)
         .await
@@ -638,7 +644,33 @@ impl Database for Backend {
         Ok(())
     }
 
-    async fn insert_device(&self, d: &DeviceRow) -> DbResult<()> {
+    async fn insert_device(&self, d: &DeviceRow) -> DbResult<DeviceInsert> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // A write to the product's row first: PostgreSQL locks the row until the commit, and
+        // SQLite takes its one write lock, so enrolments into one product take turns between
+        // counting and inserting, on every instance (issue 9).
+        let cap: Option<i64> = sqlx::query(
+            "UPDATE products SET max_devices = max_devices WHERE id = $1 RETURNING max_devices",
+        )
+        .bind(d.product_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .ok_or(DbError::NotFound)?
+        .try_get("max_devices")
+        .map_err(map_err)?;
+        if let Some(max_devices) = cap {
+            let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices WHERE product_id = $1")
+                .bind(d.product_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .try_get("n")
+                .map_err(map_err)?;
+            if n >= max_devices {
+                return Ok(DeviceInsert::AtCap { max_devices });
+            }
+        }
         sqlx::query(
             "INSERT INTO devices (id, product_id, hardware_id, channel, token_hash, \
              enrollment_nonce_hash, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -650,10 +682,11 @@ impl Database for Backend {
         .bind(&d.token_hash)
         .bind(&d.enrollment_nonce_hash)
         .bind(d.enrolled_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        Ok(())
+        tx.commit().await.map_err(map_err)?;
+        Ok(DeviceInsert::Inserted)
     }
 
     async fn find_device(&self, token_hash: &str) -> DbResult<DeviceRow> {
@@ -723,7 +756,7 @@ impl Database for Backend {
         .bind(r.chip.name())
         .bind(&r.version)
         .bind(r.security_counter)
-        .bind(&r.image_sha256)
+        .bind(r.image_sha256.as_ref().map(Sha256::as_str))
         .bind(r.partition_size)
         .bind(r.at)
         .bind(device_id)
@@ -761,7 +794,7 @@ impl Database for Backend {
         .bind(&e.device_id)
         .bind(e.at)
         .bind(&e.release_id)
-        .bind(&e.state)
+        .bind(e.state.as_str())
         .bind(e.progress_bytes)
         .bind(&e.reason)
         .execute(&mut *tx)
@@ -771,7 +804,7 @@ impl Database for Backend {
             "UPDATE devices SET last_state = $1, last_reason = $2, last_release_id = $3, \
              last_seen_at = $4 WHERE id = $5",
         )
-        .bind(&e.state)
+        .bind(e.state.as_str())
         .bind(&e.reason)
         .bind(&e.release_id)
         .bind(e.at)

@@ -16,14 +16,15 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use otter_core::version::Version;
 
-use super::device_api::{check_allowlist, check_new_device_bounds};
+use super::device_api::{check_allowlist, check_new_device_bounds, device_limit};
 use crate::arduino::{
     decide, infer_outcome, parse_headers, running_version, Candidate, ClientReport, Family, Mode,
     Outcome,
 };
 use crate::auth::{hash_secret, new_id, new_secret, DEVICE_TOKEN_PREFIX};
 use crate::db::{
-    CheckinReport, DbError, DeviceRow, EventRow, PayloadKind, PayloadRow, ProductRow, ReleaseRow,
+    CheckinReport, DbError, DeviceInsert, DeviceRow, DeviceState, EventRow, PayloadKind,
+    PayloadRow, ProductRow, ReleaseRow, Sha256,
 };
 use crate::download_limit::Full;
 use crate::error::{ApiError, ApiResult};
@@ -122,10 +123,6 @@ pub(crate) async fn device_of(
         Err(DbError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    let _counted = match product.max_devices {
-        Some(_) => Some(state.limiters.new_devices.lock().await),
-        None => None,
-    };
     check_new_device_bounds(state, product, mac).await?;
     let row = DeviceRow {
         id: new_id("dev_"),
@@ -146,7 +143,8 @@ pub(crate) async fn device_of(
         last_seen_at: None,
     };
     match state.db.insert_device(&row).await {
-        Ok(()) => {
+        Ok(DeviceInsert::AtCap { max_devices }) => Err(device_limit(product, max_devices, mac)),
+        Ok(DeviceInsert::Inserted) => {
             metrics::counter!("otter_device_enrollments_total").increment(1);
             tracing::info!(device = %row.id, product = %product.name, mac, "arduino client registered");
             Ok(row)
@@ -164,7 +162,7 @@ pub(crate) async fn device_of(
 async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> {
     let mut stream = state
         .blobs
-        .stream_image(&release.sha256, None)
+        .stream_image(release.sha256.as_str(), None)
         .await
         .map_err(ApiError::internal)?;
     let (mut md5, mut sha) = (Md5::new(), sha2::Sha256::new());
@@ -172,7 +170,7 @@ async fn image_md5(state: &AppState, release: &ReleaseRow) -> ApiResult<String> 
         md5.update(&chunk);
         sha.update(&chunk);
     }
-    if hex::encode(sha.finalize()) != release.sha256 {
+    if Sha256::from_digest(sha.finalize().into()) != release.sha256 {
         return Err(ApiError::internal(format!(
             "the stored image of release {} does not match its SHA-256",
             release.id
@@ -186,7 +184,7 @@ pub(crate) async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResul
         .image_md5s
         .lock()
         .expect("no panic while holding the lock")
-        .get(&release.sha256)
+        .get(release.sha256.as_str())
         .cloned();
     let md5 = match cached {
         Some(m) => m,
@@ -196,7 +194,7 @@ pub(crate) async fn candidate(state: &AppState, release: ReleaseRow) -> ApiResul
                 .image_md5s
                 .lock()
                 .expect("no panic while holding the lock")
-                .insert(release.sha256.clone(), m.clone());
+                .insert(release.sha256.to_string(), m.clone());
             m
         }
     };
@@ -212,7 +210,7 @@ async fn record_outcome(
     let last = state.db.list_events(&device.id, 1).await?;
     let Some(served) = last
         .first()
-        .filter(|e| e.state == "downloading")
+        .filter(|e| e.state == DeviceState::Downloading)
         .and_then(|e| e.release_id.clone())
     else {
         return Ok(());
@@ -234,9 +232,9 @@ async fn record_outcome(
         None => false,
     };
     let (event_state, reason) = match infer_outcome(&served, report) {
-        Outcome::Success => ("success", None),
-        Outcome::Failure(_) if payload_md5 => ("success", None),
-        Outcome::Failure(reason) => ("failure", Some(reason)),
+        Outcome::Success => (DeviceState::Success, None),
+        Outcome::Failure(_) if payload_md5 => (DeviceState::Success, None),
+        Outcome::Failure(reason) => (DeviceState::Failure, Some(reason)),
     };
     let at = now();
     state
@@ -245,7 +243,7 @@ async fn record_outcome(
             device_id: device.id.clone(),
             at,
             release_id: Some(served.release.id.clone()),
-            state: event_state.into(),
+            state: event_state,
             progress_bytes: None,
             reason: reason.clone(),
         })
@@ -260,7 +258,7 @@ async fn record_outcome(
         at,
     )
     .await?;
-    metrics::counter!("otter_device_reports_total", "state" => event_state).increment(1);
+    metrics::counter!("otter_device_reports_total", "state" => event_state.as_str()).increment(1);
     Ok(())
 }
 
@@ -309,7 +307,7 @@ async fn rollout_offer(
             state.db.as_ref(),
             &device.id,
             Some(&offered.release.id),
-            "success",
+            DeviceState::Success,
             Some("already running the release's version"),
             checkin.at,
         )
@@ -323,7 +321,7 @@ async fn rollout_offer(
 struct Served {
     kind: PayloadKind,
     size: i64,
-    sha256: String,
+    sha256: Sha256,
     md5: String,
 }
 
@@ -431,7 +429,8 @@ async fn serve(
         },
         version: running_version(&candidates, &report).unwrap_or_default(),
         security_counter: 0,
-        image_sha256: report.sketch_sha256.clone().unwrap_or_default(),
+        // Checked as 64 hex digits, lowercased, when the headers were read; absent: none.
+        image_sha256: report.sketch_sha256.as_deref().and_then(|s| s.parse().ok()),
         partition_size: report.free_space.map(|f| f.min(i64::MAX as u64) as i64),
         at,
     };
@@ -502,14 +501,19 @@ async fn serve(
     // with its exact length (never chunked: these clients need `Content-Length`).
     let stream = state
         .blobs
-        .stream_image(&served.sha256, None)
+        .read_checked(crate::verified_read::ReadRequest {
+            sha256_hex: served.sha256.as_str(),
+            size: served.size.max(0) as u64,
+            span: 0..served.size.max(0) as u64,
+            chunk: state.settings.download_chunk_bytes,
+        })
         .await
         .map_err(ApiError::internal)?;
     let mut builder = builder
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, served.size);
     if report.family == Family::Esp32 {
-        builder = builder.header("x-SHA256", &served.sha256);
+        builder = builder.header("x-SHA256", served.sha256.as_str());
     }
     state
         .db
@@ -517,7 +521,7 @@ async fn serve(
             device_id: device.id.clone(),
             at,
             release_id: Some(release.id.clone()),
-            state: "downloading".into(),
+            state: DeviceState::Downloading,
             progress_bytes: None,
             reason: None,
         })
@@ -527,7 +531,7 @@ async fn serve(
             state.db.as_ref(),
             &device.id,
             Some(&release.id),
-            "downloading",
+            DeviceState::Downloading,
             None,
             at,
         )
@@ -538,7 +542,7 @@ async fn serve(
     // Held by the body until it is sent or the connection drops.
     let body = stream.map(move |chunk| {
         let _held = &slot;
-        chunk.map_err(|e| std::io::Error::other(e.to_string()))
+        chunk
     });
     builder
         .body(Body::from_stream(body))

@@ -114,7 +114,7 @@ async fn serve_manifest(
                         chip: device.chip.unwrap_or(product.chip),
                         version: device.version.clone().unwrap_or_default(),
                         security_counter: device.security_counter.unwrap_or(0),
-                        image_sha256: device.image_sha256.clone().unwrap_or_default(),
+                        image_sha256: device.image_sha256.clone(),
                         partition_size: device.partition_size,
                         at: now(),
                     },
@@ -223,14 +223,19 @@ async fn serve_image(
     let release = &chosen.release;
     let stream = state
         .blobs
-        .stream_image(&release.sha256, None)
+        .read_checked(crate::verified_read::ReadRequest {
+            sha256_hex: release.sha256.as_str(),
+            size: release.size.max(0) as u64,
+            span: 0..release.size.max(0) as u64,
+            chunk: state.settings.download_chunk_bytes,
+        })
         .await
         .map_err(ApiError::internal)?;
     metrics::counter!("otter_download_bytes_total").increment(release.size.max(0) as u64);
     tracing::info!(release = %release.id, version = %release.version, client = %who, "image served to an esp32FOTA client");
     let body = stream.map(move |chunk| {
         let _held = &slot;
-        chunk.map_err(|e| std::io::Error::other(e.to_string()))
+        chunk
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -12,11 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::device_report::check_report;
-/// The states a device reports (defined with the check of a report).
-pub use super::device_report::STATES;
 use super::devices::check_channel;
 use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
-use crate::db::{CheckinReport, DbError, DeviceRow, EventRow, ProductRow};
+use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow, Sha256};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::services::{assignment, rollouts};
 use crate::{now, AppState};
@@ -69,6 +67,11 @@ pub struct CheckinRequest {
     pub partition_size: Option<u32>,
     #[serde(default)]
     pub last_outcome: Option<LastOutcome>,
+    /// The longest absolute `download_url` (in bytes) this client follows, without sending its
+    /// device token there. Absent or 0: only a path on this server (`/device/v1/...`), which
+    /// is what it gets when `[downloads] redirect` is off or its URL is longer.
+    #[serde(default)]
+    pub download_url_max: Option<u32>,
 }
 
 /// An update assignment.
@@ -165,11 +168,6 @@ pub async fn enroll(
         Err(DbError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    // Count and insert under one lock, so concurrent enrolments cannot overshoot the cap.
-    let _counted = match product.max_devices {
-        Some(_) => Some(state.limiters.new_devices.lock().await),
-        None => None,
-    };
     check_new_device_bounds(&state, &product, &body.hardware_id).await?;
     let row = DeviceRow {
         id: new_id("dev_"),
@@ -189,7 +187,10 @@ pub async fn enroll(
         last_seen_at: None,
     };
     match state.db.insert_device(&row).await {
-        Ok(()) => {}
+        Ok(DeviceInsert::Inserted) => {}
+        Ok(DeviceInsert::AtCap { max_devices }) => {
+            return Err(device_limit(&product, max_devices, &body.hardware_id))
+        }
         Err(DbError::Conflict(_)) => {
             return repeat_enrollment(&state, &product.name, product.id, &body, token).await;
         }
@@ -230,7 +231,21 @@ pub(crate) async fn check_allowlist(
     Ok(())
 }
 
-/// A new device: within the product's cap and its rate of new enrolments.
+/// `403 device_limit`: the product has its maximum of devices (counted as refused).
+pub(crate) fn device_limit(product: &ProductRow, max: i64, hardware_id: &str) -> ApiError {
+    refuse_enrolment("device_limit", &product.name, hardware_id);
+    ApiError {
+        code: "device_limit",
+        ..ApiError::forbidden(format!(
+            "product {:?} has its maximum of {max} enrolled devices; an admin can raise it with `otter product update {} --max-devices N`",
+            product.name, product.name
+        ))
+    }
+}
+
+/// A new device: within the product's cap and its rate of new enrolments. The cap is checked
+/// here only to refuse early, without a rate token or a write; what holds it, also with several
+/// instances, is [`crate::db::Database::insert_device`], which counts under a lock.
 pub(crate) async fn check_new_device_bounds(
     state: &AppState,
     product: &ProductRow,
@@ -238,14 +253,7 @@ pub(crate) async fn check_new_device_bounds(
 ) -> ApiResult<()> {
     if let Some(max) = product.max_devices {
         if state.db.count_devices(product.id).await? >= max {
-            refuse_enrolment("device_limit", &product.name, hardware_id);
-            return Err(ApiError {
-                code: "device_limit",
-                ..ApiError::forbidden(format!(
-                    "product {:?} has its maximum of {max} enrolled devices; an admin can raise it with `otter product update {} --max-devices N`",
-                    product.name, product.name
-                ))
-            });
+            return Err(device_limit(product, max, hardware_id));
         }
     }
     if let Some(rate) = product.enrollments_per_minute {
@@ -350,36 +358,38 @@ pub async fn checkin(
         .chip
         .parse()
         .map_err(|e: otter_core::chip::UnknownChip| ApiError::bad_request(e.to_string()))?;
-    let sha = body.image_sha256.to_ascii_lowercase();
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "image_sha256 must be 64 hex characters",
-        ));
-    }
-    if let Some(o) = &body.last_outcome {
+    let sha: Sha256 = body
+        .image_sha256
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| ApiError::bad_request("image_sha256 must be 64 hex characters"))?;
+    let outcome_state = match &body.last_outcome {
         // Checked as a status report is, before anything of this check-in is stored.
-        check_report(
-            &state,
-            device.product_id,
-            "last_outcome: ",
-            o.release_id.as_deref(),
-            &o.state,
-            o.reason.as_deref(),
-        )
-        .await?;
-    }
+        Some(o) => Some(
+            check_report(
+                &state,
+                device.product_id,
+                "last_outcome: ",
+                o.release_id.as_deref(),
+                &o.state,
+                o.reason.as_deref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let at = now();
     let report = CheckinReport {
         chip,
         version: body.version.clone(),
         security_counter: body.security_counter as i64,
-        image_sha256: sha.clone(),
+        image_sha256: Some(sha),
         partition_size: body.partition_size.map(i64::from),
         at,
     };
     state.db.record_checkin(&device.id, &report).await?;
-    if let Some(outcome) = &body.last_outcome {
-        if device.last_state.as_deref() != Some(outcome.state.as_str()) {
+    if let (Some(outcome), Some(outcome_state)) = (&body.last_outcome, outcome_state) {
+        if device.last_state != Some(outcome_state) {
             // The device remembers an outcome the server missed (e.g. it was offline).
             state
                 .db
@@ -387,7 +397,7 @@ pub async fn checkin(
                     device_id: device.id.clone(),
                     at,
                     release_id: outcome.release_id.clone(),
-                    state: outcome.state.clone(),
+                    state: outcome_state,
                     progress_bytes: None,
                     reason: outcome.reason.clone(),
                 })
@@ -396,7 +406,7 @@ pub async fn checkin(
                 state.db.as_ref(),
                 &device.id,
                 outcome.release_id.as_deref(),
-                &outcome.state,
+                outcome_state,
                 outcome.reason.as_deref(),
                 at,
             )
@@ -414,12 +424,13 @@ pub async fn checkin(
             download_url: crate::download_redirect::image_url(
                 &state,
                 &o.release.id,
-                &o.release.sha256,
+                o.release.sha256.as_str(),
+                body.download_url_max.unwrap_or(0) as usize,
             )
             .await
             .map_err(ApiError::internal)?,
             size: o.release.size,
-            sha256: o.release.sha256.clone(),
+            sha256: o.release.sha256.to_string(),
             forced: o.forced,
             rollout_id: o.rollout_id,
         }),
@@ -458,7 +469,7 @@ pub async fn status(
             wait,
         ));
     }
-    check_report(
+    let report_state = check_report(
         &state,
         device.product_id,
         "",
@@ -474,7 +485,7 @@ pub async fn status(
             device_id: device.id.clone(),
             at,
             release_id: body.release_id.clone(),
-            state: body.state.clone(),
+            state: report_state,
             progress_bytes: body.progress_bytes.map(|b| b.min(i64::MAX as u64) as i64),
             reason: body.reason.clone(),
         })
@@ -483,11 +494,11 @@ pub async fn status(
         state.db.as_ref(),
         &device.id,
         body.release_id.as_deref(),
-        &body.state,
+        report_state,
         body.reason.as_deref(),
         at,
     )
     .await?;
-    metrics::counter!("otter_device_reports_total", "state" => body.state).increment(1);
+    metrics::counter!("otter_device_reports_total", "state" => report_state.as_str()).increment(1);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,28 +2,33 @@
 //! `POST /device/v1/status` and the `last_outcome` of `POST /device/v1/checkin` (issue 8,
 //! item 8). Whatever passes here is stored and shown to admins.
 
-use crate::db::DbError;
+use crate::db::{DbError, DeviceState};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
-
-/// The states a device reports.
-pub const STATES: [&str; 8] = [
-    "downloading",
-    "downloaded",
-    "installing",
-    "rebooting",
-    "success",
-    "failure",
-    "rolled_back",
-    "refused",
-];
 
 /// Longest `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 256;
 
-/// Checks a report: a known state, a reason of at most [`MAX_REASON_CHARS`] (required for
-/// `failure`, `rolled_back` and `refused`), and a release id, if any, of the device's own
-/// product. `what` prefixes the errors (`""`, or `"last_outcome: "` for a check-in).
+/// The state of a report, parsed once: one of [`DeviceState::REPORTED`], or a `400` naming
+/// them. `what` prefixes the error.
+pub fn parse_reported_state(what: &str, report_state: &str) -> ApiResult<DeviceState> {
+    match report_state.parse::<DeviceState>() {
+        Ok(s) if s.is_reported() => Ok(s),
+        _ => {
+            let shown: String = report_state.chars().take(64).collect();
+            let allowed: Vec<&str> = DeviceState::REPORTED.iter().map(|s| s.as_str()).collect();
+            Err(ApiError::bad_request(format!(
+                "{what}state {shown:?} is not one of {}",
+                allowed.join(", ")
+            )))
+        }
+    }
+}
+
+/// Checks a report and returns its state: a state a device may report, a reason of at most
+/// [`MAX_REASON_CHARS`] (required for `failure`, `rolled_back` and `refused`), and a release
+/// id, if any, of the device's own product. `what` prefixes the errors (`""`, or
+/// `"last_outcome: "` for a check-in).
 pub async fn check_report(
     state: &AppState,
     device_product_id: i64,
@@ -31,15 +36,9 @@ pub async fn check_report(
     release_id: Option<&str>,
     report_state: &str,
     reason: Option<&str>,
-) -> ApiResult<()> {
-    if !STATES.contains(&report_state) {
-        let shown: String = report_state.chars().take(64).collect();
-        return Err(ApiError::bad_request(format!(
-            "{what}state {shown:?} is not one of {}",
-            STATES.join(", ")
-        )));
-    }
-    let needs_reason = matches!(report_state, "failure" | "rolled_back" | "refused");
+) -> ApiResult<DeviceState> {
+    let parsed = parse_reported_state(what, report_state)?;
+    let needs_reason = parsed.needs_reason();
     match reason {
         Some(r) if r.chars().count() > MAX_REASON_CHARS => {
             return Err(ApiError::bad_request(format!(
@@ -65,5 +64,5 @@ pub async fn check_report(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(parsed)
 }

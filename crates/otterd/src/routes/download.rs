@@ -1,8 +1,8 @@
 //! `GET`/`HEAD /device/v1/releases/{id}/image`: the image, with `Range`, a strong `ETag` and
 //! `Content-Length`, compatible with `esp_https_ota`'s partial downloads.
 //!
-//! A full `GET` is re-hashed while it streams; the last chunk is held back until the hash is
-//! known, so bytes tampered with in storage never reach a device as a complete image.
+//! Bytes tampered with in storage never reach a device, whole or as a range: the blob is hashed
+//! once per stored identity ([`crate::verified_read`]).
 
 use std::ops::Range;
 
@@ -10,17 +10,13 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-
-use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
+use futures::StreamExt;
 
 use crate::auth::DeviceAuth;
 use crate::db::DbError;
 use crate::download_limit::{Full, RETRY_AFTER_S};
 use crate::error::{ApiError, ApiResult};
+use crate::verified_read::ReadRequest;
 use crate::AppState;
 
 /// What a `Range` header asks for.
@@ -80,56 +76,6 @@ fn etag_matches(header_value: Option<&HeaderValue>, etag: &str) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
-/// Holds back the last chunk of a full download until the SHA-256 of everything is checked.
-struct Verified<S> {
-    inner: S,
-    hasher: Sha256,
-    held: Option<Bytes>,
-    expected: [u8; 32],
-    release_id: String,
-    done: bool,
-}
-
-impl<S> Stream for Verified<S>
-where
-    S: Stream<Item = Result<Bytes, crate::blob::BlobError>> + Unpin,
-{
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match ready!(this.inner.poll_next_unpin(cx)) {
-                Some(Ok(chunk)) => {
-                    this.hasher.update(&chunk);
-                    if let Some(prev) = this.held.replace(chunk) {
-                        return Poll::Ready(Some(Ok(prev)));
-                    }
-                }
-                Some(Err(e)) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))));
-                }
-                None => {
-                    this.done = true;
-                    let digest: [u8; 32] = this.hasher.finalize_reset().into();
-                    if digest != this.expected {
-                        tracing::error!(release = %this.release_id, "stored image does not match its signed hash; aborting the download (storage tampered with or corrupt)");
-                        metrics::counter!("otter_download_integrity_failures_total").increment(1);
-                        return Poll::Ready(Some(Err(std::io::Error::other(
-                            "image integrity check failed",
-                        ))));
-                    }
-                    return Poll::Ready(this.held.take().map(Ok));
-                }
-            }
-        }
-    }
-}
-
 #[utoipa::path(operation_id = "device_image", get, path = "/device/v1/releases/{id}/image", tag = "device",
     responses((status = 200, description = "the whole image"), (status = 206, description = "a range"),
               (status = 304), (status = 404, body = crate::error::ErrorBody), (status = 416),
@@ -151,8 +97,6 @@ pub async fn image(
     };
     let size = release.size as u64;
     let etag = format!("\"{}\"", release.sha256);
-    let mut expected = [0u8; 32];
-    hex::decode_to_slice(&release.sha256, &mut expected).map_err(ApiError::internal)?;
 
     let base = |status: StatusCode| {
         let mut r = Response::builder()
@@ -223,26 +167,19 @@ pub async fn image(
     })?;
     let stream = state
         .blobs
-        .stream_image(&release.sha256, Some(span.clone()))
+        .read_checked(ReadRequest {
+            sha256_hex: release.sha256.as_str(),
+            size,
+            span: span.clone(),
+            chunk: state.settings.download_chunk_bytes,
+        })
         .await
         .map_err(ApiError::internal)?;
     metrics::counter!("otter_download_bytes_total").increment(span.end - span.start);
-    let stream = stream.map(move |chunk| {
+    let body = Body::from_stream(stream.map(move |chunk| {
         let _held = &slot;
         chunk
-    });
-    let body = if status == StatusCode::OK {
-        Body::from_stream(Verified {
-            inner: stream.boxed(),
-            hasher: Sha256::new(),
-            held: None,
-            expected,
-            release_id: release.id,
-            done: false,
-        })
-    } else {
-        Body::from_stream(stream.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))))
-    };
+    }));
     resp.body(body).map_err(ApiError::internal)
 }
 

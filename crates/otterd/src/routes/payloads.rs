@@ -40,7 +40,7 @@ impl From<&PayloadRow> for Payload {
             position: p.position,
             kind: p.kind.as_str().into(),
             size: p.size,
-            sha256: p.sha256.clone(),
+            sha256: p.sha256.to_string(),
             md5: p.md5.clone(),
         }
     }

@@ -1,7 +1,7 @@
 //! People who sign in to the dashboard (issue 11): create (with a one-time initial password,
 //! shown once), list, disable. Admins only.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +10,7 @@ use super::views::rfc3339;
 use crate::auth::{Principal, Role};
 use crate::db::people::PersonRow;
 use crate::error::{ApiError, ApiResult, Json};
+use crate::pagination::{self, ListQuery};
 use crate::services::people::{self as svc, PeopleError};
 use crate::{now, AppState};
 
@@ -76,10 +77,12 @@ pub struct CreatedPerson {
     pub initial_password: String,
 }
 
-/// Everyone, by name.
+/// A page of people, by name.
 #[derive(Serialize, ToSchema)]
 pub struct PersonList {
     pub people: Vec<Person>,
+    /// The cursor of the next page; `null` after the last.
+    pub next: Option<String>,
 }
 
 #[utoipa::path(operation_id = "people_create", post, path = "/api/v1/people", request_body = NewPerson, tag = "people",
@@ -112,12 +115,29 @@ pub async fn create(
 }
 
 #[utoipa::path(operation_id = "people_list", get, path = "/api/v1/people", tag = "people",
-    responses((status = 200, body = PersonList), (status = 403, body = crate::error::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<PersonList>> {
+    params(("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = PersonList), (status = 400, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<PersonList>> {
     who.require_admin()?;
-    let rows = state.db.list_people().await?;
+    let limit = pagination::limit(q.limit.as_deref())?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| pagination::decode("people", c, 1).map(|mut p| p.remove(0)))
+        .transpose()?;
+    let rows = state.db.page_people(after.as_deref(), limit + 1).await?;
+    let (rows, next) = pagination::page(rows, limit, |p| {
+        pagination::encode("people", std::slice::from_ref(&p.name))
+    });
     Ok(Json(PersonList {
         people: rows.iter().map(Person::from).collect(),
+        next,
     }))
 }
 

@@ -544,7 +544,7 @@ pub async fn deployments(
                 device_id: d.device_id,
                 release_id: d.release_id,
                 stage: d.stage + 1,
-                state: d.state,
+                state: d.state.as_str().to_string(),
                 reason: d.reason,
                 assigned_at: d.assigned_at,
                 updated_at: d.updated_at,

@@ -17,8 +17,10 @@ use otter_core::version::Version;
 
 use super::membership::targets;
 use super::rollouts::{deployment_finished, report_on_deployment};
-use crate::db::rollouts::{is_final, DeploymentRow, RolloutRow};
-use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow, ReleaseRow};
+use crate::db::rollouts::{DeploymentRow, RolloutRow};
+use crate::db::{
+    CheckinReport, Database, DbError, DbResult, DeviceRow, DeviceState, ReleaseRow, Sha256,
+};
 
 /// The release offered to a device, and how.
 #[derive(Debug, Clone)]
@@ -45,7 +47,7 @@ pub fn fits_partition(release: &ReleaseRow, partition_size: Option<i64>) -> bool
 pub fn choose_release<'a>(
     candidates: &'a [ReleaseRow],
     running_version: &str,
-    running_sha256: &str,
+    running_sha256: Option<&Sha256>,
 ) -> Option<&'a ReleaseRow> {
     // An image without a built-in version (empty `esp_app_desc_t.version`, as in MicroPython
     // builds) reports ""; such a device is known by its image's SHA-256, so when that image is a
@@ -53,7 +55,7 @@ pub fn choose_release<'a>(
     let running_version = match running_version {
         "" => candidates
             .iter()
-            .find(|r| r.sha256 == running_sha256)
+            .find(|r| Some(&r.sha256) == running_sha256)
             .map_or("", |r| r.version.as_str()),
         v => v,
     };
@@ -62,7 +64,7 @@ pub fn choose_release<'a>(
             .cmp(&Version::new(&b.version))
             .then(a.published_at.cmp(&b.published_at))
     })?;
-    let differs = newest.sha256 != running_sha256;
+    let differs = Some(&newest.sha256) != running_sha256;
     let not_older = Version::new(&newest.version) >= Version::new(running_version);
     (differs && not_older).then_some(newest)
 }
@@ -128,15 +130,22 @@ pub async fn offer(
     if let Some(d) = db.active_deployment(&device.id).await? {
         let rollout = db.get_rollout(&d.rollout_id).await?;
         let release = db.get_release(&d.release_id).await?;
-        if release.sha256 == report.image_sha256 {
-            report_on_deployment(db, &d, "success", Some("running the release's image"), now)
-                .await?;
+        if report.image_sha256.as_ref() == Some(&release.sha256) {
+            report_on_deployment(
+                db,
+                &d,
+                DeviceState::Success,
+                Some("running the release's image"),
+                now,
+            )
+            .await?;
         } else if matches!(rollout.state.as_str(), "running" | "paused" | "completed") {
             return Ok(offered(release, &rollout));
         } else {
             // Assigned by a check-in that raced with the abort: cancel it now, so it blocks no
             // other rollout.
-            report_on_deployment(db, &d, "cancelled", Some("rollout aborted"), now).await?;
+            report_on_deployment(db, &d, DeviceState::Cancelled, Some("rollout aborted"), now)
+                .await?;
         }
     }
 
@@ -172,13 +181,13 @@ pub async fn offer(
         .filter(|r| !rolled_out.contains(&r.sha256))
         .collect();
     Ok(Offer {
-        update: choose_release(&candidates, &report.version, &report.image_sha256).map(|r| {
-            Offered {
+        update: choose_release(&candidates, &report.version, report.image_sha256.as_ref()).map(
+            |r| Offered {
                 release: r.clone(),
                 forced: true,
                 rollout_id: None,
-            }
-        }),
+            },
+        ),
     })
 }
 
@@ -215,27 +224,31 @@ async fn from_rollout(
     if let Some(d) = db.get_deployment(&rollout.id, &device.id).await? {
         // Assigned by a check-in alongside this one: answer it. Finished here already
         // (success, failure, ...): a rollout offers a device once.
-        return Ok((!is_final(&d.state)).then(|| offered(release, rollout)));
+        return Ok((!d.state.is_final()).then(|| offered(release, rollout)));
     }
     let mut d = DeploymentRow {
         rollout_id: rollout.id.clone(),
         device_id: device.id.clone(),
         release_id: release.id.clone(),
         stage: stage as i64,
-        state: "assigned".into(),
+        state: DeviceState::Assigned,
         reason: None,
         assigned_at: now,
         updated_at: now,
         finished_at: None,
     };
     // Finished at once: already running it (success), or it cannot take it (refused).
-    let settled = if release.sha256 == report.image_sha256 {
-        Some(("success", "already running the release's image".to_string()))
+    let settled = if report.image_sha256.as_ref() == Some(&release.sha256) {
+        Some((
+            DeviceState::Success,
+            "already running the release's image".to_string(),
+        ))
     } else {
-        unsuitable(rollout, &release, report, now).map(|why| ("refused", format!("server: {why}")))
+        unsuitable(rollout, &release, report, now)
+            .map(|why| (DeviceState::Refused, format!("server: {why}")))
     };
     if let Some((state, why)) = settled {
-        d.state = state.into();
+        d.state = state;
         d.reason = Some(why);
         d.finished_at = Some(now);
         match db.insert_deployment(&d, false).await {
@@ -278,6 +291,11 @@ async fn from_rollout(
 mod tests {
     use super::*;
 
+    /// A stand-in digest, named for reading.
+    fn h(name: &str) -> Sha256 {
+        Sha256::of(name.as_bytes())
+    }
+
     fn rel(version: &str, sha: &str, published_at: i64) -> ReleaseRow {
         ReleaseRow {
             id: format!("rel_{version}_{published_at}"),
@@ -288,7 +306,7 @@ mod tests {
             chip: otter_core::Chip::Esp32,
             security_counter: 0,
             size: 1,
-            sha256: sha.into(),
+            sha256: h(sha),
             manifest_created_at: 0,
             expires_at: None,
             envelope: vec![],
@@ -336,7 +354,7 @@ mod tests {
             chip: otter_core::Chip::Esp32,
             version: version.into(),
             security_counter: counter,
-            image_sha256: "x".into(),
+            image_sha256: Some(h("x")),
             partition_size: partition,
             at: 0,
         }
@@ -371,41 +389,50 @@ mod tests {
     #[test]
     fn offers_the_newest_version_not_the_latest_upload() {
         let c = [rel("1.10.0", "b", 1), rel("1.9.0", "a", 2)];
-        assert_eq!(choose_release(&c, "1.0.0", "x").unwrap().version, "1.10.0");
+        assert_eq!(
+            choose_release(&c, "1.0.0", Some(&h("x"))).unwrap().version,
+            "1.10.0"
+        );
     }
 
     #[test]
     fn equal_versions_prefer_the_later_publication() {
         let c = [rel("2.0.0", "a", 1), rel("2.0.0", "b", 5)];
-        assert_eq!(choose_release(&c, "1.0.0", "x").unwrap().sha256, "b");
+        assert_eq!(
+            choose_release(&c, "1.0.0", Some(&h("x"))).unwrap().sha256,
+            h("b")
+        );
     }
 
     #[test]
     fn nothing_when_running_it_or_newer_or_no_candidates() {
         let c = [rel("2.0.0", "a", 1)];
         assert!(
-            choose_release(&c, "1.0.0", "a").is_none(),
+            choose_release(&c, "1.0.0", Some(&h("a"))).is_none(),
             "already running these bytes"
         );
         assert!(
-            choose_release(&c, "2.1.0", "z").is_none(),
+            choose_release(&c, "2.1.0", Some(&h("z"))).is_none(),
             "never downgrades"
         );
-        assert!(choose_release(&[], "1.0.0", "z").is_none());
+        assert!(choose_release(&[], "1.0.0", Some(&h("z"))).is_none());
         // Same version, different bytes (a rebuild): offered.
-        assert!(choose_release(&c, "2.0.0", "z").is_some());
+        assert!(choose_release(&c, "2.0.0", Some(&h("z"))).is_some());
     }
 
     #[test]
     fn a_device_without_a_version_is_known_by_its_image_hash() {
         let c = [rel("1.20.1", "new", 2), rel("1.20.0", "old", 1)];
-        assert_eq!(choose_release(&c, "", "old").unwrap().version, "1.20.1");
+        assert_eq!(
+            choose_release(&c, "", Some(&h("old"))).unwrap().version,
+            "1.20.1"
+        );
         assert!(
-            choose_release(&c, "", "new").is_none(),
+            choose_release(&c, "", Some(&h("new"))).is_none(),
             "running the newest"
         );
         assert_eq!(
-            choose_release(&c, "", "unknown").unwrap().version,
+            choose_release(&c, "", Some(&h("unknown"))).unwrap().version,
             "1.20.1",
             "an image the server does not know is offered the newest"
         );

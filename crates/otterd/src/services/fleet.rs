@@ -10,7 +10,7 @@
 use otter_core::fleet::{DeviceFacts, DeviceFilter, Field, FilterError, Op};
 
 use crate::db::fleet::{sql_evaluates, DeviceExtras, DeviceSelection, GroupRow};
-use crate::db::{Database, DbError, DbResult, DeviceRow, ProductRow};
+use crate::db::{Database, DbError, DbResult, DeviceRow, DeviceState, ProductRow, Sha256};
 
 /// Longest tag and group name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -303,8 +303,8 @@ pub fn facts<'a>(d: &'a DeviceRow, tags: &'a [String]) -> DeviceFacts<'a> {
         chip: d.chip.map(|c| c.name()),
         version: d.version.as_deref(),
         security_counter: d.security_counter,
-        image_sha256: d.image_sha256.as_deref(),
-        last_state: d.last_state.as_deref(),
+        image_sha256: d.image_sha256.as_ref().map(Sha256::as_str),
+        last_state: d.last_state.map(DeviceState::as_str),
         last_seen_at: d.last_seen_at,
         tags,
     }

@@ -5,7 +5,7 @@
 use otter_core::fleet::{DeviceFacts, DeviceFilter};
 
 use crate::db::rollouts::RolloutRow;
-use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow};
+use crate::db::{CheckinReport, Database, DbError, DbResult, DeviceRow, DeviceState, Sha256};
 
 /// A device's facts as stored, or as it reports itself now (`report`).
 pub fn facts<'a>(
@@ -20,8 +20,8 @@ pub fn facts<'a>(
             chip: Some(r.chip.name()),
             version: Some(&r.version),
             security_counter: Some(r.security_counter),
-            image_sha256: Some(&r.image_sha256),
-            last_state: device.last_state.as_deref(),
+            image_sha256: r.image_sha256.as_ref().map(Sha256::as_str),
+            last_state: device.last_state.map(DeviceState::as_str),
             last_seen_at: Some(r.at),
             tags,
         },

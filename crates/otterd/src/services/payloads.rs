@@ -9,6 +9,7 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use crate::blob::BlobError;
+use crate::db::Sha256 as Digest256;
 use crate::db::{DbError, PayloadKind, PayloadRow, ReleaseRow};
 use crate::AppState;
 
@@ -110,7 +111,7 @@ pub async fn attach(
         )));
     }
     let (image, trailer) = bytes.split_at(size);
-    if hex::encode(Sha256::digest(image)) != release.sha256 {
+    if Digest256::from_digest(Sha256::digest(image).into()) != release.sha256 {
         return Err(AttachError::Refused(format!(
             "the first {} bytes are not release {}'s image (their SHA-256 differs); sign the image of this release",
             release.size, release.id
@@ -125,13 +126,13 @@ pub async fn attach(
             kind.as_str()
         )));
     }
-    let sha_hex = hex::encode(Sha256::digest(bytes));
+    let sha = Digest256::from_digest(Sha256::digest(bytes).into());
     let row = PayloadRow {
         release_id: release.id.clone(),
         position: 0,
         kind,
         size: bytes.len() as i64,
-        sha256: sha_hex.clone(),
+        sha256: sha.clone(),
         md5: Some(hex::encode(Md5::digest(bytes))),
     };
     let mut staged = state.blobs.stage();
@@ -142,7 +143,7 @@ pub async fn attach(
     let staged = staged.complete().await?;
     // Until the payload row is in, the blob collector keeps off (crate::blob_gc explains why).
     let _publishing = state.blobs.publishing().await;
-    let placed = state.blobs.publish(staged, &sha_hex).await?;
+    let placed = state.blobs.publish(staged, sha.as_str()).await?;
     let inserted = state.db.add_release_payload(&row).await;
     state.blobs.settle(placed).await?;
     match inserted {

@@ -173,7 +173,7 @@ where
         chip: manifest.chip,
         security_counter: manifest.security_counter as i64,
         size: manifest.image_size as i64,
-        sha256: sha_hex,
+        sha256: crate::db::Sha256::from_digest(manifest.image_sha256),
         manifest_created_at: manifest.created_at as i64,
         expires_at: manifest.expires_at.map(|e| e as i64),
         envelope: p.envelope_bytes,
@@ -246,7 +246,7 @@ pub fn identical(r: &ReleaseRow, envelope: &Envelope) -> bool {
 
 /// Why a release whose version is on the channel already with another manifest is refused.
 pub fn conflict_message(existing: &ReleaseRow, m: &Manifest) -> String {
-    let why = if existing.sha256 == m.image_sha256_hex() {
+    let why = if existing.sha256.to_bytes() == m.image_sha256 {
         "with the same image but another signed manifest (another security counter or expiry); \
          give the release a new version"
     } else {

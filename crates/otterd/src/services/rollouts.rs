@@ -8,9 +8,9 @@ use otter_core::fleet::DeviceFilter;
 use otter_core::rollout::{bucket, failure_tripped, success_met, Stages, Threshold, Window};
 
 use super::membership;
-use crate::db::rollouts::{is_final, DeploymentRow, RolloutRow};
+use crate::db::rollouts::{DeploymentRow, RolloutRow};
 use crate::db::AuditRow;
-use crate::db::{Database, DbError, DbResult, DeviceRow};
+use crate::db::{Database, DbError, DbResult, DeviceRow, DeviceState};
 
 /// Why a rollout request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +280,7 @@ pub async fn device_reported(
     db: &dyn Database,
     device_id: &str,
     release_id: Option<&str>,
-    state: &str,
+    state: DeviceState,
     reason: Option<&str>,
     now: i64,
 ) -> DbResult<()> {
@@ -297,7 +297,7 @@ pub async fn device_reported(
 pub async fn report_on_deployment(
     db: &dyn Database,
     d: &DeploymentRow,
-    state: &str,
+    state: DeviceState,
     reason: Option<&str>,
     now: i64,
 ) -> DbResult<()> {
@@ -307,8 +307,8 @@ pub async fn report_on_deployment(
     {
         return Ok(());
     }
-    if is_final(state) {
-        metrics::counter!("otter_deployments_finished_total", "state" => state.to_string())
+    if state.is_final() {
+        metrics::counter!("otter_deployments_finished_total", "state" => state.as_str())
             .increment(1);
         deployment_finished(db, &d.rollout_id, now).await?;
     }
@@ -320,9 +320,6 @@ pub async fn deployment_finished(db: &dyn Database, rollout_id: &str, now: i64) 
     let r = db.get_rollout(rollout_id).await?;
     evaluate(db, &r, now).await
 }
-
-/// Deployment states that count as failed for the failure threshold.
-const FAILED: [&str; 3] = ["failure", "rolled_back", "refused"];
 
 fn threshold(r: &RolloutRow) -> Threshold {
     match r.failure_kind.as_str() {
@@ -371,11 +368,11 @@ pub async fn evaluate(db: &dyn Database, rollout: &RolloutRow, now: i64) -> DbRe
         let all = db.deployment_counts(&r.id).await?;
         let in_stage = || all.iter().filter(|c| c.stage == stage);
         let succeeded: u64 = in_stage()
-            .filter(|c| c.state == "success")
+            .filter(|c| c.state == DeviceState::Success)
             .map(|c| c.count as u64)
             .sum();
         let pending: i64 = in_stage()
-            .filter(|c| !is_final(&c.state))
+            .filter(|c| !c.state.is_final())
             .map(|c| c.count)
             .sum();
         let percent = r.success_percent.map(|p| p.clamp(1, 100) as u32);
@@ -423,10 +420,11 @@ async fn stage_outcomes(db: &dyn Database, rollout_id: &str, stage: i64) -> DbRe
         if c.stage != stage {
             continue;
         }
-        if FAILED.contains(&c.state.as_str()) {
+        // The failed ends count for the failure threshold.
+        if c.state.is_failed() {
             failed += c.count as u64;
             finished += c.count as u64;
-        } else if c.state == "success" {
+        } else if c.state == DeviceState::Success {
             finished += c.count as u64;
         }
     }
@@ -480,15 +478,15 @@ pub async fn progress(db: &dyn Database, r: &RolloutRow) -> DbResult<Vec<StagePr
         .map(|(stage, &percent)| StageProgress {
             stage,
             percent,
-            counts: crate::db::rollouts::DEPLOYMENT_STATES
+            counts: DeviceState::DEPLOYMENT
                 .iter()
-                .map(|s| (s.to_string(), 0))
+                .map(|s| (s.as_str().to_string(), 0))
                 .collect(),
         })
         .collect();
     for c in db.deployment_counts(&r.id).await? {
         if let Some(p) = out.get_mut(c.stage as usize) {
-            p.counts.insert(c.state, c.count);
+            p.counts.insert(c.state.as_str().to_string(), c.count);
         }
     }
     Ok(out)

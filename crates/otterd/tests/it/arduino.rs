@@ -298,6 +298,10 @@ async fn esp8266_client_gets_304_then_the_image_with_its_length_and_md5() {
         .await;
         assert_eq!(a.status, 304, "running {v}");
     }
+    // These clients send no SHA-256 of their sketch: the device has none, not "" (issue 9).
+    let d = device_json(&srv, "thermo", MAC).await;
+    assert_eq!(d["device"]["version"], "2.0.0", "{d}");
+    assert!(d["device"]["image_sha256"].is_null(), "{d}");
 }
 
 #[tokio::test]

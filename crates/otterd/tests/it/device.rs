@@ -465,15 +465,81 @@ async fn a_blob_tampered_on_disk_is_never_served_whole() {
             }
         }
     }
-    // A range cannot be checked by the server; the device can tell from the signed hash.
+    // A range of a blob that was never verified is answered only after the whole blob was hashed.
     let r = srv
         .req(Method::GET, &url, Some(&token))
-        .header("range", "bytes=0-")
+        .header("range", "bytes=0-99")
         .send()
         .await
         .unwrap();
-    let got = r.bytes().await.unwrap();
-    assert_ne!(hex::encode(Sha256::digest(&got)), sha);
+    assert_eq!(r.status(), 500, "the operator finds why in the server log");
+    assert!(r.text().await.unwrap().contains("internal server error"));
+}
+
+/// Sends a whole download and tells whether it arrived complete and matching `sha`.
+async fn downloads_whole(srv: &TestServer, url: &str, token: &str, sha: &str) -> bool {
+    match srv.req(Method::GET, url, Some(token)).send().await {
+        Err(_) => false,
+        Ok(r) if r.status() != 200 => false,
+        Ok(r) => match r.bytes().await {
+            Err(_) => false,
+            Ok(body) => hex::encode(Sha256::digest(&body)) == sha,
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_blob_altered_after_it_was_verified_is_caught_by_its_stored_identity() {
+    let srv = spawn().await;
+    let (key, secret) = srv.product("thermo", Chip::Esp32C3).await;
+    let (_, token) = srv.enroll("thermo", &secret, "aa").await;
+    let b = bundle(&key, "thermo", Chip::Esp32C3, "1.0.0");
+    let (_, rel) = srv.push("thermo", "stable", &srv.admin, b).await;
+    let sha = rel["sha256"].as_str().unwrap();
+    let url = format!("/device/v1/releases/{}/image", rel["id"].as_str().unwrap());
+    // Served whole twice: the second time from the remembered verification.
+    assert!(downloads_whole(&srv, &url, &token, sha).await);
+    assert!(downloads_whole(&srv, &url, &token, sha).await);
+    let range = srv
+        .req(Method::GET, &url, Some(&token))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    let original = srv.read_image(sha).await;
+    assert_eq!(range.bytes().await.unwrap(), original[10..20]);
+
+    // The attacker rewrites the blob. On local disk: in place, same size, modification time put
+    // back, so only the change time tells. On S3: a new object under the same key.
+    let mut altered = original.clone();
+    altered[15] ^= 0x55;
+    match srv.blobs.local_image_path(sha) {
+        Some(path) => {
+            use std::os::unix::fs::FileExt;
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.write_all_at(&altered[15..16], 15).unwrap();
+            f.set_modified(modified).unwrap();
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().modified().unwrap(),
+                modified
+            );
+        }
+        None => srv.write_image(sha, &altered).await,
+    }
+    assert!(!downloads_whole(&srv, &url, &token, sha).await);
+    let range = srv
+        .req(Method::GET, &url, Some(&token))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 500, "an altered blob's range is refused");
+
+    // Restored, it is served again.
+    srv.write_image(sha, &original).await;
+    assert!(downloads_whole(&srv, &url, &token, sha).await);
 }
 
 async fn enrol_with(srv: &TestServer, secret: &str, hw: &str, nonce: Option<&str>) -> (u16, Value) {

@@ -159,6 +159,17 @@ async fn checkin_last_outcome_is_checked_like_a_status_report() {
             400,
             "needs a reason",
         ),
+        // States of a deployment or of the history that only the server records.
+        (
+            json!({"release_id": own["id"], "state": "cancelled", "reason": "x"}),
+            400,
+            "is not one of downloading, downloaded, installing, rebooting, success, failure, rolled_back, refused",
+        ),
+        (
+            json!({"release_id": own["id"], "state": "assigned", "reason": null}),
+            400,
+            "is not one of",
+        ),
     ];
     for (outcome, status, fragment) in bad {
         let (s, v) = checkin(outcome.clone()).await;

@@ -236,3 +236,79 @@ async fn a_bad_database_url_is_refused_and_its_password_never_shown() {
     );
     assert!(!shown.contains("s3cret"), "{shown}");
 }
+
+/// The device cap holds across instances (issue 9): sixty enrolments at once, half through each
+/// of two real `otterd` processes on one PostgreSQL database, into a product capped at 7 (three
+/// products in turn): exactly 7 are enrolled in each, the others refused with `device_limit`,
+/// and the database holds 7 devices of each.
+/// Runs on PostgreSQL only: several instances share a database only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_never_enrol_beyond_the_device_cap() {
+    if backends::selected() != backends::TestDatabase::Postgres {
+        eprintln!("not run on SQLite: several instances share a database only on PostgreSQL");
+        return;
+    }
+    let (dir_a, dir_b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let (a_data, b_data) = (dir_a.path().join("data"), dir_b.path().join("data"));
+    let url = backends::postgres::fresh_database();
+    let (mut child_a, url_a) = spawn_otterd(serve_on(&a_data, &url)).await;
+    let (mut child_b, url_b) = spawn_otterd(serve_on(&b_data, &url)).await;
+    let a = TestServer::attach(url_a.clone(), dir_a, &a_data);
+    let http = Client::new();
+    // Three products, one after the other: one race may happen to pass without the lock.
+    for product in ["thermo", "lamp", "plug"] {
+        let (_, secret) = a.product(product, Chip::Esp32C3).await;
+        let (s, v) = a
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/products/{product}"),
+                Some(&a.admin),
+                Some(json!({"max_devices": 7, "enrollments_per_minute": null})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        // Every request waits for the others, so they reach both servers together.
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let server = if i % 2 == 0 { &url_a } else { &url_b }.clone();
+            let (http, secret, start) = (http.clone(), secret.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let r = http
+                    .post(format!("{server}/device/v1/enroll"))
+                    .json(&json!({"product": product, "enrollment_secret": secret,
+                        "hardware_id": format!("hw-{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                into_json(r).await
+            }));
+        }
+        let mut enrolled = 0;
+        for t in tasks {
+            let (s, v) = t.await.unwrap();
+            match s {
+                201 => enrolled += 1,
+                403 => assert_eq!(v["error"], "device_limit", "{v}"),
+                _ => panic!("{s}: {v}"),
+            }
+        }
+        assert_eq!(enrolled, 7, "{product}");
+        let (s, v) = a
+            .call(
+                Method::GET,
+                &format!("/api/v1/devices?product={product}&limit=100"),
+                Some(&a.admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["devices"].as_array().unwrap().len(), 7, "{product}: {v}");
+    }
+    child_a.kill().await.unwrap();
+    child_b.kill().await.unwrap();
+}

@@ -6,7 +6,6 @@ use otter_core::Chip;
 use otterd::db::{PayloadKind, PayloadRow};
 use reqwest::Method;
 use serde_json::json;
-use sha2::Sha256;
 
 use crate::harness::*;
 
@@ -34,7 +33,7 @@ async fn publishing_records_the_full_image_as_the_first_payload() {
         position: 0,
         kind: PayloadKind::Full,
         size: img.len() as i64,
-        sha256: hex::encode(Sha256::digest(&img)),
+        sha256: otterd::db::Sha256::of(&img),
         md5: Some(hex::encode(Md5::digest(&img))),
     };
     assert_eq!(

@@ -227,6 +227,32 @@ async fn admins_create_list_and_disable_people() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ada", "pub"]);
+    assert!(v["next"].is_null(), "{v}");
+    // Pages, by name.
+    let (_, first) = s
+        .call(Method::GET, "/api/v1/people?limit=1", Some(&s.admin), None)
+        .await;
+    assert_eq!(first["people"][0]["name"], "ada");
+    let next = first["next"].as_str().unwrap();
+    let (_, second) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/people?limit=1&cursor={next}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(second["people"][0]["name"], "pub");
+    assert!(second["next"].is_null(), "{second}");
+    let (st, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/people?cursor=nope",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("bad_cursor")));
 
     // Viewers and publishers change nothing and read nothing here.
     for role in ["viewer", "publisher"] {

@@ -1040,7 +1040,7 @@ async fn an_assignment_that_raced_with_an_abort_is_cancelled_at_the_next_checkin
                 device_id: d[0].0.clone(),
                 release_id: f.new["id"].as_str().unwrap().into(),
                 stage: 0,
-                state: "assigned".into(),
+                state: otterd::db::DeviceState::Assigned,
                 reason: None,
                 assigned_at: 1,
                 updated_at: 1,

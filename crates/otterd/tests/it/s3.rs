@@ -54,18 +54,21 @@ async fn keys(store: &dyn ObjectStore, under: &str) -> Vec<String> {
         .unwrap()
 }
 
-/// A device's check-in; returns the offered update.
+/// A device's check-in, from a client that follows absolute download URLs of any length;
+/// returns the offered update.
 async fn offered(srv: &TestServer, token: &str) -> Value {
+    offered_to(srv, token, Some(4096)).await
+}
+
+/// A device's check-in declaring `download_url_max` (absent: `None`); returns the update.
+async fn offered_to(srv: &TestServer, token: &str, url_max: Option<u32>) -> Value {
+    let mut body = json!({"version": "0.9.0", "security_counter": 0,
+        "image_sha256": "00".repeat(32), "chip": "esp32c3", "partition_size": 1572864});
+    if let Some(max) = url_max {
+        body["download_url_max"] = json!(max);
+    }
     let (s, v) = srv
-        .call(
-            Method::POST,
-            "/device/v1/checkin",
-            Some(token),
-            Some(
-                json!({"version": "0.9.0", "security_counter": 0, "image_sha256": "00".repeat(32),
-                "chip": "esp32c3", "partition_size": 1572864}),
-            ),
-        )
+        .call(Method::POST, "/device/v1/checkin", Some(token), Some(body))
         .await;
     assert_eq!(s, 200, "{v}");
     v["update"].clone()
@@ -198,6 +201,49 @@ async fn a_cdn_base_url_points_devices_at_the_images_key() {
     // What the CDN fetches from its origin there (the bucket is private; a real CDN signs its
     // origin requests): the object under the prefix holds exactly the image.
     assert_eq!(srv.read_image(sha).await, img);
+}
+
+/// A device gets a URL off otterd only if its check-in says it follows one that long
+/// (`download_url_max`): a client that says nothing (every agent before it) and a client whose
+/// limit is below the URL's length (Otter's C agent: 199 bytes, less than a presigned URL) get
+/// otterd's own path; a CDN URL within the limit is handed out.
+#[tokio::test]
+async fn redirect_urls_go_only_to_devices_that_follow_urls_that_long() {
+    let srv = on_s3(|s| s.download_redirect = "presigned".into()).await;
+    let (_, rel, token) = published(&srv).await;
+    let own = format!("/device/v1/releases/{}/image", rel["id"].as_str().unwrap());
+    let presigned = offered_to(&srv, &token, Some(4096)).await["download_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(presigned.contains("X-Amz-Signature="), "{presigned}");
+    for max in [None, Some(0), Some(199), Some(presigned.len() as u32 - 1)] {
+        assert_eq!(
+            offered_to(&srv, &token, max).await["download_url"],
+            own,
+            "download_url_max {max:?}"
+        );
+    }
+    assert_eq!(
+        offered_to(&srv, &token, Some(presigned.len() as u32)).await["download_url"]
+            .as_str()
+            .unwrap()
+            .len(),
+        presigned.len()
+    );
+
+    let cdn = on_s3(|s| s.download_redirect = "https://cdn.example.com/fw".into()).await;
+    let (_, rel, token) = published(&cdn).await;
+    let sha = rel["sha256"].as_str().unwrap();
+    let url = format!("https://cdn.example.com/fw/images/{sha}");
+    assert_eq!(
+        offered_to(&cdn, &token, Some(199)).await["download_url"],
+        url
+    );
+    assert_eq!(
+        offered_to(&cdn, &token, None).await["download_url"],
+        format!("/device/v1/releases/{}/image", rel["id"].as_str().unwrap())
+    );
 }
 
 #[tokio::test]

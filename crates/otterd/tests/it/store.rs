@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use otterd::db::fleet::GroupRow;
 use otterd::db::{
-    AuditFilter, Database, DbError, DeviceRow, KeyRow, ProductRow, Role, TokenRow, LAST_ADMIN,
+    AuditFilter, Database, DbError, DeviceRow, DeviceState, EventRow, KeyRow, ProductRow, Role,
+    TokenRow, LAST_ADMIN,
 };
 
 use crate::backends;
@@ -284,4 +285,77 @@ async fn a_stored_value_that_does_not_decode_is_refused_clearly() {
     let text = backend_error_text(db.get_product("chips").await);
     assert!(text.contains("products.chip"), "{text}");
     assert!(text.contains("\"z80\""), "{text}");
+}
+
+/// Device states are typed (issue 9): a state stored as its name reads back as it was written,
+/// and one that is none of the states (written below otterd) is refused when read, naming the
+/// table, the column and the value, on every backend.
+#[tokio::test]
+async fn a_stored_device_state_that_does_not_decode_is_refused_clearly() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = open(&dir).await;
+    let data = dir.path().join("data");
+    let p = db.create_product(&product("states")).await.unwrap();
+    db.insert_device(&device("dev_state", p.id)).await.unwrap();
+    db.add_event(&EventRow {
+        device_id: "dev_state".into(),
+        at: 5,
+        release_id: None,
+        state: DeviceState::RolledBack,
+        progress_bytes: None,
+        reason: Some("self-test failed".into()),
+    })
+    .await
+    .unwrap();
+    let d = db.get_device("dev_state").await.unwrap();
+    assert_eq!(d.last_state, Some(DeviceState::RolledBack));
+    let events = db.list_events("dev_state", 10).await.unwrap();
+    assert_eq!(events[0].state, DeviceState::RolledBack);
+
+    backends::execute_raw(
+        &data,
+        "UPDATE devices SET last_state = 'exploded' WHERE id = 'dev_state'",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.get_device("dev_state").await);
+    assert!(text.contains("devices.last_state"), "{text}");
+    assert!(text.contains("\"exploded\""), "{text}");
+    backends::execute_raw(
+        &data,
+        "UPDATE device_events SET state = 'Success' WHERE device_id = 'dev_state'",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.list_events("dev_state", 10).await);
+    assert!(text.contains("device_events.state"), "{text}");
+    assert!(text.contains("\"Success\""), "{text}");
+}
+
+/// Migration 0011 (issue 9): a device stored with `image_sha256 = ''` (what stock Arduino and
+/// esp32FOTA clients left before) reads back as no SHA-256 once the migration ran, on every
+/// backend; before it, '' is not a SHA-256 and is refused as undecodable.
+#[tokio::test]
+async fn migration_0011_turns_an_empty_image_sha256_into_none() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = open(&dir).await;
+    let data = dir.path().join("data");
+    let p = db.create_product(&product("stock")).await.unwrap();
+    db.insert_device(&device("dev_stock", p.id)).await.unwrap();
+    // The database as 0010 left it: '' stored, 0011 not applied yet.
+    backends::execute_raw(
+        &data,
+        "UPDATE devices SET image_sha256 = '' WHERE id = 'dev_stock'",
+    )
+    .await
+    .unwrap();
+    let text = backend_error_text(db.get_device("dev_stock").await);
+    assert!(text.contains("devices.image_sha256"), "{text}");
+    let undone = backends::execute_raw(&data, "DELETE FROM _sqlx_migrations WHERE version = 11")
+        .await
+        .unwrap();
+    assert_eq!(undone, 1, "migration 0011 was applied");
+    drop(db);
+    let db = open(&dir).await;
+    assert_eq!(db.get_device("dev_stock").await.unwrap().image_sha256, None);
 }
