@@ -193,7 +193,7 @@ pub async fn list(
                     product: d.product,
                     channel: d.channel,
                     version: d.version.unwrap_or_default(),
-                    state: d.last_state.unwrap_or_default(),
+                    state: d.last_state.map(|s| s.to_string()).unwrap_or_default(),
                     tags: e.tags.join(", "),
                 })
                 .collect(),
@@ -300,7 +300,7 @@ async fn device_page(
                 release_id: x.row.release_id,
                 version: x.version,
                 stage: x.row.stage + 1,
-                state: x.row.state,
+                state: x.row.state.to_string(),
                 reason: x.row.reason.unwrap_or_default(),
                 assigned: when(x.row.assigned_at),
                 finished: when_opt(x.row.finished_at),
@@ -311,7 +311,7 @@ async fn device_page(
             .into_iter()
             .map(|e| EventView {
                 at: when(e.at),
-                state: e.state,
+                state: e.state.to_string(),
                 release_id: e.release_id.unwrap_or_default(),
                 reason: e.reason.unwrap_or_default(),
                 progress: e.progress_bytes.map(|b| b.to_string()).unwrap_or_default(),

@@ -19,7 +19,7 @@ use super::pages::{may_change, scope_of, when};
 use super::session::SignedIn;
 use super::{render, render_status, PageError, PageResult};
 use crate::auth::Role;
-use crate::db::rollouts::DEPLOYMENT_STATES;
+use crate::db::DeviceState;
 use crate::db::ReleaseFilter;
 use crate::error::{ApiError, Json};
 use crate::routes::preview::{Preview, PreviewQuery};
@@ -380,9 +380,14 @@ fn stage_views(r: &Rollout) -> Vec<StageView> {
                 stage: p.stage,
                 percent: p.percent,
                 open: p.stage as i64 <= r.current_stage,
-                counts: DEPLOYMENT_STATES
+                counts: DeviceState::DEPLOYMENT
                     .iter()
-                    .map(|s| (s.to_string(), p.counts.get(*s).copied().unwrap_or(0)))
+                    .map(|s| {
+                        (
+                            s.to_string(),
+                            p.counts.get(s.as_str()).copied().unwrap_or(0),
+                        )
+                    })
                     .collect(),
                 done,
                 failed,
@@ -421,7 +426,7 @@ pub async fn show(
         layout: Layout::new(format!("Rollout {id}"), Section::Rollouts, &who),
         created: when(r.created_at),
         stages: stage_views(&r),
-        states: DEPLOYMENT_STATES.to_vec(),
+        states: DeviceState::DEPLOYMENT.iter().map(|s| s.as_str()).collect(),
         can_change: may_change(&who.principal, &r.product),
         r,
     }))

@@ -8,6 +8,7 @@ use super::shared::map_err;
 use super::{Backend, BackendRow};
 use crate::db::pages::{FailureRow, PageStore, StateCount, VersionCount, FAILURE_STATES};
 use crate::db::rollouts::DeploymentRow;
+use crate::db::types::parse_stored;
 use crate::db::DbResult;
 
 /// ` AND <col> IN ($first, ...)` for a product scope, or nothing; an empty scope matches no
@@ -46,7 +47,7 @@ fn deployment(r: &BackendRow) -> Result<DeploymentRow, sqlx::Error> {
         device_id: r.try_get("device_id")?,
         release_id: r.try_get("release_id")?,
         stage: r.try_get("stage")?,
-        state: r.try_get("state")?,
+        state: parse_stored("deployments", "state", &r.try_get::<String, _>("state")?)?,
         reason: r.try_get("reason")?,
         assigned_at: r.try_get("assigned_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -153,7 +154,11 @@ impl PageStore for Backend {
                         product_id: r.try_get("product_id")?,
                         at: r.try_get("at")?,
                         release_id: r.try_get("release_id")?,
-                        state: r.try_get("state")?,
+                        state: parse_stored(
+                            "deployments",
+                            "state",
+                            &r.try_get::<String, _>("state")?,
+                        )?,
                         reason: r.try_get("reason")?,
                     })
                 })()

@@ -168,7 +168,8 @@ async fn summary(
 
 /// How many devices of the release's product run its image.
 pub async fn running(db: &dyn Database, release: &ReleaseRow) -> DbResult<i64> {
-    db.count_running(release.product_id, &release.sha256).await
+    db.count_running(release.product_id, release.sha256.as_str())
+        .await
 }
 
 /// Events and deployments shown on a device's page, at most.

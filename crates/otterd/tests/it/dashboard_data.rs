@@ -187,8 +187,8 @@ async fn the_overview_device_page_and_release_counts_come_from_the_database() {
     assert_eq!(p.extras.last_reason.as_deref(), Some("flash write failed"));
     assert_eq!(p.deployments.len(), 1);
     assert_eq!(p.deployments[0].version, "2.0.0");
-    assert_eq!(p.deployments[0].row.state, "failure");
-    assert_eq!(p.events[0].state, "failure");
+    assert_eq!(p.deployments[0].row.state.as_str(), "failure");
+    assert_eq!(p.events[0].state.as_str(), "failure");
     // Out of scope: as if absent.
     assert!(matches!(
         dashboard::device(db.as_ref(), &Scope::Only(vec!["fan".into()]), &devs[1].0).await,
