@@ -35,7 +35,6 @@ pub mod csrf;
 pub mod devices;
 pub mod keys;
 pub mod layout;
-pub mod overview;
 pub mod overview_page;
 pub mod pages;
 pub mod people;
