@@ -363,6 +363,7 @@ pub const ACTIONS: &[Action] = &[
         &[],
     ),
     read("GET", "/api/v1/rollouts", "rollout.list", None),
+    read("GET", "/api/v1/rollouts/preview", "rollout.preview", None),
     change(
         "POST",
         "/api/v1/rollouts",

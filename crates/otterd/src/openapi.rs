@@ -44,7 +44,7 @@ impl Modify for BearerAuth {
         fleet::show_group, fleet::delete_group, fleet::add_members, fleet::remove_members,
         audit::list,
         rollouts::create, rollouts::list, rollouts::show, rollouts::pause, rollouts::resume,
-        rollouts::abort, rollouts::advance, rollouts::deployments,
+        rollouts::abort, rollouts::advance, rollouts::deployments, preview::preview,
         people::create, people::list, people::disable,
     ),
     components(schemas(crate::error::ErrorBody))

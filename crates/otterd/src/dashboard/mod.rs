@@ -23,18 +23,26 @@
 //! - [`assets`]: `/ui/static/otter.css`, `/ui/static/otter.js`.
 //! - [`sign_in`]: sign-in, sign-out, the password change.
 //! - [`people`]: the people page (admins).
-//! - [`overview`]: the overview page (`/ui/`).
+//! - [`overview_page`]: the overview page (`/ui/`); [`pages`]: the routes of the fleet's
+//!   pages ([`releases`], [`devices`], [`rollouts`], [`keys`], [`tokens`], [`audit_page`]).
 //!
 //! Pages record their changes in the audit log themselves: `crate::audit::record(db,
 //! who.audit("object.verb").target(..))` ([`session::SignedIn::audit`] fills in the actor).
 
 pub mod assets;
+pub mod audit_page;
 pub mod csrf;
+pub mod devices;
+pub mod keys;
 pub mod layout;
-pub mod overview;
+pub mod overview_page;
+pub mod pages;
 pub mod people;
+pub mod releases;
+pub mod rollouts;
 pub mod session;
 pub mod sign_in;
+pub mod tokens;
 
 use askama::Template;
 use axum::extract::Request;
@@ -57,7 +65,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; object-src 'none';
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(overview::page))
+        .route("/ui/", get(overview_page::page))
         .route("/ui/sign-in", get(sign_in::form).post(sign_in::submit))
         .route("/ui/sign-out", post(sign_in::sign_out))
         .route(
@@ -67,6 +75,8 @@ pub fn router() -> Router<AppState> {
         .route("/ui/people", get(people::page).post(people::create))
         .route("/ui/people/{name}/disable", post(people::disable))
         .route("/ui/static/{file}", get(assets::serve))
+        // The fleet's pages (issue 11, part 2): `pages` holds their routes.
+        .merge(pages::router())
         // Any other page: an HTML 404 (the server's fallback answers JSON).
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn(security_headers))

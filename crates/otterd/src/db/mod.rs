@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod fleet;
 pub mod github;
+pub mod pages;
 pub mod people;
 pub mod postgres;
 pub mod rollouts;
@@ -274,6 +275,7 @@ pub trait Database:
     fleet::FleetStore
     + rollouts::RolloutStore
     + github::GithubStore
+    + pages::PageStore
     + people::PeopleStore
     + Send
     + Sync

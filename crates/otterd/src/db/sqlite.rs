@@ -147,6 +147,9 @@ mod fleet_store;
 #[path = "github_sql.rs"]
 mod github_store;
 #[allow(clippy::duplicate_mod)]
+#[path = "pages_sql.rs"]
+mod page_store;
+#[allow(clippy::duplicate_mod)]
 #[path = "people_sql.rs"]
 mod people_store;
 #[allow(clippy::duplicate_mod)]

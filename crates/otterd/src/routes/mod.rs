@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod github;
 pub mod payloads;
 pub mod people;
+pub mod preview;
 pub mod products;
 pub mod promote;
 pub mod releases;
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
             post(fleet::add_members).delete(fleet::remove_members),
         )
         .route("/rollouts", post(rollouts::create).get(rollouts::list))
+        .route("/rollouts/preview", get(preview::preview))
         .route("/rollouts/{id}", get(rollouts::show))
         .route("/rollouts/{id}/pause", post(rollouts::pause))
         .route("/rollouts/{id}/resume", post(rollouts::resume))

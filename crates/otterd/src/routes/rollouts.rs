@@ -58,6 +58,10 @@ pub struct CreateRollout {
     /// New deployments a minute, at most.
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// The `rollout_id` of a preview (`GET /api/v1/rollouts/preview`), so that the rollout
+    /// reaches the devices the preview counted; valid for 24 hours.
+    #[serde(default)]
+    pub preview_id: Option<String>,
 }
 
 /// What a rollout targets.
@@ -160,7 +164,7 @@ pub struct DeploymentList {
     pub next: Option<String>,
 }
 
-fn map_err(e: RolloutError) -> ApiError {
+pub(crate) fn map_err(e: RolloutError) -> ApiError {
     match e {
         RolloutError::Invalid(m) => ApiError::bad_request(m),
         RolloutError::NotFound(m) => ApiError::not_found(m),
@@ -189,13 +193,18 @@ fn reason_text(r: Option<String>, who: &Principal, what: &str) -> ApiResult<Stri
     Ok(r)
 }
 
-fn spec(body: CreateRollout) -> ApiResult<RolloutSpec> {
-    let bad = |e: otter_core::rollout::RuleError| ApiError::bad_request(e.0);
+/// The one target of a rollout among `channel`, `tag`, `group` and `filter`, checked.
+pub(crate) fn target(
+    channel: Option<String>,
+    tag: Option<String>,
+    group: Option<String>,
+    filter: Option<String>,
+) -> ApiResult<Target> {
     let targets = [
-        body.channel.map(Target::Channel),
-        body.tag.map(Target::Tag),
-        body.group.map(Target::Group),
-        match body.filter {
+        channel.map(Target::Channel),
+        tag.map(Target::Tag),
+        group.map(Target::Group),
+        match filter {
             Some(f) => Some(Target::Filter(f.parse().map_err(
                 |e: otter_core::fleet::FilterError| ApiError::bad_request(e.to_string()),
             )?)),
@@ -222,6 +231,12 @@ fn spec(body: CreateRollout) -> ApiResult<RolloutSpec> {
         }
         Target::Filter(_) => {}
     }
+    Ok(target)
+}
+
+fn spec(body: CreateRollout) -> ApiResult<RolloutSpec> {
+    let bad = |e: otter_core::rollout::RuleError| ApiError::bad_request(e.0);
+    let target = target(body.channel, body.tag, body.group, body.filter)?;
     let success_percent = match body.success_threshold.as_deref() {
         None | Some("all") => None,
         Some(s) => match s.parse::<Threshold>().map_err(bad)? {
@@ -249,6 +264,7 @@ fn spec(body: CreateRollout) -> ApiResult<RolloutSpec> {
             .transpose()
             .map_err(bad)?,
         rate_per_minute: body.rate_per_minute,
+        id: body.preview_id,
     })
 }
 

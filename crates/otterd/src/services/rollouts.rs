@@ -64,6 +64,9 @@ pub struct RolloutSpec {
     pub forced: bool,
     pub window: Option<Window>,
     pub rate_per_minute: Option<u32>,
+    /// The id a preview proposed (issue 11), so that the rollout reaches the devices the
+    /// preview counted; `None`: a new one.
+    pub id: Option<String>,
 }
 
 /// Creates a running rollout of `spec`'s release at its first stage.
@@ -113,13 +116,16 @@ pub async fn create(
             "rate_per_minute must be at least 1 (leave it out for no limit)".into(),
         ));
     }
+    if let Some(id) = &spec.id {
+        super::preview::check_proposed_id(id, now)?;
+    }
     let (target_kind, target) = spec.target.kind_and_value();
     let (failure_kind, failure_threshold) = match spec.failure {
         Threshold::Percent(p) => ("percent", i64::from(p)),
         Threshold::Count(n) => ("count", n.min(i64::MAX as u64) as i64),
     };
     let row = RolloutRow {
-        id: rollout_id(),
+        id: spec.id.clone().unwrap_or_else(rollout_id),
         product_id: release.product_id,
         release_id: release.id.clone(),
         target_kind: target_kind.into(),
@@ -146,7 +152,13 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    db.create_rollout(&row).await?;
+    db.create_rollout(&row).await.map_err(|e| match e {
+        DbError::Conflict(_) if spec.id.is_some() => RolloutError::State(format!(
+            "a rollout with id {} exists already; preview the rollout again for a new id",
+            row.id
+        )),
+        e => e.into(),
+    })?;
     tracing::info!(rollout = %row.id, release = %row.release_id, by = created_by, "rollout created");
     Ok(row)
 }
