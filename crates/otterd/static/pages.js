@@ -152,7 +152,27 @@
       }
       note.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
     };
+    // A tab nobody touches stops polling after a while, so that an open page does not keep a
+    // session alive past its idle end; any key, click or scroll starts it again.
+    const idleStopMs = 15 * 60 * 1000;
+    let lastInput = Date.now();
+    let stopped = false;
+    const touched = () => {
+      lastInput = Date.now();
+      if (stopped) {
+        stopped = false;
+        poll();
+      }
+    };
+    for (const ev of ["keydown", "pointerdown", "scroll"]) {
+      window.addEventListener(ev, touched, { passive: true });
+    }
     const poll = async () => {
+      if (Date.now() - lastInput > idleStopMs) {
+        stopped = true;
+        note.textContent = "Live updates paused while the page is idle; press a key or click to resume.";
+        return;
+      }
       try {
         const resp = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
         if (resp.ok) show(await resp.json());

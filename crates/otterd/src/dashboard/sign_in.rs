@@ -194,10 +194,12 @@ pub async fn submit(
     let address = session::client_address(&parts, settings);
     let addr = address.clone().unwrap_or_default();
     let entry = AuditRow {
-        actor: if f.name.is_empty() {
-            audit::ANONYMOUS_ACTOR.into()
+        // Only a well-formed name is written as the actor: the form is unauthenticated, so its
+        // name field is anyone's text.
+        actor: if svc::check_name(f.name.trim()).is_ok() {
+            f.name.trim().to_string()
         } else {
-            f.name.clone()
+            audit::ANONYMOUS_ACTOR.into()
         },
         address: address.clone(),
         ..AuditRow::default()
@@ -222,22 +224,18 @@ pub async fn submit(
                     "Wrong name or password.".to_string(),
                     "wrong name or password".to_string(),
                 ),
+                // The answer is the same as for a wrong password: telling "locked" would tell
+                // which names exist (unknown names never lock). The audit log has the truth.
                 SignInError::Wrong {
                     locked_for: Some(s),
                 } => (
                     StatusCode::UNAUTHORIZED,
-                    format!(
-                        "Wrong name or password. Too many wrong passwords: this account is locked for {}.",
-                        duration(s)
-                    ),
+                    "Wrong name or password.".to_string(),
                     format!("wrong password; locked for {s} s"),
                 ),
                 SignInError::Locked(s) => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "Too many wrong passwords: this account is locked. Try again in {}.",
-                        duration(s)
-                    ),
+                    StatusCode::UNAUTHORIZED,
+                    "Wrong name or password.".to_string(),
                     format!("locked; {s} s left"),
                 ),
                 SignInError::Throttled(s) => (

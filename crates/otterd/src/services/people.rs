@@ -300,6 +300,22 @@ fn check_slots(n: usize) -> &'static tokio::sync::Semaphore {
     SLOTS.get_or_init(|| tokio::sync::Semaphore::new(n.max(1)))
 }
 
+/// The part of a client address one sign-in budget covers: the address itself for IPv4, its
+/// /64 for IPv6 (one host commonly holds a whole /64).
+pub fn address_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
+        _ => address.to_string(),
+    }
+}
+
 /// Checks a name and password (with the lockout and the per-address limit); returns the person.
 pub async fn authenticate(
     db: &dyn Database,
@@ -312,18 +328,23 @@ pub async fn authenticate(
 ) -> Result<PersonRow, SignInError> {
     let per_minute = settings.dashboard_address_failures_per_minute;
     let burst = settings.dashboard_address_failures_burst;
-    let key = format!("addr:{address}");
-    if let Err(retry) = limiters.sign_in_failures.peek(&key, per_minute, burst) {
+    // Every attempt spends from the address's budget before it waits for a password check:
+    // spending only after a failure let a burst of simultaneous attempts all pass the check.
+    let key = format!("addr:{}", address_key(address));
+    if let Err(retry) = limiters.sign_in_failures.take(&key, per_minute, burst) {
         return Err(SignInError::Throttled(retry));
     }
     let _slot = check_slots(settings.dashboard_password_checks_at_once)
         .acquire()
         .await
         .map_err(|e| SignInError::Db(DbError::Backend(Box::new(e))))?;
-    let fail = |locked_for| {
-        let _ = limiters.sign_in_failures.take(&key, per_minute, burst);
-        SignInError::Wrong { locked_for }
-    };
+    let fail = |locked_for| SignInError::Wrong { locked_for };
+    // The same work for every refusal (a password check), so that timing does not tell a
+    // known name from an unknown one.
+    if password.chars().count() > PASSWORD_MAX {
+        verify_password("", decoy_hash().await).await;
+        return Err(fail(None));
+    }
     let person = match db.find_person(name).await {
         Ok(p) => p,
         Err(DbError::NotFound) => {
@@ -333,11 +354,10 @@ pub async fn authenticate(
         Err(e) => return Err(e.into()),
     };
     if let Some(until) = person.locked_until.filter(|u| *u > now) {
+        verify_password(password, decoy_hash().await).await;
         return Err(SignInError::Locked((until - now) as u64));
     }
-    if password.chars().count() > PASSWORD_MAX
-        || !verify_password(password, &person.password_hash).await
-    {
+    if !verify_password(password, &person.password_hash).await {
         let failures = db.add_failed_sign_in(&person.id).await?;
         let locked_for = lockout_for(settings, failures);
         if let Some(s) = locked_for {
@@ -361,9 +381,23 @@ pub async fn change_password(
     current: &str,
     new: &str,
 ) -> PeopleResult<()> {
+    // The same limit on simultaneous checks as a sign-in, and wrong current passwords count
+    // towards the same lockout: a stolen session must not become a way to guess the password.
+    let _slot = check_slots(settings.dashboard_password_checks_at_once)
+        .acquire()
+        .await
+        .map_err(|e| PeopleError::Db(DbError::Backend(Box::new(e))))?;
     if current.chars().count() > PASSWORD_MAX
         || !verify_password(current, &person.password_hash).await
     {
+        let failures = db.add_failed_sign_in(&person.id).await?;
+        if let Some(s) = lockout_for(settings, failures) {
+            db.lock_person(&person.id, crate::now() + s as i64).await?;
+            db.delete_person_sessions(&person.id).await?;
+            return Err(PeopleError::Invalid(
+                "the current password is wrong; after too many wrong passwords the account is locked and signed out".into(),
+            ));
+        }
         return Err(PeopleError::Invalid("the current password is wrong".into()));
     }
     check_password(settings, &person.name, new)?;
@@ -446,6 +480,22 @@ pub async fn end_session(db: &dyn Database, session_id: &str) -> Result<(), DbEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_address_is_budgeted_by_its_64() {
+        assert_eq!(address_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            address_key("2001:db8:1:2:ffff:1:2:3"),
+            address_key("2001:db8:1:2::9")
+        );
+        assert_ne!(
+            address_key("2001:db8:1:3::1"),
+            address_key("2001:db8:1:2::1")
+        );
+        assert_eq!(address_key("::ffff:198.51.100.1"), "198.51.100.1");
+        assert_eq!(address_key(""), "");
+    }
 
     #[test]
     fn lockouts_come_every_n_failures_and_double_up_to_a_day() {

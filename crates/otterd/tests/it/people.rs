@@ -465,7 +465,7 @@ async fn wrong_passwords_lock_a_person_out_and_limit_an_address() {
         c.dashboard_failures_before_lockout = 2;
         c.dashboard_lockout_s = 600;
         c.dashboard_address_failures_per_minute = 1;
-        c.dashboard_address_failures_burst = 4;
+        c.dashboard_address_failures_burst = 5;
     })
     .await;
     let initial = initial_password(&s, "ada", "viewer").await;
@@ -476,11 +476,13 @@ async fn wrong_passwords_lock_a_person_out_and_limit_an_address() {
     assert!(b.session().is_none());
     let p = b.sign_in("ada", "wrong two").await;
     assert_eq!(p.status, 401);
-    assert!(p.body.contains("locked for 10 minutes"), "{}", p.body);
-    // Locked: the right password does not help.
+    // Locked now, but the answer does not say so: that would tell which names exist.
+    assert!(p.body.contains("Wrong name or password."), "{}", p.body);
+    assert!(!p.body.contains("locked"), "{}", p.body);
+    // Locked: the right password does not help, and the answer is a wrong password's.
     let p = b.sign_in("ada", &initial).await;
-    assert_eq!(p.status, 429);
-    assert!(p.body.contains("this account is locked"), "{}", p.body);
+    assert_eq!(p.status, 401);
+    assert!(p.body.contains("Wrong name or password."), "{}", p.body);
     assert!(b.session().is_none());
     // An admin sees it.
     let (_, v) = s
@@ -488,7 +490,8 @@ async fn wrong_passwords_lock_a_person_out_and_limit_an_address() {
         .await;
     assert!(v["people"][0]["locked_until"].is_string(), "{v}");
 
-    // Unknown names count against the address too: two more failures use up its burst of 4.
+    // Every attempt spends from the address's budget, before any password is checked (so a
+    // burst of simultaneous attempts cannot all pass): two more use up its burst of 5.
     assert_eq!(b.sign_in("nobody", "x").await.status, 401);
     assert_eq!(b.sign_in("nobody", "y").await.status, 401);
     let p = b.sign_in("other", "z").await;
@@ -701,4 +704,39 @@ impl Page {
     fn csrf_or_none(&self) -> Option<String> {
         self.body.contains("name=\"csrf\"").then(|| self.csrf())
     }
+}
+
+/// A stolen session is no way to guess a person's password: wrong current passwords on the
+/// password page count towards the sign-in lockout, and the lockout signs the person out.
+#[tokio::test]
+async fn wrong_current_passwords_lock_the_person_out_and_end_the_session() {
+    let s = spawn_with(|c| {
+        c.dashboard_failures_before_lockout = 3;
+        c.dashboard_lockout_s = 600;
+    })
+    .await;
+    let initial = initial_password(&s, "ada", "viewer").await;
+    let mut b = Browser::new(&s);
+    assert_eq!(b.sign_in("ada", &initial).await.status, 303);
+    assert_eq!(b.change_password(&initial, GOOD).await.status, 303);
+    for guess in ["guess one", "guess two"] {
+        let p = b.change_password(guess, "another good password").await;
+        assert_eq!(p.status, 400);
+        assert!(p.body.contains("current password is wrong"), "{}", p.body);
+    }
+    let p = b
+        .change_password("guess three", "another good password")
+        .await;
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("locked and signed out"), "{}", p.body);
+    // The session is gone, and the right password does not sign in while locked.
+    let p = b.get("/ui/").await;
+    assert_eq!(p.status, 303);
+    assert!(p.location.starts_with("/ui/sign-in"), "{}", p.location);
+    let mut again = Browser::new(&s);
+    assert_eq!(again.sign_in("ada", GOOD).await.status, 401);
+    let (_, v) = s
+        .call(Method::GET, "/api/v1/people", Some(&s.admin), None)
+        .await;
+    assert!(v["people"][0]["locked_until"].is_string(), "{v}");
 }
