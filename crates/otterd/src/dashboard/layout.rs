@@ -27,7 +27,8 @@ const NAV: &[(Section, &str, &str, bool)] = &[
     (Section::Keys, "/ui/keys", "Keys", false),
     (Section::Tokens, "/ui/tokens", "Tokens", true),
     (Section::People, "/ui/people", "People", true),
-    (Section::Audit, "/ui/audit", "Audit", false),
+    // The audit log is for admins, as `GET /api/v1/audit` is.
+    (Section::Audit, "/ui/audit", "Audit", true),
 ];
 
 /// One nav entry.

@@ -114,14 +114,52 @@ async fn record(state: &AppState, entry: AuditRow, route: &str) {
     }
 }
 
+/// Records a refused people action, as the API's audit layer records a refused request.
+async fn record_refused(
+    state: &AppState,
+    who: &SignedIn,
+    action: &str,
+    route: &str,
+    status: StatusCode,
+    message: &str,
+) {
+    let entry = AuditRow {
+        status: Some(status.as_u16() as i64),
+        ..who
+            .audit(action)
+            .detail(format!("refused: {}", crate::error::bound_message(message)))
+    };
+    record(state, entry, route).await;
+}
+
 /// `POST /ui/people`: adds a person and shows their initial password once.
 pub async fn create(
     State(state): State<AppState>,
     who: SignedIn,
     CsrfForm(f): CsrfForm<NewPersonForm>,
 ) -> PageResult<Response> {
-    who.require_admin()?;
+    if let Err(e) = who.require_admin() {
+        record_refused(
+            &state,
+            &who,
+            "person.create",
+            "/ui/people",
+            StatusCode::FORBIDDEN,
+            "admins only",
+        )
+        .await;
+        return Err(e);
+    }
     let Some(role) = Role::parse(f.role.trim()) else {
+        record_refused(
+            &state,
+            &who,
+            "person.create",
+            "/ui/people",
+            StatusCode::BAD_REQUEST,
+            "unknown role",
+        )
+        .await;
         return page_with(
             &state,
             &who,
@@ -171,6 +209,16 @@ pub async fn create(
             .await
         }
         Err(e @ (PeopleError::Invalid(_) | PeopleError::Conflict(_))) => {
+            let message = e.to_string();
+            record_refused(
+                &state,
+                &who,
+                "person.create",
+                "/ui/people",
+                StatusCode::BAD_REQUEST,
+                &message,
+            )
+            .await;
             page_with(
                 &state,
                 &who,
@@ -191,10 +239,27 @@ pub async fn disable(
     Path(name): Path<String>,
     CsrfForm(super::sign_in::Empty {}): CsrfForm<super::sign_in::Empty>,
 ) -> PageResult {
-    who.require_admin()?;
-    let row = svc::disable(state.db.as_ref(), &name, now())
-        .await
-        .map_err(|e| PageError::from(api_error(e)))?;
+    let route = "/ui/people/{name}/disable";
+    if let Err(e) = who.require_admin() {
+        record_refused(
+            &state,
+            &who,
+            "person.disable",
+            route,
+            StatusCode::FORBIDDEN,
+            "admins only",
+        )
+        .await;
+        return Err(e);
+    }
+    let row = match svc::disable(state.db.as_ref(), &name, now()).await {
+        Ok(row) => row,
+        Err(e) => {
+            let e = api_error(e);
+            record_refused(&state, &who, "person.disable", route, e.status, &e.message).await;
+            return Err(PageError::from(e));
+        }
+    };
     record(
         &state,
         AuditRow {

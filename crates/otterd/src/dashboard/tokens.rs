@@ -74,10 +74,19 @@ pub async fn create(
     who: SignedIn,
     CsrfForm(f): CsrfForm<CreateForm>,
 ) -> PageResult {
-    who.principal.require_admin()?;
+    // Refusals are audited as the API's are (the API's own refusals are recorded below).
+    let refused = |message: &str| {
+        who.audit("token.create")
+            .detail(format!("refused: {}", crate::error::bound_message(message)))
+    };
+    if let Err(e) = who.principal.require_admin() {
+        audit::record(state.db.as_ref(), refused(&e.message)).await?;
+        return Err(e.into());
+    }
     let role = match Role::parse(f.role.trim()) {
         Some(r) => r,
         None => {
+            audit::record(state.db.as_ref(), refused("unknown role")).await?;
             return page(
                 &state,
                 &who,
@@ -85,7 +94,7 @@ pub async fn create(
                 None,
                 Some(format!("unknown role {:?}", f.role)),
             )
-            .await
+            .await;
         }
     };
     let products: Vec<String> = f

@@ -628,11 +628,22 @@ async fn admins_manage_people_on_the_page_and_viewers_cannot() {
     assert_eq!((p.status, p.location.as_str()), (303, "/ui/people"));
     assert_eq!(vic.get("/ui/").await.status, 303);
 
+    // Successes and refusals alike are in the log, as the API's are.
     let created = audit(&s, "action=person.create&actor=ada").await;
-    assert_eq!(created.len(), 1);
-    assert_eq!(created[0]["route"], "/ui/people");
+    let statuses: Vec<i64> = created
+        .iter()
+        .map(|e| e["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 201], "{created:?}");
+    assert!(created.iter().all(|e| e["route"] == "/ui/people"));
+    assert!(created[0]["detail"].as_str().unwrap().starts_with("refused:"));
     let disabled = audit(&s, "action=person.disable&actor=ada").await;
     assert_eq!(disabled.len(), 1);
+    for action in ["person.create", "person.disable"] {
+        let by_vic = audit(&s, &format!("action={action}&actor=vic")).await;
+        assert_eq!(by_vic.len(), 1, "{action}: {by_vic:?}");
+        assert_eq!(by_vic[0]["status"], 403);
+    }
 }
 
 #[tokio::test]
