@@ -636,7 +636,10 @@ async fn admins_manage_people_on_the_page_and_viewers_cannot() {
         .collect();
     assert_eq!(statuses, [400, 201], "{created:?}");
     assert!(created.iter().all(|e| e["route"] == "/ui/people"));
-    assert!(created[0]["detail"].as_str().unwrap().starts_with("refused:"));
+    assert!(created[0]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("refused:"));
     let disabled = audit(&s, "action=person.disable&actor=ada").await;
     assert_eq!(disabled.len(), 1);
     for action in ["person.create", "person.disable"] {
