@@ -1154,7 +1154,8 @@ mod tests {
         cmd.build();
         for sub in cmd.get_subcommands() {
             let online = [
-                "release", "product", "token", "device", "group", "audit", "rollout", "whoami",
+                "release", "product", "token", "device", "group", "audit", "rollout", "user",
+                "whoami",
             ]
             .contains(&sub.get_name());
             let mut args = Vec::new();

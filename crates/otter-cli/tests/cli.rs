@@ -1876,6 +1876,10 @@ fn every_command_prints_one_json_document_with_json() {
     );
     run(&admin, &["product", "unfollow-github", "thermo"]);
 
+    run(&admin, &["user", "create", "ana", "--role", "viewer"]);
+    run(&admin, &["user", "list"]);
+    run(&admin, &["user", "disable", "ana"]);
+
     let mut leaves = Vec::new();
     leaf_commands(&mut Vec::new(), &mut leaves);
     let missing: Vec<&String> = leaves
