@@ -132,6 +132,28 @@ pub async fn offer_in(
     report: &CheckinReport,
     now: i64,
 ) -> DbResult<Offer> {
+    let active = Active::Unread;
+    offer_known(view, device, report, now, active).await
+}
+
+/// The device's active deployment as [`offer_known`] is given it.
+#[derive(Debug, Clone)]
+pub enum Active {
+    /// Read with the device, after nothing of this check-in changed deployments.
+    Read(Option<DeploymentRow>),
+    /// Not read yet: the offer reads it.
+    Unread,
+}
+
+/// [`offer_in`] with the device's active deployment read already (with the device, in one
+/// statement: [`crate::db::checkin`]) when `active` says so.
+pub async fn offer_known(
+    view: &View<'_>,
+    device: &DeviceRow,
+    report: &CheckinReport,
+    now: i64,
+    active: Active,
+) -> DbResult<Offer> {
     let db = view.db;
     let product = view.product(&device.product).await?;
     if product.chip != report.chip {
@@ -140,7 +162,11 @@ pub async fn offer_in(
     }
 
     // Rule 2: an active deployment.
-    if let Some(d) = db.active_deployment(&device.id).await? {
+    let active = match active {
+        Active::Read(d) => d,
+        Active::Unread => db.active_deployment(&device.id).await?,
+    };
+    if let Some(d) = active {
         let rollout = view.rollout(&d.rollout_id).await?;
         let release = view.release(&d.release_id).await?;
         if report.image_sha256.as_ref() == Some(&release.sha256) {

@@ -99,6 +99,12 @@ impl OfferCache {
     /// A view for one check-in: reads the generation and drops what was kept at another.
     pub async fn view<'a>(&'a self, db: &'a dyn Database) -> DbResult<View<'a>> {
         let generation = db.offer_generation().await?;
+        Ok(self.view_at(db, generation))
+    }
+
+    /// A view for one check-in at a generation it read itself (with its device, in one
+    /// statement: [`crate::db::checkin`]).
+    pub fn view_at<'a>(&'a self, db: &'a dyn Database, generation: i64) -> View<'a> {
         let mut inner = self.lock();
         if inner.generation != Some(generation) {
             *inner = Inner {
@@ -106,10 +112,10 @@ impl OfferCache {
                 ..Inner::default()
             };
         }
-        Ok(View {
+        View {
             db,
             cache: Some((self, generation)),
-        })
+        }
     }
 }
 
