@@ -11,6 +11,7 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::db::checkin::CheckinContext;
 use crate::db::{DbError, DeviceRow};
 use crate::error::ApiError;
 use crate::AppState;
@@ -202,17 +203,46 @@ impl FromRequestParts<AppState> for DeviceAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        if !token.starts_with(DEVICE_TOKEN_PREFIX) {
-            return Err(ApiError::unauthorized(
-                "device routes need the device's own token (`otd_…`), not an API token",
-            ));
-        }
+        let token = device_token(parts)?;
         match state.db.find_device(&hash_secret(token)).await {
             Ok(d) => Ok(DeviceAuth(d)),
-            Err(DbError::NotFound) => {
-                Err(ApiError::unauthorized("unknown device token; enrol again"))
-            }
+            Err(DbError::NotFound) => Err(unknown_device()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn device_token(parts: &Parts) -> Result<&str, ApiError> {
+    let token = bearer(parts)?;
+    if !token.starts_with(DEVICE_TOKEN_PREFIX) {
+        return Err(ApiError::unauthorized(
+            "device routes need the device's own token (`otd_…`), not an API token",
+        ));
+    }
+    Ok(token)
+}
+
+fn unknown_device() -> ApiError {
+    ApiError::unauthorized("unknown device token; enrol again")
+}
+
+/// [`DeviceAuth`] for the check-in (issue 10): the device, the offer generation and its active
+/// deployment, read in one statement ([`crate::db::checkin`]). The same credentials are
+/// accepted and refused as by [`DeviceAuth`], read from the database at every request.
+#[derive(Debug, Clone)]
+pub struct DeviceCheckin(pub CheckinContext);
+
+impl FromRequestParts<AppState> for DeviceCheckin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = device_token(parts)?;
+        match state.db.checkin_context(&hash_secret(token)).await {
+            Ok(c) => Ok(DeviceCheckin(c)),
+            Err(DbError::NotFound) => Err(unknown_device()),
             Err(e) => Err(e.into()),
         }
     }

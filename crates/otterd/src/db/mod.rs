@@ -5,6 +5,7 @@
 //! run the same test suite. Derived rules (which release a device should get) live in the
 //! handlers, written once over the trait.
 
+pub mod checkin;
 pub mod connect;
 pub mod fleet;
 pub mod github;
@@ -272,7 +273,8 @@ pub struct AuditFilter {
 /// Every query the server needs. Implementations run their own migrations in their constructor.
 #[async_trait]
 pub trait Database:
-    fleet::FleetStore
+    checkin::CheckinStore
+    + fleet::FleetStore
     + rollouts::RolloutStore
     + github::GithubStore
     + pages::PageStore

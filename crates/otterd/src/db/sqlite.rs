@@ -141,6 +141,9 @@ type BackendRow = SqliteRow;
 #[path = "audit_sql.rs"]
 mod audit;
 #[allow(clippy::duplicate_mod)]
+#[path = "checkin_sql.rs"]
+mod checkin_store;
+#[allow(clippy::duplicate_mod)]
 #[path = "fleet_sql.rs"]
 mod fleet_store;
 #[allow(clippy::duplicate_mod)]

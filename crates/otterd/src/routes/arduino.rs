@@ -314,7 +314,7 @@ async fn rollout_offer(
         .await?;
         return Ok(None);
     }
-    Ok(Some(candidate(state, offered.release).await?))
+    Ok(Some(candidate(state, (*offered.release).clone()).await?))
 }
 
 /// What a client is sent of a release: one payload's blob, length and digests.

@@ -13,7 +13,10 @@ use utoipa::ToSchema;
 
 use super::device_report::check_report;
 use super::devices::check_channel;
-use crate::auth::{hash_secret, new_id, new_secret, DeviceAuth, DEVICE_TOKEN_PREFIX};
+use crate::auth::{
+    hash_secret, new_id, new_secret, DeviceAuth, DeviceCheckin, DEVICE_TOKEN_PREFIX,
+};
+use crate::db::checkin::CheckinContext;
 use crate::db::{CheckinReport, DbError, DeviceInsert, DeviceRow, EventRow, ProductRow, Sha256};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::services::{assignment, last_seen, rollouts};
@@ -347,9 +350,17 @@ async fn repeat_enrollment(
     responses((status = 200, body = CheckinResponse), (status = 400, body = crate::error::ErrorBody, description = "a malformed field, or a last_outcome that /status would refuse"), (status = 404, body = crate::error::ErrorBody, description = "last_outcome names a release not of this product"), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn checkin(
     State(state): State<AppState>,
-    DeviceAuth(device): DeviceAuth,
+    DeviceCheckin(context): DeviceCheckin,
     Json(body): Json<CheckinRequest>,
 ) -> ApiResult<Json<CheckinResponse>> {
+    let CheckinContext {
+        device,
+        offer_generation,
+        active_deployment,
+    } = context;
+    // The active deployment read with the device holds unless this check-in's last_outcome
+    // is recorded below (it may finish the deployment): then the offer reads it again.
+    let mut active = assignment::Active::Read(active_deployment);
     // An empty version is an image built without one (docs/protocol.md, "Check-in").
     if !body.version.is_empty() {
         otter_core::manifest::check_version(&body.version).map_err(ApiError::bad_request)?;
@@ -418,12 +429,15 @@ pub async fn checkin(
                 at,
             )
             .await?;
+            active = assignment::Active::Unread;
         }
     }
     metrics::counter!("otter_device_checkins_total").increment(1);
 
-    let view = state.offer_cache.view(state.db.as_ref()).await?;
-    let offer = assignment::offer_in(&view, &device, &report, at).await?;
+    let view = state
+        .offer_cache
+        .view_at(state.db.as_ref(), offer_generation);
+    let offer = assignment::offer_known(&view, &device, &report, at, active).await?;
     let update = match offer.update {
         Some(o) => Some(Assignment {
             release_id: o.release.id.clone(),

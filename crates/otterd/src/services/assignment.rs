@@ -12,6 +12,9 @@
 //! 4. Otherwise (no such rollout, or it has nothing for the device now) the channel's newest
 //!    release that no rollout delivers, as before rollouts existed.
 
+use std::borrow::Borrow;
+use std::sync::Arc;
+
 use otter_core::rollout::{bucket, Stages, Window};
 use otter_core::version::Version;
 
@@ -26,7 +29,8 @@ use crate::db::{
 /// The release offered to a device, and how.
 #[derive(Debug, Clone)]
 pub struct Offered {
-    pub release: ReleaseRow,
+    /// Shared with the offer cache (not copied per check-in).
+    pub release: Arc<ReleaseRow>,
     /// `false`: the device may defer it (an optional rollout).
     pub forced: bool,
     /// The rollout it comes through; `None`: plain channel behaviour.
@@ -45,22 +49,22 @@ pub fn fits_partition(release: &ReleaseRow, partition_size: Option<i64>) -> bool
 }
 
 /// Picks the release to offer a device among a channel's candidates, or none.
-pub fn choose_release<'a>(
-    candidates: &'a [ReleaseRow],
+pub fn choose_release<'a, R: Borrow<ReleaseRow>>(
+    candidates: &'a [R],
     running_version: &str,
     running_sha256: Option<&Sha256>,
 ) -> Option<&'a ReleaseRow> {
     // An image without a built-in version (empty `esp_app_desc_t.version`, as in MicroPython
     // builds) reports ""; such a device is known by its image's SHA-256, so when that image is a
     // release here, the release's version stands in for it.
+    let all = || candidates.iter().map(|r| r.borrow());
     let running_version = match running_version {
-        "" => candidates
-            .iter()
+        "" => all()
             .find(|r| Some(&r.sha256) == running_sha256)
             .map_or("", |r| r.version.as_str()),
         v => v,
     };
-    let newest = candidates.iter().max_by(|a, b| {
+    let newest = all().max_by(|a, b| {
         Version::new(&a.version)
             .cmp(&Version::new(&b.version))
             .then(a.published_at.cmp(&b.published_at))
@@ -104,7 +108,7 @@ pub fn unsuitable(
     None
 }
 
-fn offered(release: ReleaseRow, rollout: &RolloutRow) -> Offer {
+fn offered(release: Arc<ReleaseRow>, rollout: &RolloutRow) -> Offer {
     Offer {
         update: Some(Offered {
             release,
@@ -132,6 +136,28 @@ pub async fn offer_in(
     report: &CheckinReport,
     now: i64,
 ) -> DbResult<Offer> {
+    let active = Active::Unread;
+    offer_known(view, device, report, now, active).await
+}
+
+/// The device's active deployment as [`offer_known`] is given it.
+#[derive(Debug, Clone)]
+pub enum Active {
+    /// Read with the device, after nothing of this check-in changed deployments.
+    Read(Option<DeploymentRow>),
+    /// Not read yet: the offer reads it.
+    Unread,
+}
+
+/// [`offer_in`] with the device's active deployment read already (with the device, in one
+/// statement: [`crate::db::checkin`]) when `active` says so.
+pub async fn offer_known(
+    view: &View<'_>,
+    device: &DeviceRow,
+    report: &CheckinReport,
+    now: i64,
+    active: Active,
+) -> DbResult<Offer> {
     let db = view.db;
     let product = view.product(&device.product).await?;
     if product.chip != report.chip {
@@ -140,7 +166,11 @@ pub async fn offer_in(
     }
 
     // Rule 2: an active deployment.
-    if let Some(d) = db.active_deployment(&device.id).await? {
+    let active = match active {
+        Active::Read(d) => d,
+        Active::Unread => db.active_deployment(&device.id).await?,
+    };
+    if let Some(d) = active {
         let rollout = view.rollout(&d.rollout_id).await?;
         let release = view.release(&d.release_id).await?;
         if report.image_sha256.as_ref() == Some(&release.sha256) {
@@ -170,11 +200,11 @@ pub async fn offer_in(
     } else {
         Vec::new()
     };
-    for rollout in rollouts {
-        if !targets(db, &rollout, device, report, &tags, now).await? {
+    for rollout in rollouts.iter() {
+        if !targets(db, rollout, device, report, &tags, now).await? {
             continue;
         }
-        if let Some(offer) = from_rollout(view, &rollout, device, report, now).await? {
+        if let Some(offer) = from_rollout(view, rollout, device, report, now).await? {
             return Ok(offer);
         }
         break;
@@ -182,15 +212,16 @@ pub async fn offer_in(
 
     // Rule 4: the channel, without the releases that rollouts deliver.
     let rolled_out = view.rolled_out_images(device.product_id).await?;
-    let candidates: Vec<ReleaseRow> = view
+    let all = view
         .release_candidates(
             device.product_id,
             &device.channel,
             report.security_counter,
             now,
         )
-        .await?
-        .into_iter()
+        .await?;
+    let candidates: Vec<&ReleaseRow> = all
+        .iter()
         // A release larger than the device's update slot is refused by the device ("oversize")
         // at every poll, and would hide the older releases of the channel it can install.
         .filter(|r| fits_partition(r, report.partition_size))
@@ -199,7 +230,7 @@ pub async fn offer_in(
     Ok(Offer {
         update: choose_release(&candidates, &report.version, report.image_sha256.as_ref()).map(
             |r| Offered {
-                release: r.clone(),
+                release: Arc::new(r.clone()),
                 forced: true,
                 rollout_id: None,
             },
@@ -432,7 +463,7 @@ mod tests {
             choose_release(&c, "2.1.0", Some(&h("z"))).is_none(),
             "never downgrades"
         );
-        assert!(choose_release(&[], "1.0.0", Some(&h("z"))).is_none());
+        assert!(choose_release::<ReleaseRow>(&[], "1.0.0", Some(&h("z"))).is_none());
         // Same version, different bytes (a rebuild): offered.
         assert!(choose_release(&c, "2.0.0", Some(&h("z"))).is_some());
     }

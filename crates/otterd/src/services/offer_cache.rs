@@ -11,7 +11,7 @@
 //! database. Per-device rows (deployments, tags) are never cached.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::db::rollouts::RolloutRow;
 use crate::db::{Database, DbResult, ProductRow, ReleaseRow, Sha256};
@@ -28,15 +28,15 @@ pub struct OfferCache {
 #[derive(Debug, Default)]
 struct Inner {
     generation: Option<i64>,
-    products: HashMap<String, ProductRow>,
-    live_rollouts: HashMap<i64, Vec<RolloutRow>>,
-    rolled_out: HashMap<i64, Vec<Sha256>>,
+    products: HashMap<String, Arc<ProductRow>>,
+    live_rollouts: HashMap<i64, Arc<Vec<RolloutRow>>>,
+    rolled_out: HashMap<i64, Arc<Vec<Sha256>>>,
     /// By (product, channel, minimum security counter); valid for the second `candidates_at`
     /// only, as expiry is judged against the time.
-    candidates: HashMap<(i64, String, i64), Vec<ReleaseRow>>,
+    candidates: HashMap<(i64, String, i64), Arc<Vec<ReleaseRow>>>,
     candidates_at: i64,
-    releases: HashMap<String, ReleaseRow>,
-    rollouts: HashMap<String, RolloutRow>,
+    releases: HashMap<String, Arc<ReleaseRow>>,
+    rollouts: HashMap<String, Arc<RolloutRow>>,
 }
 
 impl Inner {
@@ -61,21 +61,23 @@ pub struct View<'a> {
     cache: Option<(&'a OfferCache, i64)>,
 }
 
+// Rows are shared (`Arc`), not copied, with each check-in that reads them; the key is looked
+// up borrowed (`$get`) and made owned (`$key`) only to keep a row.
 macro_rules! cached {
-    ($self:ident, $map:ident, $key:expr, $load:expr) => {{
+    ($self:ident, $map:ident, $get:expr, $key:expr, $load:expr) => {{
         let Some((cache, generation)) = $self.cache else {
-            return $load.await;
+            return $load.await.map(Arc::new);
         };
-        if let Some(v) = cache.lock().$map.get(&$key) {
-            return Ok(v.clone());
+        if let Some(v) = cache.lock().$map.get($get) {
+            return Ok(Arc::clone(v));
         }
-        let v = $load.await?;
+        let v = Arc::new($load.await?);
         let mut inner = cache.lock();
         if inner.generation == Some(generation) {
             if inner.len() >= MAX_ENTRIES {
                 inner.clear_rows();
             }
-            inner.$map.insert($key, v.clone());
+            inner.$map.insert($key, Arc::clone(&v));
         }
         Ok(v)
     }};
@@ -99,6 +101,12 @@ impl OfferCache {
     /// A view for one check-in: reads the generation and drops what was kept at another.
     pub async fn view<'a>(&'a self, db: &'a dyn Database) -> DbResult<View<'a>> {
         let generation = db.offer_generation().await?;
+        Ok(self.view_at(db, generation))
+    }
+
+    /// A view for one check-in at a generation it read itself (with its device, in one
+    /// statement: [`crate::db::checkin`]).
+    pub fn view_at<'a>(&'a self, db: &'a dyn Database, generation: i64) -> View<'a> {
         let mut inner = self.lock();
         if inner.generation != Some(generation) {
             *inner = Inner {
@@ -106,10 +114,10 @@ impl OfferCache {
                 ..Inner::default()
             };
         }
-        Ok(View {
+        View {
             db,
             cache: Some((self, generation)),
-        })
+        }
     }
 }
 
@@ -119,35 +127,43 @@ impl<'a> View<'a> {
         View { db, cache: None }
     }
 
-    pub async fn product(&self, name: &str) -> DbResult<ProductRow> {
-        cached!(self, products, name.to_string(), self.db.get_product(name))
+    pub async fn product(&self, name: &str) -> DbResult<Arc<ProductRow>> {
+        cached!(
+            self,
+            products,
+            name,
+            name.to_string(),
+            self.db.get_product(name)
+        )
     }
 
     /// The product's running, paused and completed rollouts, newest first.
-    pub async fn live_rollouts(&self, product_id: i64) -> DbResult<Vec<RolloutRow>> {
+    pub async fn live_rollouts(&self, product_id: i64) -> DbResult<Arc<Vec<RolloutRow>>> {
         cached!(
             self,
             live_rollouts,
+            &product_id,
             product_id,
             self.db.rollouts_in_state(product_id, &LIVE)
         )
     }
 
-    pub async fn rolled_out_images(&self, product_id: i64) -> DbResult<Vec<Sha256>> {
+    pub async fn rolled_out_images(&self, product_id: i64) -> DbResult<Arc<Vec<Sha256>>> {
         cached!(
             self,
             rolled_out,
+            &product_id,
             product_id,
             self.db.rolled_out_images(product_id)
         )
     }
 
-    pub async fn release(&self, id: &str) -> DbResult<ReleaseRow> {
-        cached!(self, releases, id.to_string(), self.db.get_release(id))
+    pub async fn release(&self, id: &str) -> DbResult<Arc<ReleaseRow>> {
+        cached!(self, releases, id, id.to_string(), self.db.get_release(id))
     }
 
-    pub async fn rollout(&self, id: &str) -> DbResult<RolloutRow> {
-        cached!(self, rollouts, id.to_string(), self.db.get_rollout(id))
+    pub async fn rollout(&self, id: &str) -> DbResult<Arc<RolloutRow>> {
+        cached!(self, rollouts, id, id.to_string(), self.db.get_rollout(id))
     }
 
     pub async fn release_candidates(
@@ -156,23 +172,23 @@ impl<'a> View<'a> {
         channel: &str,
         min_security_counter: i64,
         now: i64,
-    ) -> DbResult<Vec<ReleaseRow>> {
+    ) -> DbResult<Arc<Vec<ReleaseRow>>> {
         let load = self
             .db
             .release_candidates(product_id, channel, min_security_counter, now);
         let Some((cache, generation)) = self.cache else {
-            return load.await;
+            return load.await.map(Arc::new);
         };
         let key = (product_id, channel.to_string(), min_security_counter);
         {
             let inner = cache.lock();
             if inner.candidates_at == now {
                 if let Some(v) = inner.candidates.get(&key) {
-                    return Ok(v.clone());
+                    return Ok(Arc::clone(v));
                 }
             }
         }
-        let v = load.await?;
+        let v = Arc::new(load.await?);
         let mut inner = cache.lock();
         if inner.generation == Some(generation) {
             if inner.candidates_at != now {
@@ -183,7 +199,7 @@ impl<'a> View<'a> {
                 inner.clear_rows();
                 inner.candidates_at = now;
             }
-            inner.candidates.insert(key, v.clone());
+            inner.candidates.insert(key, Arc::clone(&v));
         }
         Ok(v)
     }

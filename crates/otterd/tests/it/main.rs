@@ -7,6 +7,7 @@ mod harness;
 mod access;
 mod arduino;
 mod audit;
+mod checkin_read;
 mod checkin_speed;
 mod config_file;
 mod connections;
