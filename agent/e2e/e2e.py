@@ -170,6 +170,9 @@ class HostileServer:
         self.upstream = urllib.parse.urlparse(upstream)
         self.envelope = None
         self.offer_release_id = None
+        # An image offset whose byte the proxy flips in what it passes on (a server that serves
+        # bytes other than the signed image: otterd itself refuses to, see docs/security.md).
+        self.tamper_at = None
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -193,6 +196,15 @@ class HostileServer:
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 r = conn.getresponse()
                 data = r.read()
+                if "/image" in self.path and r.status in (200, 206) and proxy.tamper_at is not None:
+                    start = 0
+                    content_range = r.getheader("Content-Range")
+                    if content_range:
+                        start = int(content_range.split()[1].split("-")[0])
+                    if start <= proxy.tamper_at < start + len(data):
+                        data = bytearray(data)
+                        data[proxy.tamper_at - start] ^= 0xFF
+                        data = bytes(data)
                 if self.path == "/device/v1/checkin" and r.status == 200 and proxy.envelope is not None:
                     answer = json.loads(data)
                     if answer["update"] is None and proxy.offer_release_id:
@@ -612,7 +624,9 @@ def test_untrusted_key_refused(s, opts):
     check(not d.reports("downloading"), "nothing downloaded")
 
 
-def test_tampered_blob_refused(s, opts):
+def test_tampered_blob_is_not_served(s, opts):
+    # Storage altered behind otterd's back: otterd refuses to serve the blob (a range of a blob
+    # whose whole hash does not match is a 500), so the device never gets the image.
     p = Product(s, "tamper")
     p.push("2.0.0")
     sha = hashlib.sha256(open(p.image("2.0.0", 2), "rb").read()).hexdigest()
@@ -625,6 +639,26 @@ def test_tampered_blob_refused(s, opts):
         f.write(bytes([b[0] ^ 0xFF]))
     d = p.device()
     rc, res = d.run(polls=8)
+    check(res and res["version"] == "1.0.0", f"not updated: {rc} {res}")
+    check(d.status()["version"] == "1.0.0" and d.status()["boot_slot"] == 0, "never activated")
+    check(not d.reports("success"), f"no success reported: {d.reports('success')}")
+    # The device never held the altered image whole: its own hash check never had to refuse it.
+    mismatches = [f for f in d.reports("failure") if "hash mismatch" in (f["reason"] or "")]
+    check(not mismatches, f"otterd served the altered bytes: {mismatches}")
+
+
+def test_tampered_bytes_from_the_server_refused(s, opts):
+    # A server that does pass on altered bytes (compromised, or a proxy in between): the agent's
+    # own check of the whole image against the signed hash refuses them.
+    p = Product(s, "tamperproxy")
+    p.push("2.0.0")
+    hostile = HostileServer(s.url)
+    hostile.tamper_at = 270_000  # in the second download chunk, which is a ranged request
+    try:
+        d = p.device(server_url=hostile.url)
+        rc, res = d.run(polls=8)
+    finally:
+        hostile.stop()
     check(res and res["version"] == "1.0.0", f"not updated: {rc} {res}")
     check(d.status()["version"] == "1.0.0" and d.status()["boot_slot"] == 0, "never activated")
     failures = d.reports("failure")
